@@ -1,0 +1,1 @@
+//! mantissa-health (work in progress).

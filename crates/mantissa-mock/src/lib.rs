@@ -1,0 +1,1 @@
+//! mantissa-mock (work in progress).

@@ -1,0 +1,1 @@
+//! mantissa-monitor (work in progress).

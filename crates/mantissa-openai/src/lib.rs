@@ -1,0 +1,1 @@
+//! mantissa-openai (work in progress).

@@ -1,0 +1,1 @@
+//! mantissa-prometheus (work in progress).

@@ -1,0 +1,1 @@
+//! mantissa-reset (work in progress).

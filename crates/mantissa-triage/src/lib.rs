@@ -1,0 +1,1 @@
+//! mantissa-triage (work in progress).
