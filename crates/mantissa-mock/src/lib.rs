@@ -1,1 +1,41 @@
-//! mantissa-mock (work in progress).
+//! # mantissa-mock
+//!
+//! Mocks for testing, demonstrating and benchmarking mantissa stacks without a
+//! real provider:
+//!
+//! - [`MockLlm`]: an in-process `tower::Service<LlmRequest>` with scripted
+//!   replies (text, tool calls, failures of every [`FailureClass`] with
+//!   realistic HTTP statuses), per-model latency and failure rates from a
+//!   seeded generator, a [`MockControl`] handle to switch models into failing
+//!   mode mid-run, token usage, streaming, and counters of what it received.
+//!
+//! Time in the mock goes through `tokio::time`, so tests on a paused clock
+//! advance through simulated latency instantly.
+//!
+//! ```
+//! use mantissa_core::{LlmRequest, Message};
+//! use mantissa_mock::{MockLlm, MockReply};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), mantissa_core::BoxError> {
+//! let llm = MockLlm::with_replies([MockReply::text("BUY 10 ACME")]);
+//! let req = LlmRequest::new("s1", "trader", vec![Message::user("What now?")]);
+//! let resp = llm.clone().oneshot(req).await?;
+//! assert_eq!(resp.message.text(), "BUY 10 ACME");
+//! # Ok(()) }
+//! ```
+//!
+//! [`FailureClass`]: mantissa_core::FailureClass
+
+#![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod latency;
+pub mod llm;
+mod reply;
+mod stream;
+
+pub use latency::Latency;
+pub use llm::{MockControl, MockLlm, MockLlmBuilder};
+pub use reply::{MockFailure, MockReply};
+pub use stream::StreamOptions;
