@@ -8,6 +8,9 @@
 //!   realistic HTTP statuses), per-model latency and failure rates from a
 //!   seeded generator, a [`MockControl`] handle to switch models into failing
 //!   mode mid-run, token usage, streaming, and counters of what it received.
+//! - [`MockTools`]: a `tower::Service<ToolRequest>` with registered tools,
+//!   failure injection, latency, and demo trading tools (`get_market_price`,
+//!   `assess_risk`, `place_order`).
 //!
 //! Time in the mock goes through `tokio::time`, so tests on a paused clock
 //! advance through simulated latency instantly.
@@ -34,8 +37,10 @@ mod latency;
 pub mod llm;
 mod reply;
 mod stream;
+pub mod tools;
 
 pub use latency::Latency;
 pub use llm::{MockControl, MockLlm, MockLlmBuilder};
 pub use reply::{MockFailure, MockReply};
 pub use stream::StreamOptions;
+pub use tools::{MockTools, ToolFault};
