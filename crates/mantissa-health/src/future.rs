@@ -1,0 +1,138 @@
+//! The response future of [`Health`](crate::Health) and the wrapper of
+//! streamed bodies.
+
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use futures_core::Stream;
+use mantissa_core::{BoxError, Chunk, ChunkStream, Usage, classify_box};
+use pin_project_lite::pin_project;
+
+use crate::record::Call;
+use crate::request::{Classify, ObservedRequest, class_for};
+
+pin_project! {
+    /// Response future of [`Health`](crate::Health).
+    ///
+    /// Records the call when the inner future completes. Dropped before that,
+    /// it records the call as cancelled and lowers the in-flight gauge. A
+    /// streamed response hands the bookkeeping to its body, which records the
+    /// call when the stream ends or is dropped.
+    pub struct ResponseFuture<F, R> {
+        #[pin]
+        inner: F,
+        call: Option<Call>,
+        _request: PhantomData<fn() -> R>,
+    }
+}
+
+impl<F, R> ResponseFuture<F, R> {
+    pub(crate) fn new(inner: F, call: Call) -> Self {
+        Self {
+            inner,
+            call: Some(call),
+            _request: PhantomData,
+        }
+    }
+}
+
+impl<F, R> fmt::Debug for ResponseFuture<F, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("call", &self.call)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, R, E> Future for ResponseFuture<F, R>
+where
+    F: Future<Output = Result<R::Response, E>>,
+    R: ObservedRequest,
+    E: Classify + fmt::Display,
+{
+    type Output = Result<R::Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = ready!(this.inner.poll(cx));
+        let Some(mut call) = this.call.take() else {
+            return Poll::Ready(result);
+        };
+        let mut resp = match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                let class = class_for(R::KIND, e.failure_class());
+                call.finish(Some(class), Usage::default(), Some(e.to_string()));
+                return Poll::Ready(Err(e));
+            }
+        };
+        match R::take_stream(&mut resp) {
+            Some(stream) => {
+                call.bind_model(R::response_model(&resp));
+                R::put_stream(&mut resp, ChunkStream::new(ObservedStream::new(stream, call)));
+            }
+            None => call.finish(R::response_failure(&resp), R::usage(&resp), None),
+        }
+        Poll::Ready(Ok(resp))
+    }
+}
+
+/// A streamed body under observation: time to first chunk at the first
+/// chunk; duration, usage (from the chunk that carries it, usually the last)
+/// and outcome when the stream ends, fails, or is dropped early (cancelled).
+struct ObservedStream {
+    inner: ChunkStream,
+    call: Option<Call>,
+    seen_chunk: bool,
+    usage: Usage,
+}
+
+impl ObservedStream {
+    fn new(inner: ChunkStream, call: Call) -> Self {
+        Self {
+            inner,
+            call: Some(call),
+            seen_chunk: false,
+            usage: Usage::default(),
+        }
+    }
+}
+
+impl Stream for ObservedStream {
+    type Item = Result<Chunk, BoxError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let item = ready!(Pin::new(&mut this.inner).poll_next(cx));
+        let Some(call) = this.call.as_mut() else {
+            return Poll::Ready(item);
+        };
+        match &item {
+            Some(Ok(chunk)) => {
+                if !this.seen_chunk {
+                    this.seen_chunk = true;
+                    call.first_chunk();
+                }
+                if let Some(u) = chunk.usage {
+                    this.usage = u;
+                }
+            }
+            Some(Err(e)) => {
+                call.finish(Some(classify_box(e)), this.usage, Some(e.to_string()));
+                this.call = None;
+            }
+            None => {
+                call.finish(None, this.usage, None);
+                this.call = None;
+            }
+        }
+        Poll::Ready(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,197 @@
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use mantissa_core::{AgentName, EventSink, ModelCatalog, ModelSpec, Pricing, Tier, TierSet};
+use tower_layer::Layer;
+
+use crate::record::{Settings, Shared};
+use crate::registry::HealthRegistry;
+use crate::service::Health;
+
+/// Applies [`Health`] to LLM and tool services. See the [crate docs](crate).
+///
+/// Every service built by one layer (and its clones) shares one cache of
+/// metric handles and one [`HealthRegistry`]. Handles are registered with the
+/// recorder that is current at the first call of each label tuple, so install
+/// the recorder before the first call.
+#[derive(Clone)]
+pub struct HealthLayer {
+    registry: HealthRegistry,
+    catalog: ModelCatalog,
+    model: Option<ModelSpec>,
+    tiers: Option<TierSet>,
+    agents: Option<HashSet<AgentName>>,
+    tools: Option<HashSet<String>>,
+    sinks: Vec<Arc<dyn EventSink>>,
+    journal: bool,
+    shared: OnceLock<Arc<Shared>>,
+}
+
+impl fmt::Debug for HealthLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HealthLayer")
+            .field("registry", &self.registry)
+            .field("catalog", &self.catalog)
+            .field("model", &self.model)
+            .field("tiers", &self.tiers)
+            .field("agents", &self.agents)
+            .field("tools", &self.tools)
+            .field("sinks", &self.sinks.len())
+            .field("journal", &self.journal)
+            .finish()
+    }
+}
+
+impl Default for HealthLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HealthLayer {
+    /// A layer with its own registry, no catalog (every model label is
+    /// `other` and costs nothing), no allow-lists, no sinks, and the journal on.
+    pub fn new() -> Self {
+        Self {
+            registry: HealthRegistry::new(),
+            catalog: ModelCatalog::new(),
+            model: None,
+            tiers: None,
+            agents: None,
+            tools: None,
+            sinks: Vec::new(),
+            journal: true,
+            shared: OnceLock::new(),
+        }
+    }
+
+    /// A layer configured from a tier ladder: models, prices and tiers from
+    /// `tiers`, counterfactual cost against its top tier.
+    pub fn with_tiers(tiers: TierSet) -> Self {
+        Self::new().tiers(tiers)
+    }
+
+    fn changed(mut self) -> Self {
+        self.shared = OnceLock::new();
+        self
+    }
+
+    /// Feeds `registry` (share one registry between the LLM and tool layers
+    /// and with the monitor). Defaults to a new registry of the layer's own.
+    pub fn registry(mut self, registry: HealthRegistry) -> Self {
+        self.registry = registry;
+        self.changed()
+    }
+
+    /// Adds the models of `catalog`: they become `model` label values (others
+    /// fold into `other`) and price calls. Defaults to no models.
+    pub fn catalog(mut self, catalog: ModelCatalog) -> Self {
+        for spec in catalog.iter() {
+            let tier = catalog.tier_of(spec.id.as_str()).cloned();
+            self.catalog.insert_with_tier(spec.clone(), tier);
+        }
+        self.changed()
+    }
+
+    /// Adds the models of `tiers` (with their tiers), bounds the `tier` label
+    /// to its tier names (others fold into `other`), and records the
+    /// counterfactual cost of every call on the first model of the top tier.
+    /// Defaults to none: no counterfactual cost.
+    pub fn tiers(mut self, tiers: TierSet) -> Self {
+        let catalog = tiers.catalog();
+        for spec in catalog.iter() {
+            let tier = catalog.tier_of(spec.id.as_str()).cloned();
+            self.catalog.insert_with_tier(spec.clone(), tier);
+        }
+        self.tiers = Some(tiers);
+        self.changed()
+    }
+
+    /// The model this layer's service calls, for per-model instances under a
+    /// router: used when the request names no model (a request's own `model`
+    /// wins). The model is added to the catalog unless already there.
+    /// Defaults to none: the model comes from the request or else the response.
+    pub fn model(mut self, spec: ModelSpec) -> Self {
+        if self.catalog.get(spec.id.as_str()).is_none() {
+            self.catalog.insert(spec.clone());
+        }
+        self.model = Some(spec);
+        self.changed()
+    }
+
+    /// Bounds the agent label: agents not in `agents` are recorded as
+    /// `other`. Defaults to no bound (agent names come from code).
+    pub fn agents<I, A>(mut self, agents: I) -> Self
+    where
+        I: IntoIterator<Item = A>,
+        A: Into<AgentName>,
+    {
+        self.agents = Some(agents.into_iter().map(Into::into).collect());
+        self.changed()
+    }
+
+    /// Bounds the tool label: tools not in `tools` are recorded as `other`.
+    /// Defaults to no bound (tool names come from code).
+    pub fn tools<I, T>(mut self, tools: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.tools = Some(tools.into_iter().map(Into::into).collect());
+        self.changed()
+    }
+
+    /// Adds a sink that receives a [`HealthEvent`](mantissa_core::HealthEvent)
+    /// per call, on the calling task: it must be cheap and never block (see
+    /// [`JsonLinesSink`](crate::JsonLinesSink)). Defaults to no sinks.
+    pub fn sink(mut self, sink: impl EventSink) -> Self {
+        self.sinks.push(Arc::new(sink));
+        self.changed()
+    }
+
+    /// Whether every call's event goes to the registry's journal
+    /// ([`HealthRegistry::recent`]). Defaults to `true`.
+    pub fn journal(mut self, on: bool) -> Self {
+        self.journal = on;
+        self.changed()
+    }
+
+    /// The registry this layer feeds.
+    pub fn get_registry(&self) -> &HealthRegistry {
+        &self.registry
+    }
+
+    fn shared(&self) -> Arc<Shared> {
+        self.shared
+            .get_or_init(|| {
+                let tiers = self.tiers.as_ref();
+                let top_pricing: Option<Pricing> = tiers
+                    .and_then(TierSet::top)
+                    .and_then(|t| t.models.first())
+                    .map(|m| m.pricing);
+                let tier_names: Option<HashSet<Tier>> =
+                    tiers.map(|t| t.iter().map(|c| c.name.clone()).collect());
+                Arc::new(Shared::new(Settings {
+                    registry: self.registry.clone(),
+                    catalog: self.catalog.clone(),
+                    fixed_model: self.model.as_ref().map(|m| m.id.clone()),
+                    tiers: tier_names,
+                    top_pricing,
+                    agents: self.agents.clone(),
+                    tools: self.tools.clone(),
+                    sinks: self.sinks.clone(),
+                    journal: self.journal,
+                }))
+            })
+            .clone()
+    }
+}
+
+impl<S> Layer<S> for HealthLayer {
+    type Service = Health<S>;
+
+    fn layer(&self, inner: S) -> Health<S> {
+        Health::from_shared(inner, self.shared())
+    }
+}

@@ -1,0 +1,625 @@
+//! The per-call bookkeeping: label folding, the cache of metric handles and
+//! registry subjects, and [`Call`], the drop guard that records each call
+//! exactly once.
+
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use mantissa_core::catalog::{self, labels};
+use mantissa_core::{
+    AgentName, EventKind, EventSink, FailureClass, HealthEvent, ModelCatalog, ModelId, OTHER_LABEL, Outcome,
+    Pricing, SessionId, Tier, Usage,
+};
+use metrics::{Counter, Gauge, Histogram, Label};
+use tokio::time::Instant;
+
+use crate::cache::CowMap;
+use crate::registry::{HealthRegistry, Sample, SubjectStats};
+use crate::request::ObservedRequest;
+
+/// The label value of `layer` on the overhead histogram.
+pub(crate) const LAYER_NAME: &str = "health";
+/// The tier label of calls without a tier.
+pub(crate) const NO_TIER: &str = "none";
+
+/// What the catalog says about one model label.
+#[derive(Debug, Clone)]
+pub(crate) struct ModelInfo {
+    pub(crate) label: Arc<str>,
+    pub(crate) provider: Arc<str>,
+    pub(crate) tier: Option<Tier>,
+    pub(crate) pricing: Pricing,
+}
+
+/// The layer's configuration, frozen, plus its caches.
+pub(crate) struct Shared {
+    pub(crate) registry: HealthRegistry,
+    models: HashMap<ModelId, ModelInfo>,
+    other_model: ModelInfo,
+    fixed_model: Option<ModelId>,
+    tiers: Option<HashSet<Tier>>,
+    top_pricing: Option<Pricing>,
+    agents: Option<HashSet<AgentName>>,
+    tools: Option<HashSet<String>>,
+    sinks: Box<[Arc<dyn EventSink>]>,
+    journal: bool,
+    other_agent: AgentName,
+    series: CowMap<SeriesKey, Arc<Series>>,
+    agent_series: CowMap<AgentName, Arc<AgentSeries>>,
+    overhead: OnceLock<Histogram>,
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("models", &self.models.len())
+            .field("fixed_model", &self.fixed_model)
+            .field("agents", &self.agents)
+            .field("tools", &self.tools)
+            .field("sinks", &self.sinks.len())
+            .field("journal", &self.journal)
+            .field("series", &self.series.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Inputs to [`Shared::new`].
+pub(crate) struct Settings {
+    pub(crate) registry: HealthRegistry,
+    pub(crate) catalog: ModelCatalog,
+    pub(crate) fixed_model: Option<ModelId>,
+    pub(crate) tiers: Option<HashSet<Tier>>,
+    pub(crate) top_pricing: Option<Pricing>,
+    pub(crate) agents: Option<HashSet<AgentName>>,
+    pub(crate) tools: Option<HashSet<String>>,
+    pub(crate) sinks: Vec<Arc<dyn EventSink>>,
+    pub(crate) journal: bool,
+}
+
+impl Shared {
+    pub(crate) fn new(s: Settings) -> Self {
+        let models = s
+            .catalog
+            .iter()
+            .map(|spec| {
+                let info = ModelInfo {
+                    label: Arc::from(spec.id.as_str()),
+                    provider: Arc::from(spec.provider.as_str()),
+                    tier: s.catalog.tier_of(spec.id.as_str()).cloned(),
+                    pricing: spec.pricing,
+                };
+                (spec.id.clone(), info)
+            })
+            .collect();
+        Self {
+            registry: s.registry,
+            models,
+            other_model: ModelInfo {
+                label: Arc::from(OTHER_LABEL),
+                provider: Arc::from(OTHER_LABEL),
+                tier: None,
+                pricing: Pricing::default(),
+            },
+            fixed_model: s.fixed_model,
+            tiers: s.tiers,
+            top_pricing: s.top_pricing,
+            agents: s.agents,
+            tools: s.tools,
+            sinks: s.sinks.into_boxed_slice(),
+            journal: s.journal,
+            other_agent: AgentName::new(OTHER_LABEL),
+            series: CowMap::new(),
+            agent_series: CowMap::new(),
+            overhead: OnceLock::new(),
+        }
+    }
+
+    #[inline]
+    fn agent_label<'a>(&'a self, agent: &'a AgentName) -> &'a AgentName {
+        match &self.agents {
+            Some(allowed) if !allowed.contains(agent.as_str()) => &self.other_agent,
+            _ => agent,
+        }
+    }
+
+    #[inline]
+    fn model_info(&self, model: &str) -> &ModelInfo {
+        self.models.get(model).unwrap_or(&self.other_model)
+    }
+
+    #[inline]
+    fn tier_label<'a>(&'a self, requested: Option<&'a Tier>, info: &'a ModelInfo) -> &'a str {
+        match (requested, &self.tiers) {
+            (Some(t), Some(known)) if !known.contains(t.as_str()) => OTHER_LABEL,
+            (Some(t), _) => t.as_str(),
+            (None, _) => info.tier.as_ref().map_or(NO_TIER, Tier::as_str),
+        }
+    }
+
+    fn agent_series(&self, agent: &AgentName) -> Arc<AgentSeries> {
+        self.agent_series.get_or_insert_with(agent.as_str(), || {
+            let stats = self.registry.agent_stats(agent.as_str());
+            let counterfactual = self.top_pricing.map(|_| {
+                metrics::gauge!(catalog::COUNTERFACTUAL_COST_USD_TOTAL, labels::AGENT => agent.to_string())
+            });
+            let series = AgentSeries {
+                name: agent.clone(),
+                stats,
+                in_flight_llm: OnceLock::new(),
+                in_flight_tool: OnceLock::new(),
+                counterfactual,
+            };
+            (agent.clone(), Arc::new(series))
+        })
+    }
+
+    /// Starts observing a call.
+    pub(crate) fn begin<R: ObservedRequest>(self: &Arc<Self>, req: &R, start: Instant) -> Call {
+        let agent = self.agent_label(req.agent());
+        let (series, agent_series) = match R::KIND {
+            EventKind::Tool => {
+                let name = req.subject().unwrap_or(OTHER_LABEL);
+                let name = match &self.tools {
+                    Some(allowed) if !allowed.contains(name) => OTHER_LABEL,
+                    _ => name,
+                };
+                let s = self.series(EventKind::Tool, agent, name, "", None);
+                let a = s.agent.clone();
+                (Some(s), a)
+            }
+            _ => match req.subject().or(self.fixed_model.as_ref().map(ModelId::as_str)) {
+                Some(model) => {
+                    let info = self.model_info(model);
+                    let tier = self.tier_label(req.tier(), info);
+                    let s = self.series(EventKind::Llm, agent, &info.label, tier, Some(info));
+                    let a = s.agent.clone();
+                    (Some(s), a)
+                }
+                // The model is only known from the response.
+                None => (None, self.agent_series(agent)),
+            },
+        };
+        let in_flight = match &series {
+            Some(s) => s.in_flight.clone(),
+            None => agent_series.in_flight(R::KIND).clone(),
+        };
+        in_flight.increment(1.0);
+        let deferred_tier = if series.is_none() {
+            req.tier().cloned()
+        } else {
+            None
+        };
+        let pre_overhead = start.elapsed();
+        Call {
+            shared: self.clone(),
+            agent: agent_series,
+            series,
+            kind: R::KIND,
+            session: req.session().clone(),
+            deferred_tier,
+            in_flight,
+            start,
+            pre_overhead,
+            done: false,
+        }
+    }
+
+    fn series(
+        &self,
+        kind: EventKind,
+        agent: &AgentName,
+        subject: &str,
+        tier: &str,
+        info: Option<&ModelInfo>,
+    ) -> Arc<Series> {
+        let key = KeyRef {
+            kind,
+            agent: agent.as_str(),
+            subject,
+            tier,
+        };
+        self.series.get_or_insert_with(&key as &dyn AsKeyRef, || {
+            let agent_series = self.agent_series(agent);
+            let series = Series::new(self, agent_series, kind, subject, tier, info);
+            let key = SeriesKey {
+                kind,
+                agent: agent.clone(),
+                subject: Arc::from(subject),
+                tier: Arc::from(tier),
+            };
+            (key, Arc::new(series))
+        })
+    }
+
+    fn overhead(&self) -> &Histogram {
+        self.overhead
+            .get_or_init(|| metrics::histogram!(catalog::MIDDLEWARE_OVERHEAD, labels::LAYER => LAYER_NAME))
+    }
+}
+
+// ---- the cache key: owned in the map, borrowed for lookups ----
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct KeyRef<'a> {
+    kind: EventKind,
+    agent: &'a str,
+    subject: &'a str,
+    tier: &'a str,
+}
+
+trait AsKeyRef {
+    fn key_ref(&self) -> KeyRef<'_>;
+}
+
+impl AsKeyRef for KeyRef<'_> {
+    fn key_ref(&self) -> KeyRef<'_> {
+        *self
+    }
+}
+
+#[derive(Clone)]
+struct SeriesKey {
+    kind: EventKind,
+    agent: AgentName,
+    subject: Arc<str>,
+    tier: Arc<str>,
+}
+
+impl AsKeyRef for SeriesKey {
+    fn key_ref(&self) -> KeyRef<'_> {
+        KeyRef {
+            kind: self.kind,
+            agent: self.agent.as_str(),
+            subject: &self.subject,
+            tier: &self.tier,
+        }
+    }
+}
+
+impl<'a> Borrow<dyn AsKeyRef + 'a> for SeriesKey {
+    fn borrow(&self) -> &(dyn AsKeyRef + 'a) {
+        self
+    }
+}
+
+impl Hash for dyn AsKeyRef + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key_ref().hash(state)
+    }
+}
+
+impl PartialEq for dyn AsKeyRef + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.key_ref() == other.key_ref()
+    }
+}
+
+impl Eq for dyn AsKeyRef + '_ {}
+
+impl Hash for SeriesKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key_ref().hash(state)
+    }
+}
+
+impl PartialEq for SeriesKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.key_ref() == other.key_ref()
+    }
+}
+
+impl Eq for SeriesKey {}
+
+// ---- metric handles ----
+
+/// Handles and registry subject of one agent.
+pub(crate) struct AgentSeries {
+    name: AgentName,
+    stats: Arc<SubjectStats>,
+    in_flight_llm: OnceLock<Gauge>,
+    in_flight_tool: OnceLock<Gauge>,
+    counterfactual: Option<Gauge>,
+}
+
+impl AgentSeries {
+    fn in_flight(&self, kind: EventKind) -> &Gauge {
+        let (cell, kind) = match kind {
+            EventKind::Tool => (&self.in_flight_tool, "tool"),
+            _ => (&self.in_flight_llm, "llm"),
+        };
+        cell.get_or_init(|| {
+            metrics::gauge!(catalog::CALLS_IN_FLIGHT, labels::KIND => kind, labels::AGENT => self.name.to_string())
+        })
+    }
+}
+
+struct OutcomeSeries {
+    duration: Histogram,
+    calls: Counter,
+}
+
+struct TokenSeries {
+    usage_input: Histogram,
+    usage_output: Histogram,
+    total_input: Counter,
+    total_output: Counter,
+    cost: Gauge,
+    time_to_first_chunk: Histogram,
+}
+
+/// Handles and registry subjects of one (kind, agent, model or tool, tier) tuple.
+pub(crate) struct Series {
+    kind: EventKind,
+    agent: Arc<AgentSeries>,
+    subject: Arc<str>,
+    tier: Option<Tier>,
+    provider: Arc<str>,
+    pricing: Pricing,
+    stats: Arc<SubjectStats>,
+    in_flight: Gauge,
+    ok: OutcomeSeries,
+    failures: [OnceLock<OutcomeSeries>; 10],
+    tokens: Option<TokenSeries>,
+}
+
+impl Series {
+    fn new(
+        shared: &Shared,
+        agent: Arc<AgentSeries>,
+        kind: EventKind,
+        subject: &str,
+        tier: &str,
+        info: Option<&ModelInfo>,
+    ) -> Self {
+        let info = info.unwrap_or(&shared.other_model);
+        let agent_name = agent.name.to_string();
+        let tokens = (kind == EventKind::Llm).then(|| {
+            let usage = |token_type: &'static str| {
+                metrics::histogram!(
+                    catalog::GEN_AI_CLIENT_TOKEN_USAGE,
+                    labels::GEN_AI_OPERATION_NAME => catalog::OPERATION_CHAT,
+                    labels::GEN_AI_PROVIDER_NAME => info.provider.to_string(),
+                    labels::GEN_AI_REQUEST_MODEL => subject.to_owned(),
+                    labels::GEN_AI_AGENT_NAME => agent_name.clone(),
+                    labels::GEN_AI_TOKEN_TYPE => token_type,
+                )
+            };
+            let total = |token_type: &'static str| {
+                metrics::counter!(
+                    catalog::TOKENS_TOTAL,
+                    labels::AGENT => agent_name.clone(),
+                    labels::MODEL => subject.to_owned(),
+                    labels::TOKEN_TYPE => token_type,
+                )
+            };
+            TokenSeries {
+                usage_input: usage("input"),
+                usage_output: usage("output"),
+                total_input: total("input"),
+                total_output: total("output"),
+                cost: metrics::gauge!(
+                    catalog::COST_USD_TOTAL,
+                    labels::AGENT => agent_name.clone(),
+                    labels::TIER => tier.to_owned(),
+                    labels::MODEL => subject.to_owned(),
+                ),
+                time_to_first_chunk: metrics::histogram!(
+                    catalog::GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK,
+                    labels::GEN_AI_OPERATION_NAME => catalog::OPERATION_CHAT,
+                    labels::GEN_AI_PROVIDER_NAME => info.provider.to_string(),
+                    labels::GEN_AI_REQUEST_MODEL => subject.to_owned(),
+                    labels::GEN_AI_AGENT_NAME => agent_name.clone(),
+                ),
+            }
+        });
+        let mut series = Series {
+            kind,
+            subject: Arc::from(subject),
+            tier: (kind == EventKind::Llm).then(|| Tier::new(tier)),
+            provider: info.provider.clone(),
+            pricing: info.pricing,
+            stats: shared.registry.subject_stats(kind, subject),
+            in_flight: agent.in_flight(kind).clone(),
+            agent,
+            ok: OutcomeSeries {
+                duration: Histogram::noop(),
+                calls: Counter::noop(),
+            },
+            failures: Default::default(),
+            tokens,
+        };
+        series.ok = series.outcome_series(None);
+        series
+    }
+
+    /// Registers the duration histogram and call counter of one outcome.
+    fn outcome_series(&self, failure: Option<FailureClass>) -> OutcomeSeries {
+        let agent = self.agent.name.to_string();
+        let subject = self.subject.to_string();
+        let outcome = match failure {
+            None => Outcome::Success,
+            Some(c) => Outcome::Failure(c),
+        };
+        let mut duration = Vec::with_capacity(5);
+        let mut calls = Vec::with_capacity(5);
+        match self.kind {
+            EventKind::Tool => {
+                duration.push(Label::new(
+                    labels::GEN_AI_OPERATION_NAME,
+                    catalog::OPERATION_EXECUTE_TOOL,
+                ));
+                duration.push(Label::new(labels::GEN_AI_TOOL_NAME, subject.clone()));
+                calls.push(Label::new(labels::KIND, "tool"));
+                calls.push(Label::new(labels::AGENT, agent.clone()));
+                calls.push(Label::new(labels::TOOL, subject));
+            }
+            _ => {
+                duration.push(Label::new(labels::GEN_AI_OPERATION_NAME, catalog::OPERATION_CHAT));
+                duration.push(Label::new(
+                    labels::GEN_AI_PROVIDER_NAME,
+                    self.provider.to_string(),
+                ));
+                duration.push(Label::new(labels::GEN_AI_REQUEST_MODEL, subject.clone()));
+                calls.push(Label::new(labels::KIND, "llm"));
+                calls.push(Label::new(labels::AGENT, agent.clone()));
+                calls.push(Label::new(labels::MODEL, subject));
+            }
+        }
+        duration.push(Label::new(labels::GEN_AI_AGENT_NAME, agent));
+        calls.push(Label::new(labels::OUTCOME, outcome.as_str()));
+        if let Some(c) = failure {
+            duration.push(Label::new(labels::ERROR_TYPE, c.as_str()));
+            calls.push(Label::new(labels::ERROR_TYPE, c.as_str()));
+        }
+        OutcomeSeries {
+            duration: metrics::histogram!(catalog::GEN_AI_CLIENT_OPERATION_DURATION, duration),
+            calls: metrics::counter!(catalog::CALLS_TOTAL, calls),
+        }
+    }
+
+    fn outcome(&self, failure: Option<FailureClass>) -> &OutcomeSeries {
+        match failure {
+            None => &self.ok,
+            Some(c) => self.failures[c.index()].get_or_init(|| self.outcome_series(Some(c))),
+        }
+    }
+}
+
+// ---- the drop guard ----
+
+/// One call being observed. Records exactly once: through [`Call::finish`],
+/// or as cancelled when dropped unfinished.
+pub(crate) struct Call {
+    shared: Arc<Shared>,
+    agent: Arc<AgentSeries>,
+    series: Option<Arc<Series>>,
+    kind: EventKind,
+    session: SessionId,
+    deferred_tier: Option<Tier>,
+    in_flight: Gauge,
+    start: Instant,
+    pre_overhead: Duration,
+    done: bool,
+}
+
+impl fmt::Debug for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Call")
+            .field("agent", &self.agent.name)
+            .field("kind", &self.kind)
+            .field("subject", &self.series.as_ref().map(|s| &s.subject))
+            .field("start", &self.start)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Call {
+    /// Binds the call to the model of its response when the request named none.
+    pub(crate) fn bind_model(&mut self, model: Option<&ModelId>) {
+        if self.series.is_some() {
+            return;
+        }
+        let shared = &*self.shared;
+        let info = model.map_or(&shared.other_model, |m| shared.model_info(m.as_str()));
+        let tier = shared.tier_label(self.deferred_tier.as_ref(), info);
+        let agent = self.agent.name.clone();
+        self.series = Some(shared.series(self.kind, &agent, &info.label, tier, Some(info)));
+    }
+
+    /// Records the time to the first chunk of a streamed response.
+    pub(crate) fn first_chunk(&mut self) {
+        let ttfc = self.start.elapsed();
+        self.bind_model(None);
+        if let Some(t) = self.series.as_ref().and_then(|s| s.tokens.as_ref()) {
+            t.time_to_first_chunk.record(ttfc.as_secs_f64());
+        }
+    }
+
+    /// Records the end of the call.
+    pub(crate) fn finish(&mut self, failure: Option<FailureClass>, usage: Usage, detail: Option<String>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let end = Instant::now();
+        self.bind_model(None);
+        let Some(series) = self.series.as_ref() else {
+            return;
+        };
+        let shared = &*self.shared;
+        let duration = end.saturating_duration_since(self.start);
+        self.in_flight.decrement(1.0);
+
+        let out = series.outcome(failure);
+        out.duration.record(duration.as_secs_f64());
+        out.calls.increment(1);
+
+        let mut cost = 0.0;
+        let mut counterfactual = 0.0;
+        if let Some(t) = &series.tokens {
+            if usage.total() > 0 {
+                t.usage_input.record(usage.input_tokens as f64);
+                t.usage_output.record(usage.output_tokens as f64);
+                t.total_input.increment(usage.input_tokens);
+                t.total_output.increment(usage.output_tokens);
+                cost = series.pricing.cost(&usage);
+                if cost > 0.0 {
+                    t.cost.increment(cost);
+                }
+                if let (Some(top), Some(g)) = (&shared.top_pricing, &self.agent.counterfactual) {
+                    counterfactual = top.cost(&usage);
+                    g.increment(counterfactual);
+                }
+            }
+        }
+
+        let sample = Sample {
+            failure,
+            duration,
+            usage,
+            cost_usd: cost,
+            counterfactual_usd: counterfactual,
+        };
+        let (elapsed, wall_ms) = shared.registry.clock(end);
+        self.agent.stats.record(elapsed, end, &sample);
+        series.stats.record(elapsed, end, &sample);
+
+        if shared.journal || !shared.sinks.is_empty() {
+            let event = HealthEvent {
+                timestamp_ms: wall_ms,
+                agent: self.agent.name.clone(),
+                session: self.session.clone(),
+                kind: self.kind,
+                subject: series.subject.clone(),
+                tier: series.tier.clone(),
+                outcome: failure.map_or(Outcome::Success, Outcome::Failure),
+                duration,
+                usage,
+                cost_usd: cost,
+                detail,
+            };
+            for sink in shared.sinks.iter() {
+                sink.record(&event);
+            }
+            if shared.journal {
+                shared.registry.journal(event);
+            }
+        }
+        if failure != Some(FailureClass::Cancelled) {
+            let overhead = self.pre_overhead + end.elapsed();
+            shared.overhead().record(overhead.as_secs_f64());
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(Some(FailureClass::Cancelled), Usage::default(), None);
+        }
+    }
+}

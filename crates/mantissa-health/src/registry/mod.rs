@@ -1,0 +1,552 @@
+//! [`HealthRegistry`]: rolling health windows per agent, model and tool.
+//!
+//! The registry is a cheap `Clone` handle. Each subject (an agent, a model, a
+//! tool) has its own small lock, found through a copy-on-write map
+//! ([`arc_swap::ArcSwap`]); a [`HealthLayer`](crate::HealthLayer) keeps the
+//! subjects it feeds in its handle cache, so a call takes two uncontended
+//! per-subject locks and no global one.
+//!
+//! Windows are rings of time slots on [`tokio::time::Instant`]: the last minute
+//! in 12 slots of 5 s, the last 15 minutes in 15 slots of 60 s (the current
+//! slot is partial, so a window covers between `n - 1` and `n` slots).
+//!
+//! ```
+//! use std::time::Duration;
+//! use mantissa_core::{EventKind, EventSink, HealthEvent, Outcome};
+//! use mantissa_health::HealthRegistry;
+//!
+//! let registry = HealthRegistry::new();
+//! // The reset layer reports context resets as events.
+//! registry.record(&HealthEvent::now(
+//!     "trader".into(), "s1".into(), EventKind::ContextReset, "summarize", Outcome::Success,
+//!     Duration::ZERO,
+//! ));
+//! let trader = registry.agent("trader").unwrap();
+//! assert_eq!(trader.last_1m.context_resets, 1);
+//! assert_eq!(trader.score, 1.0);
+//! let json = serde_json::to_string(&registry.snapshot()).unwrap();
+//! assert!(json.contains("\"context_resets\":1"));
+//! ```
+
+mod snapshot;
+mod window;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use mantissa_core::catalog::{self, labels};
+use mantissa_core::{EventKind, EventSink, FailureClass, HealthEvent, unix_millis};
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+pub use snapshot::{HealthSnapshot, SubjectHealth, WindowStats};
+pub(crate) use window::Sample;
+use window::{Counts, Mark, Ring};
+
+use crate::events::EventJournal;
+
+const MINUTE_SLOT: Duration = Duration::from_secs(5);
+const MINUTE_SLOTS: usize = 12;
+const QUARTER_SLOT: Duration = Duration::from_secs(60);
+const QUARTER_SLOTS: usize = 15;
+/// EWMA weight of one successful call in the latency baseline.
+const BASELINE_ALPHA: f64 = 0.01;
+/// Recent median latency up to this multiple of the baseline costs no score.
+const LATENCY_TOLERANCE: f64 = 1.5;
+/// The latency factor of the score never goes below this.
+const LATENCY_FLOOR: f64 = 0.25;
+/// Each consecutive failure multiplies the score by this.
+const STREAK_DECAY: f64 = 0.8;
+/// Default capacity of the event journal.
+pub(crate) const DEFAULT_JOURNAL: usize = 1024;
+
+struct State {
+    minute: Ring,
+    quarter: Ring,
+    consecutive_failures: u32,
+    last_call: Option<Instant>,
+    last_failure: Option<FailureClass>,
+    baseline: Option<f64>,
+    total_calls: u64,
+    total_failures: u64,
+}
+
+/// The windows of one subject, behind its own lock.
+pub(crate) struct SubjectStats {
+    name: Arc<str>,
+    state: Mutex<State>,
+}
+
+impl fmt::Debug for SubjectStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SubjectStats")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SubjectStats {
+    fn new(name: Arc<str>) -> Self {
+        Self {
+            name,
+            state: Mutex::new(State {
+                minute: Ring::new(MINUTE_SLOT, MINUTE_SLOTS),
+                quarter: Ring::new(QUARTER_SLOT, QUARTER_SLOTS),
+                consecutive_failures: 0,
+                last_call: None,
+                last_failure: None,
+                baseline: None,
+                total_calls: 0,
+                total_failures: 0,
+            }),
+        }
+    }
+
+    pub(crate) fn record(&self, elapsed: Duration, now: Instant, s: &Sample) {
+        let mut st = self.state.lock();
+        st.minute.record(elapsed, s);
+        st.quarter.record(elapsed, s);
+        st.total_calls += 1;
+        st.last_call = Some(now);
+        match s.failure {
+            None => {
+                st.consecutive_failures = 0;
+                let secs = s.duration.as_secs_f64();
+                st.baseline = Some(match st.baseline {
+                    Some(b) => b + BASELINE_ALPHA * (secs - b),
+                    None => secs,
+                });
+            }
+            Some(FailureClass::Cancelled) => {}
+            Some(class) => {
+                st.consecutive_failures = st.consecutive_failures.saturating_add(1);
+                st.total_failures += 1;
+                st.last_failure = Some(class);
+            }
+        }
+    }
+
+    fn mark(&self, elapsed: Duration, m: Mark) {
+        let mut st = self.state.lock();
+        st.minute.mark(elapsed, m);
+        st.quarter.mark(elapsed, m);
+    }
+
+    fn health(&self, reg: &Inner, now: Instant) -> SubjectHealth {
+        let elapsed = now.saturating_duration_since(reg.epoch);
+        let st = self.state.lock();
+        let m = st.minute.sum(elapsed);
+        let q = st.quarter.sum(elapsed);
+        let last_1m = window_stats(&m, st.minute.span(), elapsed);
+        let last_15m = window_stats(&q, st.quarter.span(), elapsed);
+        let score = score(&last_15m, last_1m.p50_secs, st.baseline, st.consecutive_failures);
+        SubjectHealth {
+            name: self.name.to_string(),
+            score,
+            consecutive_failures: st.consecutive_failures,
+            last_failure: st.last_failure,
+            last_call_ms: st.last_call.map(|t| reg.wall_ms(t)),
+            seconds_since_last_call: st
+                .last_call
+                .map(|t| now.saturating_duration_since(t).as_secs_f64()),
+            latency_baseline_secs: st.baseline,
+            total_calls: st.total_calls,
+            total_failures: st.total_failures,
+            last_1m,
+            last_15m,
+        }
+    }
+}
+
+fn window_stats(c: &Counts, span: Duration, elapsed: Duration) -> WindowStats {
+    let cancelled = c.failures[FailureClass::Cancelled.index()];
+    let failures = c.failures.iter().sum::<u64>() - cancelled;
+    let successes = c.calls.saturating_sub(failures + cancelled);
+    let errors = FailureClass::ALL
+        .iter()
+        .filter(|f| c.failures[f.index()] > 0)
+        .map(|f| (f.as_str(), c.failures[f.index()]))
+        .collect();
+    let covered = span.min(elapsed).max(Duration::from_secs(1)).as_secs_f64();
+    let tokens = (c.input_tokens + c.output_tokens) as f64;
+    WindowStats {
+        window_secs: span.as_secs_f64(),
+        covered_secs: covered,
+        calls: c.calls,
+        successes,
+        failures,
+        cancelled,
+        error_rate: snapshot::per(failures as f64, (successes + failures) as f64),
+        errors,
+        p50_secs: c.quantile(0.50),
+        p95_secs: c.quantile(0.95),
+        p99_secs: c.quantile(0.99),
+        input_tokens: c.input_tokens,
+        output_tokens: c.output_tokens,
+        cost_usd: c.cost_usd,
+        counterfactual_cost_usd: c.counterfactual_usd,
+        savings_usd: c.counterfactual_usd - c.cost_usd,
+        tokens_per_minute: snapshot::per(tokens, covered) * 60.0,
+        cost_usd_per_hour: snapshot::per(c.cost_usd, covered) * 3600.0,
+        context_warnings: c.context_warnings,
+        context_resets: c.context_resets,
+    }
+}
+
+/// The health score; see the crate docs.
+fn score(w15: &WindowStats, p50_1m: Option<f64>, baseline: Option<f64>, streak: u32) -> f64 {
+    let success = (w15.successes as f64 + 1.0) / ((w15.successes + w15.failures) as f64 + 1.0);
+    let latency = match (p50_1m, baseline) {
+        (Some(p50), Some(b)) if b > 0.0 && p50 > LATENCY_TOLERANCE * b => {
+            (LATENCY_TOLERANCE * b / p50).max(LATENCY_FLOOR)
+        }
+        _ => 1.0,
+    };
+    let streak = STREAK_DECAY.powi(i32::try_from(streak).unwrap_or(i32::MAX));
+    (success * latency * streak).clamp(0.0, 1.0)
+}
+
+/// A copy-on-write map from label to subject: reads are a lock-free load;
+/// inserts (once per new label) copy the map under a writer lock.
+struct SubjectMap {
+    map: ArcSwap<HashMap<Arc<str>, Arc<SubjectStats>>>,
+    write: Mutex<()>,
+}
+
+impl SubjectMap {
+    fn new() -> Self {
+        Self {
+            map: ArcSwap::from_pointee(HashMap::new()),
+            write: Mutex::new(()),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<Arc<SubjectStats>> {
+        self.map.load().get(name).cloned()
+    }
+
+    fn get_or_insert(&self, name: &str) -> Arc<SubjectStats> {
+        if let Some(s) = self.get(name) {
+            return s;
+        }
+        let _w = self.write.lock();
+        let current = self.map.load_full();
+        if let Some(s) = current.get(name) {
+            return s.clone();
+        }
+        let mut next = HashMap::clone(&current);
+        let key: Arc<str> = Arc::from(name);
+        let stats = Arc::new(SubjectStats::new(key.clone()));
+        next.insert(key, stats.clone());
+        self.map.store(Arc::new(next));
+        stats
+    }
+
+    fn health(&self, reg: &Inner, now: Instant) -> BTreeMap<String, SubjectHealth> {
+        self.map
+            .load()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.health(reg, now)))
+            .collect()
+    }
+}
+
+struct Inner {
+    epoch: Instant,
+    epoch_wall_ms: u64,
+    agents: SubjectMap,
+    models: SubjectMap,
+    tools: SubjectMap,
+    journal: EventJournal,
+}
+
+impl Inner {
+    fn wall_ms(&self, t: Instant) -> u64 {
+        let since = u64::try_from(t.saturating_duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
+        self.epoch_wall_ms.saturating_add(since)
+    }
+}
+
+/// Rolling health windows per agent, model and tool, a journal of recent
+/// events, and health scores. See the [module docs](self).
+#[derive(Clone)]
+pub struct HealthRegistry {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for HealthRegistry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HealthRegistry")
+            .field("agents", &self.inner.agents.map.load().len())
+            .field("models", &self.inner.models.map.load().len())
+            .field("tools", &self.inner.tools.map.load().len())
+            .field("journal_capacity", &self.inner.journal.capacity())
+            .finish()
+    }
+}
+
+impl Default for HealthRegistry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HealthRegistry {
+    /// An empty registry with a journal of the last 1024 events.
+    pub fn new() -> Self {
+        Self::with_journal_capacity(DEFAULT_JOURNAL)
+    }
+
+    /// An empty registry whose journal keeps the last `capacity` events
+    /// (at least 1).
+    pub fn with_journal_capacity(capacity: usize) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                epoch: Instant::now(),
+                epoch_wall_ms: unix_millis(SystemTime::now()),
+                agents: SubjectMap::new(),
+                models: SubjectMap::new(),
+                tools: SubjectMap::new(),
+                journal: EventJournal::new(capacity),
+            }),
+        }
+    }
+
+    /// Every agent, model and tool with both windows, scored now.
+    pub fn snapshot(&self) -> HealthSnapshot {
+        let now = Instant::now();
+        let reg = &*self.inner;
+        HealthSnapshot {
+            taken_at_ms: reg.wall_ms(now),
+            agents: reg.agents.health(reg, now),
+            models: reg.models.health(reg, now),
+            tools: reg.tools.health(reg, now),
+        }
+    }
+
+    /// The health of one agent (by its label value).
+    pub fn agent(&self, agent: &str) -> Option<SubjectHealth> {
+        let s = self.inner.agents.get(agent)?;
+        Some(s.health(&self.inner, Instant::now()))
+    }
+
+    /// The health of one model (by its label value).
+    pub fn model(&self, model: &str) -> Option<SubjectHealth> {
+        let s = self.inner.models.get(model)?;
+        Some(s.health(&self.inner, Instant::now()))
+    }
+
+    /// The health of one tool (by its label value).
+    pub fn tool(&self, tool: &str) -> Option<SubjectHealth> {
+        let s = self.inner.tools.get(tool)?;
+        Some(s.health(&self.inner, Instant::now()))
+    }
+
+    /// The agents seen so far, sorted.
+    pub fn agent_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .inner
+            .agents
+            .map
+            .load()
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The health score of `agent` (1.0 for an agent never seen).
+    pub fn score(&self, agent: &str) -> f64 {
+        self.agent(agent).map_or(1.0, |h| h.score)
+    }
+
+    /// The latest `n` events (calls, warnings, resets), oldest first.
+    pub fn recent(&self, n: usize) -> Vec<HealthEvent> {
+        self.inner.journal.recent(n)
+    }
+
+    /// Sets the `mantissa_agent_health_score{agent}` gauge of every known
+    /// agent on the current recorder. Call it periodically (the monitor and
+    /// the exporter's upkeep do).
+    pub fn publish_scores(&self) {
+        let now = Instant::now();
+        let reg = &*self.inner;
+        for (name, stats) in reg.agents.map.load().iter() {
+            let score = stats.health(reg, now).score;
+            metrics::gauge!(catalog::AGENT_HEALTH_SCORE, labels::AGENT => name.to_string()).set(score);
+        }
+    }
+
+    /// Records an event from outside the health layer: context warnings and
+    /// resets (counted per agent), or LLM and tool calls (counted per agent and
+    /// per model or tool). Every event also goes to the journal.
+    ///
+    /// A [`HealthLayer`](crate::HealthLayer) feeds its registry directly; do not
+    /// also add the registry as one of the layer's sinks, or calls count twice.
+    pub fn record_event(&self, event: &HealthEvent) {
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.inner.epoch);
+        let agent = self.inner.agents.get_or_insert(event.agent.as_str());
+        match event.kind {
+            EventKind::ContextWarning => agent.mark(elapsed, Mark::Warning),
+            EventKind::ContextReset => agent.mark(elapsed, Mark::Reset),
+            EventKind::Llm | EventKind::Tool => {
+                let subject = if event.kind == EventKind::Llm {
+                    self.inner.models.get_or_insert(&event.subject)
+                } else {
+                    self.inner.tools.get_or_insert(&event.subject)
+                };
+                let sample = Sample {
+                    failure: event.outcome.failure(),
+                    duration: event.duration,
+                    usage: event.usage,
+                    cost_usd: event.cost_usd,
+                    counterfactual_usd: 0.0,
+                };
+                agent.record(elapsed, now, &sample);
+                subject.record(elapsed, now, &sample);
+            }
+        }
+        self.inner.journal.push(event.clone());
+    }
+
+    // ---- used by the layer ----
+
+    pub(crate) fn agent_stats(&self, agent: &str) -> Arc<SubjectStats> {
+        self.inner.agents.get_or_insert(agent)
+    }
+
+    pub(crate) fn subject_stats(&self, kind: EventKind, name: &str) -> Arc<SubjectStats> {
+        match kind {
+            EventKind::Tool => self.inner.tools.get_or_insert(name),
+            _ => self.inner.models.get_or_insert(name),
+        }
+    }
+
+    /// Time since the registry's epoch, and the wall-clock time of `now`.
+    pub(crate) fn clock(&self, now: Instant) -> (Duration, u64) {
+        (
+            now.saturating_duration_since(self.inner.epoch),
+            self.inner.wall_ms(now),
+        )
+    }
+
+    pub(crate) fn journal(&self, event: HealthEvent) {
+        self.inner.journal.push(event);
+    }
+}
+
+impl EventSink for HealthRegistry {
+    fn record(&self, event: &HealthEvent) {
+        self.record_event(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mantissa_core::Usage;
+
+    fn sample(ms: u64, failure: Option<FailureClass>) -> Sample {
+        Sample {
+            failure,
+            duration: Duration::from_millis(ms),
+            usage: Usage::new(10, 5),
+            cost_usd: 0.001,
+            counterfactual_usd: 0.004,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn windows_count_classes_and_expire() {
+        let reg = HealthRegistry::new();
+        let stats = reg.subject_stats(EventKind::Llm, "m");
+        for i in 0..20 {
+            let (elapsed, _) = reg.clock(Instant::now());
+            let failure = match i % 5 {
+                0 => Some(FailureClass::Timeout),
+                1 => Some(FailureClass::Cancelled),
+                _ => None,
+            };
+            stats.record(elapsed, Instant::now(), &sample(100, failure));
+        }
+        let h = reg.model("m").unwrap();
+        assert_eq!(h.last_1m.calls, 20);
+        assert_eq!(h.last_1m.failures, 4);
+        assert_eq!(h.last_1m.cancelled, 4);
+        assert_eq!(h.last_1m.successes, 12);
+        assert_eq!(h.last_1m.errors_of(FailureClass::Timeout), 4);
+        assert!((h.last_1m.error_rate - 0.25).abs() < 1e-9);
+        assert!((h.last_1m.savings_usd - 0.06).abs() < 1e-9);
+        tokio::time::advance(Duration::from_secs(120)).await;
+        let h = reg.model("m").unwrap();
+        assert_eq!(h.last_1m.calls, 0);
+        assert_eq!(h.last_15m.calls, 20);
+        assert!((h.seconds_since_last_call.unwrap() - 120.0).abs() < 1e-6);
+        tokio::time::advance(Duration::from_secs(15 * 60)).await;
+        assert_eq!(reg.model("m").unwrap().last_15m.calls, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn score_falls_with_streaks_and_slowness() {
+        let reg = HealthRegistry::new();
+        let a = reg.agent_stats("a");
+        let rec = |ms, f| {
+            let now = Instant::now();
+            a.record(reg.clock(now).0, now, &sample(ms, f));
+        };
+        for _ in 0..50 {
+            rec(100, None);
+        }
+        assert!(reg.score("a") > 0.99);
+        for _ in 0..5 {
+            rec(100, Some(FailureClass::UpstreamServer));
+        }
+        let h = reg.agent("a").unwrap();
+        assert_eq!(h.consecutive_failures, 5);
+        let want = (51.0 / 56.0) * 0.8f64.powi(5);
+        assert!((h.score - want).abs() < 1e-9, "{} vs {want}", h.score);
+        // Recovery, but slow: the 1-minute median rises far above the baseline.
+        tokio::time::advance(Duration::from_secs(61)).await;
+        for _ in 0..5 {
+            rec(1000, None);
+        }
+        let h = reg.agent("a").unwrap();
+        assert_eq!(h.consecutive_failures, 0);
+        assert!(h.score < 0.5 && h.score >= 0.25 * (56.0 / 61.0), "{}", h.score);
+        assert!(h.last_1m.p50_secs.unwrap() > 0.9);
+        assert!(h.latency_baseline_secs.unwrap() < 0.2);
+    }
+
+    #[test]
+    fn scores_are_published_as_gauges() {
+        let recorder = metrics_util::debugging::DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let reg = HealthRegistry::new();
+            let a = reg.agent_stats("a");
+            let now = Instant::now();
+            a.record(reg.clock(now).0, now, &sample(10, Some(FailureClass::Timeout)));
+            metrics::with_local_recorder(&recorder, || reg.publish_scores());
+        });
+        let values: Vec<_> = snapshotter.snapshot().into_vec();
+        assert_eq!(values.len(), 1);
+        let (key, _, _, value) = &values[0];
+        assert_eq!(key.key().name(), catalog::AGENT_HEALTH_SCORE);
+        match value {
+            metrics_util::debugging::DebugValue::Gauge(g) => {
+                assert!((g.into_inner() - 0.5 * 0.8).abs() < 1e-9)
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
