@@ -1,0 +1,459 @@
+//! The client service.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures_core::Stream;
+use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue};
+use mantissa_core::{
+    BoxError, Chunk, ChunkStream, FailureClass, FinishReason, LlmError, LlmRequest, LlmResponse, ModelId,
+    ToolCallDelta,
+};
+use tokio::time::Instant;
+use tower_service::Service;
+use tracing::Instrument;
+
+use crate::config::OpenAiConfig;
+use crate::error::{
+    ApiError, BuildError, InvalidResponse, InvalidResponseKind, TimeoutError, TimeoutKind, TransportError,
+};
+use crate::ratelimit::RateLimit;
+use crate::stream::{Deadline, SseChunks, into_chunk_stream, read_body, within};
+use crate::wire::{ChatBody, Completion, class_for_status, embedded_api_error, parse_error_body, truncate};
+
+/// What the provider said about a response besides the completion itself;
+/// found in [`LlmResponse::extensions`].
+///
+/// `LlmResponse::model` is the model name the caller asked for (a bounded
+/// label); the name the provider reports — often a dated snapshot such as
+/// `gpt-4o-mini-2024-07-18` — is kept here.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ResponseMeta {
+    /// The model name the provider reported.
+    pub upstream_model: Option<String>,
+    /// The completion id (`chatcmpl-…`), for non-streaming responses.
+    pub completion_id: Option<String>,
+    /// The provider's request id header (`x-request-id`).
+    pub request_id: Option<String>,
+    /// `system_fingerprint`, for non-streaming responses.
+    pub system_fingerprint: Option<String>,
+}
+
+/// An OpenAI-compatible chat-completions client as a tower
+/// `Service<LlmRequest>`. See the [crate docs](crate) for the contract.
+///
+/// Cloning is cheap (one `Arc`); clones share one connection pool.
+#[derive(Clone)]
+pub struct OpenAiClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    url: reqwest::Url,
+    hide_url: bool,
+    headers: HeaderMap,
+    config: OpenAiConfig,
+}
+
+impl fmt::Debug for OpenAiClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OpenAiClient")
+            .field("endpoint", &self.endpoint())
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl OpenAiClient {
+    /// A client for `config`, with its own connection pool.
+    pub fn new(config: OpenAiConfig) -> Result<Self, BuildError> {
+        let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+        if let Some(connect) = config.timeouts.connect {
+            builder = builder.connect_timeout(connect);
+        }
+        let http = builder.build().map_err(BuildError::Http)?;
+        Self::with_http_client(config, http)
+    }
+
+    /// A client for `config` that sends through `http` (to share a pool or
+    /// TLS settings). The connect timeout is then `http`'s own; redirects are
+    /// followed as `http` is configured to.
+    pub fn with_http_client(config: OpenAiConfig, http: reqwest::Client) -> Result<Self, BuildError> {
+        config.validate()?;
+        let invalid = |reason: &str| BuildError::InvalidBaseUrl {
+            url: config.base_url.clone(),
+            reason: reason.to_owned(),
+        };
+        let base = config.base_url.trim_end_matches('/');
+        let url =
+            reqwest::Url::parse(&format!("{base}/chat/completions")).map_err(|e| invalid(&e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("the scheme must be http or https"));
+        }
+        let hide_url = url.password().is_some() || url.query().is_some();
+        let mut headers = config.headers.clone();
+        if let Some(key) = &config.api_key {
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", key.expose_secret()))
+                .map_err(|_| BuildError::InvalidApiKey)?;
+            value.set_sensitive(true);
+            headers.insert(AUTHORIZATION, value);
+        }
+        for (name, value) in [
+            ("openai-organization", &config.organization),
+            ("openai-project", &config.project),
+        ] {
+            if let Some(value) = value {
+                let value = HeaderValue::from_str(value).map_err(|e| BuildError::InvalidHeader {
+                    name: name.to_owned(),
+                    reason: e.to_string(),
+                })?;
+                headers.insert(name, value);
+            }
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                url,
+                hide_url,
+                headers,
+                config,
+            }),
+        })
+    }
+
+    /// A client configured by [`OpenAiConfig::from_env`].
+    pub fn from_env() -> Result<Self, BuildError> {
+        Self::new(OpenAiConfig::from_env())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &OpenAiConfig {
+        &self.inner.config
+    }
+
+    /// The chat-completions URL requests are sent to.
+    pub fn endpoint(&self) -> &str {
+        if self.inner.hide_url {
+            return "[hidden: the base url has credentials or a query]";
+        }
+        self.inner.url.as_str()
+    }
+
+    /// Sends one request. This is what the service's `call` runs, with a
+    /// typed error.
+    pub async fn send(&self, req: LlmRequest) -> Result<LlmResponse, LlmError> {
+        let inner = &*self.inner;
+        let config = &inner.config;
+        let start = Instant::now();
+        let model: ModelId = req
+            .model
+            .clone()
+            .or_else(|| config.default_model.clone())
+            .ok_or_else(|| {
+                LlmError::new(
+                    FailureClass::ClientError,
+                    "no model: the request names none and the client has no default model",
+                )
+            })?;
+        let (upstream, settings) = config.resolve(model.as_str());
+        let stream = req.params.stream;
+        let body = serde_json::to_vec(&ChatBody {
+            model: upstream,
+            messages: req.messages(),
+            tools: &req.tools,
+            params: &req.params,
+            settings,
+        })
+        .map_err(|e| {
+            LlmError::new(
+                FailureClass::ClientError,
+                format!("cannot encode the request: {e}"),
+            )
+            .with_source(e)
+        })?;
+        tracing::debug!(model = %model, upstream, stream, bytes = body.len(), "sending chat completion");
+
+        let timeouts = config.timeouts;
+        let total = Deadline::starting(start, TimeoutKind::Total, timeouts.total);
+        let first = if stream {
+            Deadline::starting(start, TimeoutKind::FirstChunk, timeouts.first_chunk)
+        } else {
+            None
+        };
+        let request = inner
+            .http
+            .post(inner.url.clone())
+            .headers(inner.headers.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(
+                ACCEPT,
+                if stream {
+                    "text/event-stream"
+                } else {
+                    "application/json"
+                },
+            )
+            .body(body);
+        let response = within(Deadline::earliest(first, total), request.send())
+            .await?
+            .map_err(|e| self.send_error(e))?;
+
+        let status = response.status();
+        let request_id = response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        if !status.is_success() {
+            return Err(self.status_error(response, request_id, total).await);
+        }
+        let is_sse = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("text/event-stream")
+            });
+        let mut meta = ResponseMeta {
+            request_id,
+            ..ResponseMeta::default()
+        };
+        let body = body_stream(response);
+
+        if stream && is_sse {
+            let mut chunks = SseChunks::new(body, config.max_line_bytes, timeouts.idle, total, first);
+            let Some(first_chunk) = chunks.next_chunk().await? else {
+                let inv = InvalidResponse::new(
+                    InvalidResponseKind::StreamIncomplete,
+                    "stream ended before its first chunk",
+                );
+                return Err(LlmError::new(FailureClass::InvalidResponse, inv.to_string()).with_source(inv));
+            };
+            meta.upstream_model = chunks.facts.upstream_model.clone();
+            let mut response = LlmResponse::streaming(model, into_chunk_stream(first_chunk, chunks));
+            response.extensions.insert(meta);
+            return Ok(response);
+        }
+
+        let bytes = read_body(body, config.max_body_bytes, false, timeouts.idle, total).await?;
+        let mut response = parse_completion(&bytes, model, meta)?;
+        if stream {
+            // The server ignored `stream: true` and answered in one piece:
+            // hand it out as a one-chunk stream so the caller's contract holds.
+            let chunk = completion_chunk(&response);
+            response.stream = Some(ChunkStream::new(futures_util::stream::iter([Ok(chunk)])));
+        }
+        Ok(response)
+    }
+
+    fn send_error(&self, e: reqwest::Error) -> LlmError {
+        let e = if self.inner.hide_url { e.without_url() } else { e };
+        if e.is_timeout() {
+            let (kind, after) = match self.inner.config.timeouts.connect {
+                Some(after) if e.is_connect() => (TimeoutKind::Connect, after),
+                _ => (
+                    TimeoutKind::Total,
+                    self.inner.config.timeouts.total.unwrap_or_default(),
+                ),
+            };
+            let err = TimeoutError::new(kind, after);
+            return LlmError::new(FailureClass::Timeout, err.to_string()).with_source(err.with_source(e));
+        }
+        let (class, what) = if e.is_connect() {
+            (FailureClass::Transport, "connection failed")
+        } else if e.is_builder() {
+            (FailureClass::ClientError, "cannot build the request")
+        } else if e.is_decode() {
+            (FailureClass::InvalidResponse, "cannot decode the response")
+        } else {
+            (FailureClass::Transport, "request failed")
+        };
+        let message = format!("{what}: {}", ErrorChain(&e));
+        match class {
+            FailureClass::Transport => {
+                LlmError::new(class, message).with_source(TransportError::new(what).with_source(e))
+            }
+            _ => LlmError::new(class, message).with_source(e),
+        }
+    }
+
+    async fn status_error(
+        &self,
+        response: reqwest::Response,
+        request_id: Option<String>,
+        total: Option<Deadline>,
+    ) -> LlmError {
+        let config = &self.inner.config;
+        let status = response.status();
+        let rate_limit =
+            (status.as_u16() == 429).then(|| RateLimit::from_headers(response.headers(), SystemTime::now()));
+        let body = read_body(
+            body_stream(response),
+            config.max_error_body_bytes,
+            true,
+            config.timeouts.idle,
+            total,
+        )
+        .await
+        .unwrap_or_default();
+        let mut body = String::from_utf8_lossy(&body).into_owned();
+        let info = parse_error_body(&body);
+        let retry_after = rate_limit.as_ref().and_then(|r| r.retry_after);
+        let class = class_for_status(status.as_u16(), &info, retry_after);
+        let mut message = info.message.clone().unwrap_or_else(|| {
+            let text = truncate(body.trim(), 512);
+            if text.is_empty() {
+                status.canonical_reason().unwrap_or("no message").to_owned()
+            } else {
+                text.to_owned()
+            }
+        });
+        // A provider may echo the credential back; never keep it.
+        if let Some(key) = &config.api_key {
+            let secret = key.expose_secret();
+            if !secret.is_empty() {
+                message = message.replace(secret, "[REDACTED]");
+                body = body.replace(secret, "[REDACTED]");
+            }
+        }
+        tracing::debug!(status = status.as_u16(), class = class.as_str(), message = %message, "chat completion failed");
+        let api = ApiError {
+            status: status.as_u16(),
+            message: message.clone(),
+            error_type: info.error_type,
+            code: info.code,
+            param: info.param,
+            body,
+            request_id,
+            rate_limit,
+        };
+        LlmError::new(class, message)
+            .with_status(status.as_u16())
+            .with_source(api)
+    }
+}
+
+type BodyStream = Pin<Box<dyn Stream<Item = Result<Bytes, reqwest::Error>> + Send>>;
+
+fn body_stream(response: reqwest::Response) -> BodyStream {
+    Box::pin(response.bytes_stream())
+}
+
+/// Displays an error and its sources, `a: b: c`.
+struct ErrorChain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(s) = source {
+            write!(f, ": {s}")?;
+            source = s.source();
+        }
+        Ok(())
+    }
+}
+
+fn malformed(e: serde_json::Error) -> LlmError {
+    let inv = InvalidResponse::new(InvalidResponseKind::MalformedJson, "malformed response body");
+    LlmError::new(
+        FailureClass::InvalidResponse,
+        format!("malformed response body: {e}"),
+    )
+    .with_source(inv.with_source(e))
+}
+
+fn parse_completion(bytes: &[u8], model: ModelId, mut meta: ResponseMeta) -> Result<LlmResponse, LlmError> {
+    let mut completion: Completion = serde_json::from_slice(bytes).map_err(malformed)?;
+    if let Some(error) = completion.error.take().filter(|e| !e.is_null()) {
+        let (class, api) = embedded_api_error(&serde_json::json!({ "error": error }), 200);
+        return Err(LlmError::new(class, api.message().to_owned()).with_source(api));
+    }
+    let Some(parts) = completion.take_first() else {
+        let inv = InvalidResponse::new(InvalidResponseKind::NoChoices, "response has no choices");
+        return Err(LlmError::new(FailureClass::InvalidResponse, inv.to_string()).with_source(inv));
+    };
+    meta.upstream_model = completion.model.take();
+    meta.completion_id = completion.id.take();
+    meta.system_fingerprint = completion.system_fingerprint.take();
+    let mut response = LlmResponse::new(model, parts.message, parts.usage);
+    if parts.finish_reason.is_some() {
+        response.finish_reason = parts.finish_reason;
+    }
+    response.extensions.insert(meta);
+    Ok(response)
+}
+
+/// A complete response as one chunk.
+fn completion_chunk(response: &LlmResponse) -> Chunk {
+    Chunk {
+        content: response.message.content.clone().filter(|c| !c.is_empty()),
+        tool_calls: response
+            .message
+            .tool_calls
+            .iter()
+            .enumerate()
+            .map(|(i, call)| ToolCallDelta {
+                index: u32::try_from(i).unwrap_or(u32::MAX),
+                id: Some(call.id.clone()),
+                name: Some(call.function.name.clone()),
+                arguments: Some(call.function.arguments.clone()),
+            })
+            .collect(),
+        finish_reason: response.finish_reason.clone().or(Some(FinishReason::Stop)),
+        usage: Some(response.usage),
+    }
+}
+
+/// The future of [`OpenAiClient`]'s `call`.
+pub struct ResponseFuture {
+    inner: Pin<Box<dyn Future<Output = Result<LlmResponse, BoxError>> + Send>>,
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<LlmResponse, BoxError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl Service<LlmRequest> for OpenAiClient {
+    type Response = LlmResponse;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    /// Always ready: the connection pool queues internally.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: LlmRequest) -> Self::Future {
+        let client = self.clone();
+        let span = tracing::debug_span!(
+            "chat_completion",
+            agent = %req.agent,
+            model = req.model.as_ref().map(ModelId::as_str),
+            stream = req.params.stream,
+        );
+        ResponseFuture {
+            inner: Box::pin(async move { client.send(req).await.map_err(BoxError::from) }.instrument(span)),
+        }
+    }
+}
