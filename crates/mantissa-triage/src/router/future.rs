@@ -1,0 +1,240 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use mantissa_core::{BoxError, FailureClass, LlmRequest, LlmResponse, ModelId, classify_box};
+use tower::util::Oneshot;
+
+use super::health::Admission;
+use super::{AllModelsFailed, Candidates, ModelService, Routed, RouterInner, fallback_reason};
+
+/// Holds a model's half-open probe slot; releasing it on drop means a
+/// cancelled probe never leaves the model stuck half-open.
+struct ProbeGuard {
+    router: Arc<RouterInner>,
+    slot: usize,
+    armed: bool,
+}
+
+impl ProbeGuard {
+    fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ProbeGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.router.slots[self.slot].health.release_probe();
+        }
+    }
+}
+
+struct InFlight {
+    slot: usize,
+    fut: Oneshot<ModelService, LlmRequest>,
+    probe: Option<ProbeGuard>,
+}
+
+/// Response future of [`TierRouter`](super::TierRouter): tries candidates
+/// until one answers or none is left.
+pub struct ResponseFuture {
+    router: Arc<RouterInner>,
+    /// The request each attempt is cloned from; `None` once finished.
+    req: Option<LlmRequest>,
+    early: Option<BoxError>,
+    requested: usize,
+    cands: Candidates,
+    in_flight: Option<InFlight>,
+    tried: Vec<(ModelId, FailureClass)>,
+    cooled: Vec<ModelId>,
+    last_error: Option<BoxError>,
+    /// Why the previous candidate was left: `None` before any.
+    moved_because: Option<&'static str>,
+    min_window: Option<u32>,
+    attempts: u32,
+}
+
+impl fmt::Debug for ResponseFuture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResponseFuture")
+            .field("tried", &self.tried)
+            .field("cooled", &self.cooled)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResponseFuture {
+    pub(super) fn new(
+        router: Arc<RouterInner>,
+        req: LlmRequest,
+        requested: usize,
+        cands: Candidates,
+    ) -> Self {
+        Self {
+            router,
+            req: Some(req),
+            early: None,
+            requested,
+            cands,
+            in_flight: None,
+            tried: Vec::new(),
+            cooled: Vec::new(),
+            last_error: None,
+            moved_because: None,
+            min_window: None,
+            attempts: 0,
+        }
+    }
+
+    pub(super) fn failed(router: Arc<RouterInner>, err: BoxError) -> Self {
+        let cands = Candidates {
+            start: 0,
+            pinned: None,
+            pinned_done: true,
+            step: usize::MAX,
+            pos: 0,
+        };
+        let mut f = Self::new(router, LlmRequest::new("", "", Vec::new()), 0, cands);
+        f.req = None;
+        f.early = Some(err);
+        f
+    }
+
+    /// Starts the next admitted candidate; `false` when none is left.
+    fn start_next(&mut self) -> bool {
+        let Some(template) = &self.req else {
+            return false;
+        };
+        while let Some(slot) = self.cands.next(&self.router) {
+            let s = &self.router.slots[slot];
+            if self.min_window.is_some_and(|w| s.spec.context_window <= w)
+                || self.tried.iter().any(|(m, _)| *m == s.spec.id)
+            {
+                continue;
+            }
+            let probe = match self.router.admit(slot) {
+                Admission::Yes => None,
+                Admission::Probe => Some(ProbeGuard {
+                    router: self.router.clone(),
+                    slot,
+                    armed: true,
+                }),
+                Admission::No => {
+                    self.cooled.push(s.spec.id.clone());
+                    self.moved_because = Some(fallback_reason(None));
+                    continue;
+                }
+            };
+            if let Some(reason) = self.moved_because {
+                self.router.count_fallback(self.requested, s.tier, reason);
+            }
+            let mut req = template.clone();
+            req.model = Some(s.spec.id.clone());
+            req.tier = Some(self.router.tier_names[s.tier].clone());
+            self.attempts += 1;
+            self.in_flight = Some(InFlight {
+                slot,
+                fut: Oneshot::new(s.service.clone(), req),
+                probe,
+            });
+            return true;
+        }
+        false
+    }
+
+    fn exhausted(&mut self) -> BoxError {
+        self.req = None;
+        Box::new(AllModelsFailed {
+            tried: std::mem::take(&mut self.tried),
+            cooled_down: std::mem::take(&mut self.cooled),
+            last: self.last_error.take(),
+        })
+    }
+}
+
+impl Future for ResponseFuture {
+    type Output = Result<LlmResponse, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Some(e) = this.early.take() {
+            return Poll::Ready(Err(e));
+        }
+        loop {
+            if let Some(flight) = &mut this.in_flight {
+                let result = match Pin::new(&mut flight.fut).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(r) => r,
+                };
+                let Some(InFlight { slot, probe, .. }) = this.in_flight.take() else {
+                    return Poll::Pending;
+                };
+                let router = this.router.clone();
+                let s = &router.slots[slot];
+                match result {
+                    Ok(mut resp) => {
+                        s.health.on_success();
+                        if let Some(p) = probe {
+                            p.disarm();
+                        }
+                        resp.extensions.insert(Routed {
+                            model: s.spec.id.clone(),
+                            tier: router.tier_names[s.tier].clone(),
+                            requested_tier: router.tier_names[this.requested].clone(),
+                            attempts: this.attempts,
+                        });
+                        this.req = None;
+                        return Poll::Ready(Ok(resp));
+                    }
+                    Err(err) => {
+                        let class = classify_box(&err);
+                        match class {
+                            FailureClass::RateLimited { retry_after } => {
+                                match retry_after {
+                                    Some(d) => s.health.cool_for(d),
+                                    None => s.health.release_probe(),
+                                }
+                                if let Some(p) = probe {
+                                    p.disarm();
+                                }
+                            }
+                            c if c.counts_toward_cooldown() => {
+                                s.health.on_failure();
+                                if let Some(p) = probe {
+                                    p.disarm();
+                                }
+                            }
+                            FailureClass::ContextLengthExceeded => {
+                                // The model answered: it is healthy.
+                                s.health.on_success();
+                                if let Some(p) = probe {
+                                    p.disarm();
+                                }
+                                let w = s.spec.context_window;
+                                this.min_window = Some(this.min_window.map_or(w, |m| m.max(w)));
+                            }
+                            // Anything else says nothing about the model's
+                            // health; dropping `probe` frees its slot.
+                            _ => drop(probe),
+                        }
+                        let moves_on = class.is_retryable() || class == FailureClass::ContextLengthExceeded;
+                        if !moves_on {
+                            this.req = None;
+                            return Poll::Ready(Err(err));
+                        }
+                        this.tried.push((s.spec.id.clone(), class));
+                        this.last_error = Some(err);
+                        this.moved_because = Some(fallback_reason(Some(class)));
+                    }
+                }
+            }
+            if !this.start_next() {
+                return Poll::Ready(Err(this.exhausted()));
+            }
+        }
+    }
+}

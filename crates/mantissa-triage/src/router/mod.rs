@@ -1,0 +1,481 @@
+//! [`TierRouter`]: sends each request to a model of its tier, falls back to
+//! other models and neighbouring tiers, and cools failing models down.
+//!
+//! # Choosing a model
+//!
+//! The router holds one inner service per model of the [`TierSet`] (each
+//! typically wrapped in a health layer by the stack builder). For a request
+//! it tries, in order:
+//!
+//! 1. the model the request names (`req.model`), if any;
+//! 2. the models of the request's tier (`req.tier`, or the
+//!    [default tier](TierRouterBuilder::default_tier)) in configured order;
+//! 3. the models of the neighbouring tiers, in the
+//!    [`FallbackOrder`] (default: every tier above, nearest first, then every
+//!    tier below, nearest first: falling back *up* keeps the quality the
+//!    request was triaged for).
+//!
+//! Before each attempt it sets `req.model` (and `req.tier` to the model's
+//! tier, so inner layers label the real model and tier). A model in cooldown
+//! is skipped. After a failure the router moves on only if another model may
+//! help ([`FailureClass::is_retryable`]): server errors, timeouts, transport
+//! failures, invalid responses, and 429s (on *another* model). Client errors
+//! (4xx other than 429), cancellations and unclassified errors are returned
+//! as they are. A [`ContextLengthExceeded`](FailureClass::ContextLengthExceeded)
+//! failure moves on only to models with a larger context window. When every
+//! candidate is cooled down or has failed, the call fails with
+//! [`AllModelsFailed`], whose `source()` is the last failure.
+//!
+//! Each move to another model counts
+//! `mantissa_fallbacks_total{from_tier,to_tier,reason}` (from the requested
+//! tier; reason `cooled_down` or the failure class). The response carries a
+//! [`Routed`] extension.
+//!
+//! # Cooldown
+//!
+//! Per-model state is shared by every request and every clone of the router
+//! (see [`CooldownPolicy`] for the defaults and their sources). A model is
+//! cooled down after 5 countable failures in a row or a 50 % failure rate
+//! over a minute (with at least 10 calls); countable failures are 5xx,
+//! timeouts and transport errors only. A 429 with Retry-After cools it for
+//! exactly that long. When the cooldown ends, the next request is admitted
+//! as a single half-open probe (other requests keep skipping the model); a
+//! successful probe makes it healthy, a failed one cools it down again for
+//! twice as long (jittered, capped). [`TierRouter::snapshot`] shows the state;
+//! `mantissa_model_state{model}` exports it (0 healthy, 1 degraded, 2 cooled
+//! down). [`ModelControl`] lets the monitor cool a model down or restore it.
+//!
+//! # Backpressure
+//!
+//! `poll_ready` is always ready. Each call clones the chosen model's service
+//! and drives it with [`Oneshot`](tower::util::Oneshot) (`ready()` then
+//! `call`), so a slow or saturated model only delays requests that go to
+//! that model: unlike [`Steer`](tower::steer::Steer), which waits until
+//! *every* inner service is ready, one stalled tier never blocks the others.
+//! Bound the load on a model inside its own stack (a `ConcurrencyLimit` or
+//! `Buffer` per model).
+//!
+//! # Streaming and cancellation
+//!
+//! A fallback is possible only until an inner service returns a response.
+//! A streaming response is passed through as soon as the inner service
+//! returns it: failures after that (mid-stream) are reported by the stream,
+//! not retried. Dropping the response future cancels the attempt: it is not
+//! counted as a failure, and a half-open probe slot it held is released.
+//!
+//! Cloning a request for each attempt is cheap: its history is an
+//! `Arc<Vec<Message>>`, so the cost does not grow with the history.
+//!
+//! # Example
+//!
+//! ```
+//! use mantissa_core::{BoxError, FailureClass, LlmError, LlmRequest, LlmResponse, Message, Tier, TierSet, Usage};
+//! use mantissa_triage::{CooldownPolicy, FallbackOrder, Routed, TierRouter};
+//! use tower::{ServiceExt, service_fn};
+//!
+//! fn echo(ok: bool) -> impl tower::Service<LlmRequest, Response = LlmResponse, Error = BoxError,
+//!     Future = impl Send> + Clone + Send + Sync + 'static {
+//!     service_fn(move |req: LlmRequest| async move {
+//!         if !ok {
+//!             return Err(LlmError::new(FailureClass::UpstreamServer, "down").with_status(503).into());
+//!         }
+//!         let model = req.model.clone().unwrap();
+//!         Ok::<_, BoxError>(LlmResponse::new(model, Message::assistant("ok"), Usage::default()))
+//!     })
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! // Defaults: default tier = lowest, fall back up then down, default cooldown policy.
+//! let router = TierRouter::builder(TierSet::default())
+//!     .model("mock-small", echo(false)) // low tier is down
+//!     .model("mock-medium", echo(true))
+//!     .model("mock-large", echo(true))
+//!     .build()
+//!     .unwrap();
+//! let resp = router.clone().oneshot(LlmRequest::new("s", "a", vec![Message::user("hi")])).await.unwrap();
+//! assert_eq!(resp.model.as_str(), "mock-medium");
+//! assert_eq!(resp.extensions.get::<Routed>().unwrap().attempts, 2);
+//!
+//! // Customised: requests without a tier go to `high`, fall back down first,
+//! // and cool a model down after 3 failures in a row for 10 s.
+//! let router = TierRouter::builder(TierSet::default())
+//!     .model("mock-small", echo(true))
+//!     .model("mock-medium", echo(true))
+//!     .model("mock-large", echo(false))
+//!     .default_tier(Tier::high())
+//!     .fallback_order(FallbackOrder::DownThenUp)
+//!     .cooldown(CooldownPolicy { consecutive_failures: 3, base_cooldown: std::time::Duration::from_secs(10),
+//!         ..CooldownPolicy::default() })
+//!     .build()
+//!     .unwrap();
+//! let resp = router.oneshot(LlmRequest::new("s", "a", vec![Message::user("hi")])).await.unwrap();
+//! assert_eq!(resp.model.as_str(), "mock-medium");
+//! # });
+//! ```
+
+mod error;
+mod future;
+mod health;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use mantissa_core::catalog::{self, labels};
+use mantissa_core::control::ModelControl;
+use mantissa_core::{BoxError, FailureClass, LlmRequest, LlmResponse, ModelId, ModelSpec, Tier, TierSet};
+use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
+use tower_service::Service;
+
+pub use self::error::{AllModelsFailed, BuildError, UnknownModel, UnknownTier};
+pub use self::future::ResponseFuture;
+use self::health::{Admission, ModelHealth};
+pub use self::health::{CooldownPolicy, ModelSnapshot, ModelState};
+
+/// The boxed per-model service the router holds.
+pub type ModelService = BoxCloneSyncService<LlmRequest, LlmResponse, BoxError>;
+
+/// Where the router looks after the requested tier's models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FallbackOrder {
+    /// Higher tiers (nearest first), then lower tiers (nearest first). The default.
+    #[default]
+    UpThenDown,
+    /// Lower tiers (nearest first), then higher tiers (nearest first).
+    DownThenUp,
+    /// Only higher tiers.
+    UpOnly,
+    /// Only lower tiers.
+    DownOnly,
+    /// Only the requested tier's other models.
+    SameTier,
+}
+
+impl FallbackOrder {
+    /// The tier rank visited at `step` (0 = the requested tier), if any.
+    fn tier_at(self, start: usize, step: usize, tiers: usize) -> Option<usize> {
+        let up = tiers.saturating_sub(start);
+        let down = start + 1;
+        let r = match self {
+            FallbackOrder::UpThenDown if step < up => start + step,
+            FallbackOrder::UpThenDown => start.checked_sub(step - up + 1)?,
+            FallbackOrder::DownThenUp if step < down => start - step,
+            FallbackOrder::DownThenUp => start + (step - down + 1),
+            FallbackOrder::UpOnly => start + step,
+            FallbackOrder::DownOnly => start.checked_sub(step)?,
+            FallbackOrder::SameTier if step == 0 => start,
+            FallbackOrder::SameTier => return None,
+        };
+        (r < tiers).then_some(r)
+    }
+}
+
+/// Where a response was served from: inserted into the response extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routed {
+    /// The model that answered.
+    pub model: ModelId,
+    /// Its tier.
+    pub tier: Tier,
+    /// The tier the request asked for (or the default tier).
+    pub requested_tier: Tier,
+    /// Models called, including the one that answered.
+    pub attempts: u32,
+}
+
+#[derive(Debug)]
+pub(crate) struct ModelSlot {
+    pub(crate) spec: ModelSpec,
+    pub(crate) tier: usize,
+    pub(crate) service: ModelService,
+    pub(crate) health: ModelHealth,
+}
+
+#[derive(Debug)]
+pub(crate) struct RouterInner {
+    pub(crate) set: TierSet,
+    pub(crate) tier_names: Vec<Tier>,
+    pub(crate) slots: Vec<ModelSlot>,
+    pub(crate) tiers: Vec<Vec<usize>>,
+    pub(crate) index: HashMap<ModelId, usize>,
+    pub(crate) default_tier: usize,
+    pub(crate) order: FallbackOrder,
+}
+
+impl RouterInner {
+    pub(crate) fn count_fallback(&self, from: usize, to: usize, reason: &'static str) {
+        metrics::counter!(catalog::FALLBACKS_TOTAL,
+            labels::FROM_TIER => self.tier_names[from].as_str().to_owned(),
+            labels::TO_TIER => self.tier_names[to].as_str().to_owned(),
+            labels::REASON => reason)
+        .increment(1);
+    }
+
+    pub(crate) fn admit(&self, slot: usize) -> Admission {
+        self.slots[slot].health.admit()
+    }
+}
+
+/// The ordered candidates of one request.
+#[derive(Debug, Clone)]
+pub(crate) struct Candidates {
+    start: usize,
+    pinned: Option<usize>,
+    pinned_done: bool,
+    step: usize,
+    pos: usize,
+}
+
+impl Candidates {
+    pub(crate) fn next(&mut self, r: &RouterInner) -> Option<usize> {
+        if let (Some(p), false) = (self.pinned, self.pinned_done) {
+            self.pinned_done = true;
+            return Some(p);
+        }
+        loop {
+            let rank = r.order.tier_at(self.start, self.step, r.tiers.len())?;
+            let models = &r.tiers[rank];
+            if let Some(&idx) = models.get(self.pos) {
+                self.pos += 1;
+                if Some(idx) == self.pinned {
+                    continue;
+                }
+                return Some(idx);
+            }
+            self.step += 1;
+            self.pos = 0;
+        }
+    }
+}
+
+/// Routes requests to per-model services by tier, with fallback and
+/// cooldown. Cheap to clone: clones share models and cooldown state. See the
+/// [module docs](self).
+#[derive(Debug, Clone)]
+pub struct TierRouter {
+    inner: Arc<RouterInner>,
+}
+
+impl TierRouter {
+    /// Starts a router over the models of `set`; give every model a service
+    /// with [`TierRouterBuilder::model`].
+    pub fn builder(set: TierSet) -> TierRouterBuilder {
+        TierRouterBuilder {
+            set,
+            services: HashMap::new(),
+            error: None,
+            default_tier: None,
+            order: FallbackOrder::default(),
+            policy: CooldownPolicy::default(),
+        }
+    }
+
+    /// The tier ladder.
+    pub fn tier_set(&self) -> &TierSet {
+        &self.inner.set
+    }
+
+    /// The health of every model, in ladder order.
+    pub fn snapshot(&self) -> Vec<ModelSnapshot> {
+        self.inner
+            .slots
+            .iter()
+            .map(|s| {
+                s.health
+                    .snapshot(s.spec.id.clone(), self.inner.tier_names[s.tier].clone())
+            })
+            .collect()
+    }
+
+    /// The health of one model.
+    pub fn model_snapshot(&self, model: &str) -> Option<ModelSnapshot> {
+        let s = &self.inner.slots[*self.inner.index.get(model)?];
+        Some(
+            s.health
+                .snapshot(s.spec.id.clone(), self.inner.tier_names[s.tier].clone()),
+        )
+    }
+
+    fn resolve(&self, req: &LlmRequest) -> Result<(usize, Option<usize>), BoxError> {
+        if let Some(model) = &req.model {
+            let Some(&idx) = self.inner.index.get(model) else {
+                return Err(UnknownModel { model: model.clone() }.into());
+            };
+            return Ok((self.inner.slots[idx].tier, Some(idx)));
+        }
+        match &req.tier {
+            Some(tier) => match self.inner.tier_names.iter().position(|t| t == tier) {
+                Some(rank) => Ok((rank, None)),
+                None => Err(UnknownTier { tier: tier.clone() }.into()),
+            },
+            None => Ok((self.inner.default_tier, None)),
+        }
+    }
+}
+
+impl ModelControl for TierRouter {
+    fn cool_down(&self, model: &ModelId, duration: Duration) -> bool {
+        match self.inner.index.get(model) {
+            Some(&i) => {
+                self.inner.slots[i].health.cool_for(duration);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn restore(&self, model: &ModelId) -> bool {
+        match self.inner.index.get(model) {
+            Some(&i) => {
+                self.inner.slots[i].health.restore();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Service<LlmRequest> for TierRouter {
+    type Response = LlmResponse;
+    type Error = BoxError;
+    type Future = ResponseFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readiness is checked per call on the chosen model (see the module docs).
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: LlmRequest) -> Self::Future {
+        match self.resolve(&req) {
+            Ok((start, pinned)) => ResponseFuture::new(
+                self.inner.clone(),
+                req,
+                start,
+                Candidates {
+                    start,
+                    pinned,
+                    pinned_done: false,
+                    step: 0,
+                    pos: 0,
+                },
+            ),
+            Err(e) => ResponseFuture::failed(self.inner.clone(), e),
+        }
+    }
+}
+
+/// Builds a [`TierRouter`].
+#[derive(Debug)]
+pub struct TierRouterBuilder {
+    set: TierSet,
+    services: HashMap<ModelId, ModelService>,
+    error: Option<BuildError>,
+    default_tier: Option<Tier>,
+    order: FallbackOrder,
+    policy: CooldownPolicy,
+}
+
+impl TierRouterBuilder {
+    /// The service that calls `model` (any `Service<LlmRequest>` whose error
+    /// converts into [`BoxError`]; it is boxed).
+    pub fn model<S>(mut self, model: impl Into<ModelId>, service: S) -> Self
+    where
+        S: Service<LlmRequest, Response = LlmResponse> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+    {
+        let model = model.into();
+        let service = BoxCloneSyncService::new(service.map_err(|e: S::Error| e.into()));
+        if self.set.iter().any(|t| t.models.iter().any(|m| m.id == model)) {
+            self.services.insert(model, service);
+        } else if self.error.is_none() {
+            self.error = Some(BuildError::UnknownModel(model));
+        }
+        self
+    }
+
+    /// The tier of requests that name neither a tier nor a model. Defaults to
+    /// the lowest tier (put a [`TriageLayer`](crate::TriageLayer) in front to
+    /// decide tiers per request).
+    pub fn default_tier(mut self, tier: impl Into<Tier>) -> Self {
+        self.default_tier = Some(tier.into());
+        self
+    }
+
+    /// Where to look after the requested tier. Defaults to
+    /// [`FallbackOrder::UpThenDown`].
+    pub fn fallback_order(mut self, order: FallbackOrder) -> Self {
+        self.order = order;
+        self
+    }
+
+    /// When models cool down and come back. Defaults to [`CooldownPolicy::default`].
+    pub fn cooldown(mut self, policy: CooldownPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// Validates the ladder and the settings and builds the router. Registers
+    /// the `mantissa_model_state` gauges (at 0) with the current recorder.
+    pub fn build(mut self) -> Result<TierRouter, BuildError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        crate::config::validate(&self.set)?;
+        self.policy.validate()?;
+        let tier_names: Vec<Tier> = self.set.iter().map(|t| t.name.clone()).collect();
+        let default_tier = match &self.default_tier {
+            Some(t) => tier_names
+                .iter()
+                .position(|n| n == t)
+                .ok_or_else(|| BuildError::UnknownTier(t.clone()))?,
+            None => 0,
+        };
+        let mut slots = Vec::new();
+        let mut tiers = Vec::new();
+        let mut index = HashMap::new();
+        for (rank, t) in self.set.iter().enumerate() {
+            let mut members = Vec::new();
+            for m in &t.models {
+                let service = self
+                    .services
+                    .remove(&m.id)
+                    .ok_or_else(|| BuildError::MissingService(m.id.clone()))?;
+                let gauge = metrics::gauge!(catalog::MODEL_STATE, labels::MODEL => m.id.as_str().to_owned());
+                index.insert(m.id.clone(), slots.len());
+                members.push(slots.len());
+                slots.push(ModelSlot {
+                    spec: m.clone(),
+                    tier: rank,
+                    service,
+                    health: ModelHealth::new(self.policy, gauge),
+                });
+            }
+            tiers.push(members);
+        }
+        Ok(TierRouter {
+            inner: Arc::new(RouterInner {
+                set: self.set,
+                tier_names,
+                slots,
+                tiers,
+                index,
+                default_tier,
+                order: self.order,
+            }),
+        })
+    }
+}
+
+/// The label for a reason to move on from a model.
+pub(crate) fn fallback_reason(class: Option<FailureClass>) -> &'static str {
+    match class {
+        None => "cooled_down",
+        Some(c) => c.as_str(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,573 @@
+//! [`RuleTriage`]: a cheap, deterministic triage from weighted features of
+//! the latest user turn.
+//!
+//! # Features
+//!
+//! Only the latest user message is read (found by scanning back from the
+//! end of the history, so the cost does not depend on how long the history
+//! is). Each feature is a value in `[0, 1]`:
+//!
+//! | feature | how it is measured | saturates at |
+//! |---|---|---|
+//! | `length` | estimated tokens (bytes / 4, as [`CharEstimator`](mantissa_core::CharEstimator)) | 1,500 tokens |
+//! | `code` | a fenced block (three backticks) counts fully; otherwise code punctuation `{ } ;` plus code words (`fn`, `def`, `import`, `return`, …) | 12 |
+//! | `reasoning` | markers: `prove`, `derive`, `analyze`, `compare`, `evaluate`, `plan`, `design`, `optimize`, `debug`, `refactor`, `implement`, `algorithm`, …; `step by step` counts 2; a numbered list of 3+ items counts 2 | 2 markers |
+//! | `questions` | question marks beyond the first | 3 extra |
+//! | `tools` | tools are offered to the model | any |
+//!
+//! They combine as a noisy-or, `score = 1 − Π (1 − wᵢ·fᵢ)`: any single strong
+//! signal can raise the score on its own, several signals reinforce each
+//! other, and the score stays in `[0, 1]` without renormalising. Default
+//! weights: length 0.5, code 0.7, reasoning 0.7, questions 0.35, tools 0.15 —
+//! a code block or a multi-step / proof request alone scores 0.7 (top tier
+//! with the default [`Boundaries`] 0.25 / 0.6), a single reasoning marker
+//! scores 0.35 (middle), a long turn alone at most 0.5 (middle), offering
+//! tools alone 0.15 (bottom: nearly every agent call offers tools).
+//!
+//! An explicit stakes hint in `metadata["stakes"]`
+//! ([`METADATA_STAKES`](mantissa_core::METADATA_STAKES)) then sets a floor:
+//! `high` / `critical` → the top tier, `medium` → at least the middle tier,
+//! `low` → no floor (reason `stakes` when the floor changed the tier).
+//!
+//! # Cost
+//!
+//! Byte-class counts (question marks, backticks, code punctuation,
+//! numbered-list items) are taken over the whole turn in one branch-free,
+//! vectorisable pass. Word markers need a scalar scan, so they are searched
+//! in the first and last [`keyword_window`](RuleTriage::keyword_window)
+//! bytes (512 by default), where instructions ("compare…", "step by step")
+//! sit. No regular expressions, no allocation per call.
+//!
+//! # Example
+//!
+//! ```
+//! use mantissa_core::{LlmRequest, Message, Tier, TierSet};
+//! use mantissa_triage::{Boundaries, RuleTriage, RuleWeights, Triage};
+//!
+//! let tiers = TierSet::default(); // low / medium / high
+//! let triage = RuleTriage::new(&tiers);
+//! let chat = LlmRequest::new("s", "a", vec![Message::user("Hi! How are you today?")]);
+//! assert_eq!(triage.triage(&chat).tier, Tier::low());
+//! let proof = LlmRequest::new("s", "a", vec![Message::user(
+//!     "Prove step by step that the sum of two even numbers is even.")]);
+//! assert_eq!(triage.triage(&proof).tier, Tier::high());
+//!
+//! // Customised: code weighs less, and the top tier starts at 0.8.
+//! let triage = RuleTriage::new(&tiers)
+//!     .weights(RuleWeights { code: 0.4, ..RuleWeights::default() }).unwrap()
+//!     .boundaries(Boundaries::new(vec![0.3, 0.8]).unwrap()).unwrap();
+//! let code = LlmRequest::new("s", "a", vec![Message::user("Why does this fail?\n```\nx = 1\n```")]);
+//! assert_eq!(triage.triage(&code).tier, Tier::medium());
+//! ```
+
+use mantissa_core::{ConfigError, LlmRequest, METADATA_STAKES, Tier, TierSet};
+
+use crate::decision::{Boundaries, TierDecision, Triage, TriageReason, tier_names};
+
+/// Weights of [`RuleTriage`]'s features, each in `[0, 1]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RuleWeights {
+    /// Length of the turn. Defaults to 0.5.
+    pub length: f64,
+    /// Code in the turn. Defaults to 0.7.
+    pub code: f64,
+    /// Reasoning and multi-step markers. Defaults to 0.7.
+    pub reasoning: f64,
+    /// Several questions in one turn. Defaults to 0.35.
+    pub questions: f64,
+    /// Tools offered. Defaults to 0.15.
+    pub tools: f64,
+}
+
+impl Default for RuleWeights {
+    fn default() -> Self {
+        Self {
+            length: 0.5,
+            code: 0.7,
+            reasoning: 0.7,
+            questions: 0.35,
+            tools: 0.15,
+        }
+    }
+}
+
+/// Feature values of one request, each in `[0, 1]` (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Signals {
+    /// Length feature.
+    pub length: f64,
+    /// Code feature.
+    pub code: f64,
+    /// Reasoning feature.
+    pub reasoning: f64,
+    /// Questions feature.
+    pub questions: f64,
+    /// Tools feature.
+    pub tools: f64,
+}
+
+/// Rule-based triage over the latest user turn. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct RuleTriage {
+    tiers: Vec<Tier>,
+    boundaries: Boundaries,
+    weights: RuleWeights,
+    length_saturation: f64,
+    keyword_window: usize,
+}
+
+impl RuleTriage {
+    /// Rule triage for the tiers of `set`, with default weights and
+    /// [`Boundaries::default_for`] the number of tiers.
+    pub fn new(set: &TierSet) -> Self {
+        let tiers = tier_names(set);
+        Self {
+            boundaries: Boundaries::default_for(tiers.len()),
+            tiers,
+            weights: RuleWeights::default(),
+            length_saturation: 1500.0,
+            keyword_window: 512,
+        }
+    }
+
+    /// Sets the score cut points (one fewer than tiers), for example from
+    /// [`calibrate`](crate::calibrate). Defaults to
+    /// [`Boundaries::default_for`] the number of tiers.
+    pub fn boundaries(mut self, boundaries: Boundaries) -> Result<Self, ConfigError> {
+        boundaries.check_len(self.tiers.len())?;
+        self.boundaries = boundaries;
+        Ok(self)
+    }
+
+    /// Sets the feature weights (each in `[0, 1]`). Defaults to
+    /// [`RuleWeights::default`].
+    pub fn weights(mut self, weights: RuleWeights) -> Result<Self, ConfigError> {
+        for (name, w) in [
+            ("length", weights.length),
+            ("code", weights.code),
+            ("reasoning", weights.reasoning),
+            ("questions", weights.questions),
+            ("tools", weights.tools),
+        ] {
+            if !(0.0..=1.0).contains(&w) {
+                return Err(ConfigError::new(
+                    format!("weights.{name}"),
+                    format!("must be in [0, 1], got {w}"),
+                ));
+            }
+        }
+        self.weights = weights;
+        Ok(self)
+    }
+
+    /// Sets the estimated token count at which the length feature saturates.
+    /// Defaults to 1,500 tokens (about 6 KB of text: a long, detailed brief).
+    pub fn length_saturation(mut self, tokens: u32) -> Self {
+        self.length_saturation = f64::from(tokens.max(1));
+        self
+    }
+
+    /// Sets how many bytes at the start and at the end of the turn are
+    /// searched for word markers. Defaults to 512.
+    pub fn keyword_window(mut self, bytes: usize) -> Self {
+        self.keyword_window = bytes;
+        self
+    }
+
+    /// The boundaries in use.
+    pub fn get_boundaries(&self) -> &Boundaries {
+        &self.boundaries
+    }
+
+    /// The feature values of `req`.
+    pub fn signals(&self, req: &LlmRequest) -> Signals {
+        let text = req.latest_user_message().map(|m| m.text()).unwrap_or("");
+        let bytes = text.as_bytes();
+        let counts = count_bytes(bytes);
+        let words = scan_words(bytes, self.keyword_window);
+        let tokens = bytes.len().div_ceil(4) as f64;
+        let fence = if counts.backticks >= 3 { 1.0 } else { 0.0 };
+        let code_hits = counts.code_punct + words.code_words * 2;
+        let mut markers = words.markers;
+        if counts.list_items >= 3 {
+            markers += 2;
+        }
+        Signals {
+            length: (tokens / self.length_saturation).min(1.0),
+            code: f64::max(fence, (f64::from(code_hits) / 12.0).min(1.0)),
+            reasoning: (f64::from(markers) / 2.0).min(1.0),
+            questions: (f64::from(counts.questions.saturating_sub(1)) / 3.0).min(1.0),
+            tools: if req.tools.is_empty() { 0.0 } else { 1.0 },
+        }
+    }
+
+    /// The noisy-or combination of `signals` with the configured weights.
+    pub fn combine(&self, s: &Signals) -> f64 {
+        let w = &self.weights;
+        let keep = (1.0 - w.length * s.length)
+            * (1.0 - w.code * s.code)
+            * (1.0 - w.reasoning * s.reasoning)
+            * (1.0 - w.questions * s.questions)
+            * (1.0 - w.tools * s.tools);
+        (1.0 - keep).clamp(0.0, 1.0)
+    }
+
+    /// The score of `req` in `[0, 1]`.
+    pub fn score(&self, req: &LlmRequest) -> f64 {
+        self.combine(&self.signals(req))
+    }
+}
+
+impl Triage for RuleTriage {
+    fn triage(&self, req: &LlmRequest) -> TierDecision {
+        let Some(top) = self.tiers.len().checked_sub(1) else {
+            return TierDecision::new(Tier::low(), 0.0, TriageReason::Default);
+        };
+        if req.latest_user_message().is_none() {
+            return TierDecision::new(self.tiers[0].clone(), 0.0, TriageReason::Default);
+        }
+        let mut score = self.score(req);
+        let mut rank = self.boundaries.rank(score).min(top);
+        let mut reason = TriageReason::Rules;
+        if let Some(stakes) = req.metadata.get(METADATA_STAKES) {
+            let floor = if stakes.eq_ignore_ascii_case("high") || stakes.eq_ignore_ascii_case("critical") {
+                top
+            } else if stakes.eq_ignore_ascii_case("medium") {
+                self.tiers.len() / 2
+            } else {
+                0
+            };
+            if floor > rank {
+                rank = floor;
+                score = score.max(self.boundaries.floor_of(rank));
+                reason = TriageReason::Stakes;
+            }
+        }
+        TierDecision::new(self.tiers[rank].clone(), score, reason)
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct ByteCounts {
+    questions: u32,
+    backticks: u32,
+    code_punct: u32,
+    list_items: u32,
+}
+
+/// One pass of byte-class counts; written so that the compiler vectorises it
+/// (u8 lane counters over chunks of 255 bytes, no branches).
+fn count_bytes(bytes: &[u8]) -> ByteCounts {
+    let mut out = ByteCounts::default();
+    for chunk in bytes.chunks(255) {
+        let (mut q, mut t, mut p) = (0u8, 0u8, 0u8);
+        for &b in chunk {
+            q += u8::from(b == b'?');
+            t += u8::from(b == b'`');
+            p += u8::from((b == b'{') | (b == b'}') | (b == b';'));
+        }
+        out.questions += u32::from(q);
+        out.backticks += u32::from(t);
+        out.code_punct += u32::from(p);
+    }
+    // Numbered-list items: a line that starts with a digit then `.` or `)`.
+    let starts_item = |d: u8, p: u8| d.is_ascii_digit() & ((p == b'.') | (p == b')'));
+    if bytes.len() >= 2 && starts_item(bytes[0], bytes[1]) {
+        out.list_items += 1;
+    }
+    if bytes.len() >= 3 {
+        let mut n = 0u32;
+        for ((&a, &d), &p) in bytes.iter().zip(&bytes[1..]).zip(&bytes[2..]) {
+            n += u32::from((a == b'\n') & starts_item(d, p));
+        }
+        out.list_items += n;
+    }
+    out
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct WordCounts {
+    markers: u32,
+    code_words: u32,
+}
+
+/// Packs up to the first 8 lowercase ASCII letters of a word into a u64
+/// (little-endian), so a word compares to a keyword in one instruction.
+/// Words longer than 8 letters match keywords by their first 8 letters
+/// (`tradeoffs` matches `tradeoff`, `algorithms` matches `algorith`).
+const fn pack(word: &[u8]) -> u64 {
+    let mut v = 0u64;
+    let mut i = 0;
+    while i < word.len() && i < 8 {
+        v |= (word[i] as u64) << (8 * i);
+        i += 1;
+    }
+    v
+}
+
+const STEP: u64 = pack(b"step");
+const BY: u64 = pack(b"by");
+
+fn classify_word(w: u64) -> (u32, u32) {
+    const PROVE: u64 = pack(b"prove");
+    const PROOF: u64 = pack(b"proof");
+    const PROVING: u64 = pack(b"proving");
+    const DERIVE: u64 = pack(b"derive");
+    const ANALYZE: u64 = pack(b"analyze");
+    const ANALYSE: u64 = pack(b"analyse");
+    const ANALYSIS: u64 = pack(b"analysis");
+    const ANALYZIN: u64 = pack(b"analyzin");
+    const COMPARE: u64 = pack(b"compare");
+    const COMPARIS: u64 = pack(b"comparis");
+    const CONTRAST: u64 = pack(b"contrast");
+    const EVALUATE: u64 = pack(b"evaluate");
+    const ASSESS: u64 = pack(b"assess");
+    const TRADEOFF: u64 = pack(b"tradeoff");
+    const PLAN: u64 = pack(b"plan");
+    const PLANNING: u64 = pack(b"planning");
+    const STRATEGY: u64 = pack(b"strategy");
+    const DESIGN: u64 = pack(b"design");
+    const ARCHITEC: u64 = pack(b"architec");
+    const OPTIMIZE: u64 = pack(b"optimize");
+    const OPTIMISE: u64 = pack(b"optimise");
+    const OPTIMIZA: u64 = pack(b"optimiza");
+    const DEBUG: u64 = pack(b"debug");
+    const DEBUGGIN: u64 = pack(b"debuggin");
+    const REFACTOR: u64 = pack(b"refactor");
+    const IMPLEMEN: u64 = pack(b"implemen");
+    const ALGORITH: u64 = pack(b"algorith");
+    const JUSTIFY: u64 = pack(b"justify");
+    const CALCULAT: u64 = pack(b"calculat");
+    const SOLVE: u64 = pack(b"solve");
+    const DIAGNOSE: u64 = pack(b"diagnose");
+    const INVESTIG: u64 = pack(b"investig");
+    const RIGOROUS: u64 = pack(b"rigorous");
+    const THOROUGH: u64 = pack(b"thorough");
+    const REASONIN: u64 = pack(b"reasonin");
+
+    const FN: u64 = pack(b"fn");
+    const DEF: u64 = pack(b"def");
+    const IMPL: u64 = pack(b"impl");
+    const STRUCT: u64 = pack(b"struct");
+    const IMPORT: u64 = pack(b"import");
+    const LAMBDA: u64 = pack(b"lambda");
+    const PRINTLN: u64 = pack(b"println");
+    const PRINTF: u64 = pack(b"printf");
+    const VOID: u64 = pack(b"void");
+    const ELIF: u64 = pack(b"elif");
+    const NAMESPAC: u64 = pack(b"namespac");
+    const TYPEDEF: u64 = pack(b"typedef");
+    const NULLPTR: u64 = pack(b"nullptr");
+    const FUNC: u64 = pack(b"func");
+    const SELF: u64 = pack(b"self");
+    const STD: u64 = pack(b"std");
+
+    match w {
+        PROVE | PROOF | PROVING | DERIVE | ANALYZE | ANALYSE | ANALYSIS | ANALYZIN | COMPARE | COMPARIS
+        | CONTRAST | EVALUATE | ASSESS | TRADEOFF | PLAN | PLANNING | STRATEGY | DESIGN | ARCHITEC
+        | OPTIMIZE | OPTIMISE | OPTIMIZA | DEBUG | DEBUGGIN | REFACTOR | IMPLEMEN | ALGORITH | JUSTIFY
+        | CALCULAT | SOLVE | DIAGNOSE | INVESTIG | RIGOROUS | THOROUGH | REASONIN => (1, 0),
+        FN | DEF | IMPL | STRUCT | IMPORT | LAMBDA | PRINTLN | PRINTF | VOID | ELIF | NAMESPAC | TYPEDEF
+        | NULLPTR | FUNC | SELF | STD => (0, 1),
+        _ => (0, 0),
+    }
+}
+
+#[derive(Debug, Default)]
+struct WordScanner {
+    word: u64,
+    len: u32,
+    prev1: u64,
+    prev2: u64,
+    out: WordCounts,
+}
+
+impl WordScanner {
+    #[inline]
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            let l = b | 0x20;
+            if l.is_ascii_lowercase() {
+                if self.len < 8 {
+                    self.word |= u64::from(l) << (8 * self.len);
+                }
+                self.len += 1;
+            } else if self.len > 0 {
+                self.end_word();
+            }
+        }
+    }
+
+    #[inline]
+    fn end_word(&mut self) {
+        let w = self.word;
+        let (m, c) = classify_word(w);
+        self.out.markers += m;
+        self.out.code_words += c;
+        if w == STEP && self.prev1 == BY && self.prev2 == STEP {
+            self.out.markers += 2;
+        }
+        self.prev2 = self.prev1;
+        self.prev1 = w;
+        self.word = 0;
+        self.len = 0;
+    }
+
+    fn finish(mut self) -> WordCounts {
+        if self.len > 0 {
+            self.end_word();
+        }
+        self.out
+    }
+}
+
+/// Word markers in the head and tail windows of `bytes`.
+fn scan_words(bytes: &[u8], window: usize) -> WordCounts {
+    let mut scanner = WordScanner::default();
+    if bytes.len() <= window.saturating_mul(2) {
+        scanner.feed(bytes);
+        return scanner.finish();
+    }
+    scanner.feed(&bytes[..window]);
+    if scanner.len > 0 {
+        scanner.end_word();
+    }
+    scanner.prev1 = 0;
+    scanner.prev2 = 0;
+    // Start the tail on a word boundary so a cut word is not mistaken for a marker.
+    let mut start = bytes.len() - window;
+    while start < bytes.len() && (bytes[start] | 0x20).is_ascii_lowercase() {
+        start += 1;
+    }
+    scanner.feed(&bytes[start..]);
+    scanner.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mantissa_core::{Message, ToolSpec};
+
+    fn req(text: &str) -> LlmRequest {
+        LlmRequest::new(
+            "s",
+            "a",
+            vec![Message::system("You are helpful."), Message::user(text)],
+        )
+    }
+
+    fn tier(t: &RuleTriage, text: &str) -> String {
+        t.triage(&req(text)).tier.to_string()
+    }
+
+    #[test]
+    fn chit_chat_is_low() {
+        let t = RuleTriage::new(&TierSet::default());
+        for text in [
+            "Hi! How are you today?",
+            "thanks, that's great",
+            "What's the capital of France?",
+            "Tell me a joke about cats.",
+        ] {
+            assert_eq!(tier(&t, text), "low", "{text}");
+        }
+    }
+
+    #[test]
+    fn code_multistep_and_stakes_are_high() {
+        let t = RuleTriage::new(&TierSet::default());
+        let code = "Why does this panic?\n```rust\nfn main() { let v: Vec<u8> = vec![]; v[0]; }\n```";
+        assert_eq!(tier(&t, code), "high");
+        let unfenced =
+            "fix this: fn f(x: i32) -> i32 { if x > 0 { x } else { -x }; } struct A { b: u8; c: u8; }";
+        assert_eq!(tier(&t, unfenced), "high");
+        let steps = "Plan the migration step by step:\n1. inventory\n2. cutover\n3. rollback";
+        assert_eq!(tier(&t, steps), "high");
+        assert_eq!(
+            tier(&t, "Prove that sqrt(2) is irrational, then derive a bound."),
+            "high"
+        );
+        let stakes = req("ok, send it").with_metadata(mantissa_core::METADATA_STAKES, "High");
+        let d = t.triage(&stakes);
+        assert_eq!(d.tier, Tier::high());
+        assert_eq!(d.reason, TriageReason::Stakes);
+        assert!(d.score >= 0.6);
+        let medium = req("ok, send it").with_metadata(mantissa_core::METADATA_STAKES, "medium");
+        assert_eq!(t.triage(&medium).tier, Tier::medium());
+    }
+
+    #[test]
+    fn middle_signals_are_medium() {
+        let t = RuleTriage::new(&TierSet::default());
+        assert_eq!(tier(&t, "Compare these two phones for me."), "medium");
+        assert_eq!(
+            tier(&t, "Where is it? When does it open? Is it free? Can I park?"),
+            "medium"
+        );
+        let tools = req("what's the weather").with_tools(vec![ToolSpec::function(
+            "weather",
+            "get weather",
+            serde_json::json!({}),
+        )]);
+        assert_eq!(t.triage(&tools).tier, Tier::low());
+        let long = "word ".repeat(1600);
+        assert_eq!(tier(&t, &long), "medium");
+    }
+
+    #[test]
+    fn only_the_latest_user_turn_counts() {
+        let t = RuleTriage::new(&TierSet::default());
+        let mut msgs = vec![Message::user(
+            "Prove step by step that P != NP, with an algorithm.",
+        )];
+        msgs.push(Message::assistant("..."));
+        msgs.push(Message::user("thanks!"));
+        let r = LlmRequest::new("s", "a", msgs);
+        assert_eq!(t.triage(&r).tier, Tier::low());
+        let empty = LlmRequest::new("s", "a", vec![Message::system("x")]);
+        assert_eq!(t.triage(&empty).reason, TriageReason::Default);
+    }
+
+    #[test]
+    fn markers_in_the_middle_of_a_long_turn_are_outside_the_window() {
+        let t = RuleTriage::new(&TierSet::default()).keyword_window(64);
+        let filler = "lorem ipsum ".repeat(40);
+        let text = format!("{filler} prove derive analyze {filler}");
+        let s = t.signals(&req(&text));
+        assert_eq!(s.reasoning, 0.0);
+        let tail = format!("{filler}{filler} prove and derive");
+        assert_eq!(t.signals(&req(&tail)).reasoning, 1.0);
+        // A word cut by the tail window's start is skipped, not matched.
+        let cut = format!("{}xxplan", "a ".repeat(100));
+        let t = RuleTriage::new(&TierSet::default()).keyword_window(4);
+        assert_eq!(t.signals(&req(&cut)).reasoning, 0.0);
+    }
+
+    #[test]
+    fn byte_counts() {
+        let c = count_bytes(b"1. a?\n2) b?\n3. c `x` {;}");
+        assert_eq!(c.questions, 2);
+        assert_eq!(c.backticks, 2);
+        assert_eq!(c.code_punct, 3);
+        assert_eq!(c.list_items, 3);
+        let big = "?".repeat(1000);
+        assert_eq!(count_bytes(big.as_bytes()).questions, 1000);
+    }
+
+    #[test]
+    fn settings_are_validated() {
+        let t = RuleTriage::new(&TierSet::default());
+        let err = t
+            .clone()
+            .boundaries(Boundaries::new(vec![0.5]).unwrap())
+            .unwrap_err();
+        assert_eq!(err.field, "boundaries");
+        let err = t
+            .weights(RuleWeights {
+                code: 1.5,
+                ..RuleWeights::default()
+            })
+            .unwrap_err();
+        assert_eq!(err.field, "weights.code");
+    }
+}

@@ -1,0 +1,111 @@
+//! Metric handles of the triage layer, held per agent so the hot path does
+//! not look metrics up by name.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use mantissa_core::catalog::{self, labels};
+use mantissa_core::{AgentName, OTHER_LABEL, Tier};
+use metrics::{Counter, Histogram};
+
+use crate::decision::{TierDecision, TriageReason};
+
+/// Agents whose handles are cached; beyond this, metrics are looked up per
+/// call (agent names come from configuration, so this is a safety net).
+const MAX_CACHED_AGENTS: usize = 256;
+
+#[derive(Debug)]
+struct AgentHandles {
+    score: Histogram,
+    /// `[tier rank][reason index]`, registered on first use.
+    decisions: Vec<[OnceLock<Counter>; TriageReason::BUILTIN.len()]>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct DecisionMetrics {
+    agents: RwLock<HashMap<AgentName, Arc<AgentHandles>>>,
+}
+
+impl DecisionMetrics {
+    /// Counts a decision; records its score when `record_score` (scores of
+    /// explicit and overridden decisions are not strategy scores).
+    pub(crate) fn record(
+        &self,
+        agent: &AgentName,
+        tiers: &[Tier],
+        rank: Option<usize>,
+        decision: &TierDecision,
+        record_score: bool,
+    ) {
+        let (Some(rank), Some(reason)) = (rank, decision.reason.index()) else {
+            return record_uncached(agent, rank.is_some(), decision, record_score);
+        };
+        if let Ok(map) = self.agents.read() {
+            if let Some(h) = map.get(agent) {
+                return h.record(agent, rank, reason, decision, record_score);
+            }
+        }
+        match self.insert(agent, tiers) {
+            Some(h) => h.record(agent, rank, reason, decision, record_score),
+            None => record_uncached(agent, true, decision, record_score),
+        }
+    }
+
+    fn insert(&self, agent: &AgentName, tiers: &[Tier]) -> Option<Arc<AgentHandles>> {
+        let mut map = self.agents.write().ok()?;
+        if map.len() >= MAX_CACHED_AGENTS && !map.contains_key(agent) {
+            return None;
+        }
+        let h = map
+            .entry(agent.clone())
+            .or_insert_with(|| {
+                Arc::new(AgentHandles {
+                    score: metrics::histogram!(catalog::TRIAGE_SCORE, labels::AGENT => agent.as_str().to_owned()),
+                    decisions: tiers.iter().map(|_| Default::default()).collect(),
+                })
+            })
+            .clone();
+        Some(h)
+    }
+}
+
+impl AgentHandles {
+    fn record(
+        &self,
+        agent: &AgentName,
+        rank: usize,
+        reason: usize,
+        decision: &TierDecision,
+        record_score: bool,
+    ) {
+        if let Some(slot) = self.decisions.get(rank).and_then(|slots| slots.get(reason)) {
+            slot.get_or_init(|| {
+                metrics::counter!(catalog::TRIAGE_DECISIONS_TOTAL,
+                    labels::AGENT => agent.as_str().to_owned(),
+                    labels::TIER => decision.tier.as_str().to_owned(),
+                    labels::REASON => decision.reason.as_str())
+            })
+            .increment(1);
+        }
+        if record_score {
+            self.score.record(decision.score);
+        }
+    }
+}
+
+fn record_uncached(agent: &AgentName, known_tier: bool, decision: &TierDecision, record_score: bool) {
+    let tier = if known_tier {
+        decision.tier.as_str()
+    } else {
+        OTHER_LABEL
+    };
+    metrics::counter!(catalog::TRIAGE_DECISIONS_TOTAL,
+        labels::AGENT => agent.as_str().to_owned(),
+        labels::TIER => tier.to_owned(),
+        labels::REASON => decision.reason.as_str())
+    .increment(1);
+    if record_score {
+        metrics::histogram!(catalog::TRIAGE_SCORE, labels::AGENT => agent.as_str().to_owned())
+            .record(decision.score);
+    }
+}

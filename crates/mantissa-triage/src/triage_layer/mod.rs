@@ -1,0 +1,309 @@
+//! [`TriageLayer`] / [`TriageService`]: decide each request's precision tier.
+//!
+//! For every request the service decides a [`TierDecision`], in this order:
+//!
+//! 1. **explicit** — the request already names a tier (`req.tier`) or a
+//!    model (`req.model`): it is kept (a model's tier is looked up in the
+//!    ladder);
+//! 2. **override** — the agent is pinned to a tier through
+//!    [`TriageControl`] (the monitor's [`TierControl`]);
+//! 3. **strategy** — the configured [`AsyncTriage`] decides (any
+//!    [`Triage`](crate::Triage), a closure, or [`LlmTriage`](crate::LlmTriage));
+//! 4. **stickiness** (on by default) — within a session the tier may rise
+//!    but not fall: a strategy decision below the session's highest tier so
+//!    far is raised to it (reason `sticky`). Memory is bounded: 10,000
+//!    sessions by default, an entry idle for 30 minutes no longer counts.
+//!
+//! It then sets `req.tier`, inserts the decision into the request's
+//! extensions (so inner layers can read it) and into the response's, and
+//! emits `mantissa_triage_decisions_total{agent,tier,reason}` and, for
+//! strategy decisions only, `mantissa_triage_score{agent}` (the sample that
+//! [`calibrate`](crate::calibrate) works from). Handles are held per agent.
+//!
+//! The layer adds no way to fail: errors of the inner service pass through.
+//! It needs the inner service to be `Clone` (to drive an asynchronous
+//! strategy before calling the service that was made ready).
+//!
+//! # Example
+//!
+//! ```
+//! use mantissa_core::{LlmRequest, LlmResponse, Message, Tier, TierSet, Usage};
+//! use mantissa_core::control::TierControl;
+//! use mantissa_triage::{RuleTriage, TierDecision, TriageLayer};
+//! use tower::{Layer, ServiceExt, service_fn};
+//!
+//! # tokio_test_block_on(async {
+//! let tiers = TierSet::default();
+//! let model = service_fn(|req: LlmRequest| async move {
+//!     // The tier decided by triage reaches the inner service.
+//!     let tier = req.tier.clone().unwrap();
+//!     Ok::<_, std::convert::Infallible>(LlmResponse::new(tier.as_str(), Message::assistant("ok"), Usage::default()))
+//! });
+//!
+//! // Defaults: rule triage, stickiness on.
+//! let layer = TriageLayer::new(&tiers, RuleTriage::new(&tiers));
+//! let svc = layer.layer(model);
+//! let req = LlmRequest::new("s1", "helper", vec![Message::user("hello!")]);
+//! let resp = svc.clone().oneshot(req).await.unwrap();
+//! assert_eq!(resp.model.as_str(), "low");
+//! assert_eq!(resp.extensions.get::<TierDecision>().unwrap().tier, Tier::low());
+//!
+//! // Customised: no stickiness, and the monitor pins an agent to `high`.
+//! let layer = TriageLayer::new(&tiers, RuleTriage::new(&tiers)).without_stickiness();
+//! let control = layer.control();
+//! control.set_agent_tier(&"trader".into(), Some(Tier::high()));
+//! let req = LlmRequest::new("s2", "trader", vec![Message::user("hello!")]);
+//! let resp = layer.layer(svc.into_inner()).oneshot(req).await.unwrap();
+//! assert_eq!(resp.model.as_str(), "high");
+//! # });
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+mod future;
+mod layer;
+mod metrics;
+mod sticky;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use mantissa_core::control::TierControl;
+use mantissa_core::{AgentName, LlmRequest, LlmResponse, ModelId, OTHER_LABEL, Tier, TierSet};
+use tower_service::Service;
+
+pub use self::future::ResponseFuture;
+pub use self::layer::TriageLayer;
+use self::metrics::DecisionMetrics;
+use self::sticky::StickyStore;
+use crate::decision::{AsyncTriage, TierDecision, TriageReason, tier_names};
+
+/// State shared by a layer and every service it built.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    tiers: Vec<Tier>,
+    model_ranks: HashMap<ModelId, usize>,
+    sticky: Option<StickyStore>,
+    overrides: RwLock<HashMap<AgentName, Tier>>,
+    has_overrides: AtomicBool,
+    metrics: DecisionMetrics,
+}
+
+/// Default number of sessions stickiness remembers.
+pub const DEFAULT_STICKY_CAPACITY: usize = 10_000;
+/// Default idle time after which a session's tier may fall again.
+pub const DEFAULT_STICKY_TTL: Duration = Duration::from_secs(30 * 60);
+
+impl Shared {
+    pub(crate) fn new(set: &TierSet, sticky: Option<(usize, Duration)>) -> Self {
+        let mut model_ranks = HashMap::new();
+        for (rank, t) in set.iter().enumerate() {
+            for m in &t.models {
+                model_ranks.entry(m.id.clone()).or_insert(rank);
+            }
+        }
+        Self {
+            tiers: tier_names(set),
+            model_ranks,
+            sticky: sticky.map(|(capacity, ttl)| StickyStore::new(capacity, ttl)),
+            overrides: RwLock::new(HashMap::new()),
+            has_overrides: AtomicBool::new(false),
+            metrics: DecisionMetrics::default(),
+        }
+    }
+
+    fn rank(&self, tier: &Tier) -> Option<usize> {
+        self.tiers.iter().position(|t| t == tier)
+    }
+
+    fn position_score(&self, rank: usize) -> f64 {
+        match self.tiers.len() {
+            0 | 1 => 0.0,
+            n => rank as f64 / (n - 1) as f64,
+        }
+    }
+
+    /// A decision that needs no strategy: explicit tier or model, or an
+    /// agent override. Applies it to `req`.
+    fn immediate(&self, req: &mut LlmRequest) -> Option<TierDecision> {
+        if let Some(tier) = &req.tier {
+            let rank = self.rank(tier);
+            let d = TierDecision::new(
+                tier.clone(),
+                rank.map_or(0.0, |r| self.position_score(r)),
+                TriageReason::Explicit,
+            );
+            self.metrics.record(&req.agent, &self.tiers, rank, &d, false);
+            return Some(d);
+        }
+        if let Some(model) = &req.model {
+            let rank = self.model_ranks.get(model).copied();
+            let tier = match rank {
+                Some(r) => self.tiers[r].clone(),
+                None => Tier::new(OTHER_LABEL),
+            };
+            let d = TierDecision::new(
+                tier,
+                rank.map_or(0.0, |r| self.position_score(r)),
+                TriageReason::Explicit,
+            );
+            if rank.is_some() {
+                req.tier = Some(d.tier.clone());
+            }
+            self.metrics.record(&req.agent, &self.tiers, rank, &d, false);
+            return Some(d);
+        }
+        if self.has_overrides.load(Ordering::Acquire) {
+            let pinned = self
+                .overrides
+                .read()
+                .ok()
+                .and_then(|o| o.get(&req.agent).cloned());
+            if let Some(tier) = pinned {
+                let rank = self.rank(&tier);
+                let d = TierDecision::new(
+                    tier,
+                    rank.map_or(0.0, |r| self.position_score(r)),
+                    TriageReason::Override,
+                );
+                req.tier = Some(d.tier.clone());
+                self.metrics.record(&req.agent, &self.tiers, rank, &d, false);
+                return Some(d);
+            }
+        }
+        None
+    }
+
+    /// Applies stickiness to a strategy decision, records it and sets `req.tier`.
+    fn finish(&self, req: &mut LlmRequest, mut d: TierDecision) -> TierDecision {
+        let mut rank = self.rank(&d.tier);
+        if let (Some(store), Some(r)) = (&self.sticky, rank) {
+            let effective = store.apply(&req.session, r, tokio::time::Instant::now());
+            if effective > r {
+                d.tier = self.tiers[effective].clone();
+                d.reason = TriageReason::Sticky;
+                rank = Some(effective);
+            }
+        }
+        self.metrics.record(&req.agent, &self.tiers, rank, &d, true);
+        req.tier = Some(d.tier.clone());
+        req.extensions.insert(d.clone());
+        d
+    }
+}
+
+/// Pins agents to tiers: the [`TierControl`] of a [`TriageLayer`].
+#[derive(Debug, Clone)]
+pub struct TriageControl {
+    shared: Arc<Shared>,
+}
+
+impl TriageControl {
+    /// The tier `agent` is pinned to, if any.
+    pub fn agent_tier(&self, agent: &AgentName) -> Option<Tier> {
+        self.shared
+            .overrides
+            .read()
+            .ok()
+            .and_then(|o| o.get(agent).cloned())
+    }
+}
+
+impl TierControl for TriageControl {
+    /// Pins `agent` to `tier`, or lifts the pin with `None`. A tier that is
+    /// not in the ladder is ignored (and logged).
+    fn set_agent_tier(&self, agent: &AgentName, tier: Option<Tier>) {
+        let Ok(mut overrides) = self.shared.overrides.write() else {
+            return;
+        };
+        match tier {
+            Some(t) if self.shared.rank(&t).is_some() => {
+                overrides.insert(agent.clone(), t);
+            }
+            Some(t) => {
+                tracing::warn!(agent = %agent, tier = %t, "ignoring override to a tier that is not configured");
+            }
+            None => {
+                overrides.remove(agent);
+            }
+        }
+        self.shared
+            .has_overrides
+            .store(!overrides.is_empty(), Ordering::Release);
+    }
+}
+
+/// Decides each request's tier, then calls the inner service. See the
+/// [module docs](self).
+#[derive(Debug)]
+pub struct TriageService<S, T> {
+    inner: S,
+    triage: Arc<T>,
+    shared: Arc<Shared>,
+}
+
+impl<S: Clone, T> Clone for TriageService<S, T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            triage: self.triage.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S, T> TriageService<S, T> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes the triage service, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// The handle that pins agents to tiers.
+    pub fn control(&self) -> TriageControl {
+        TriageControl {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<S, T> Service<LlmRequest> for TriageService<S, T>
+where
+    S: Service<LlmRequest, Response = LlmResponse> + Clone,
+    T: AsyncTriage,
+{
+    type Response = LlmResponse;
+    type Error = S::Error;
+    type Future = ResponseFuture<T::Future, S>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: LlmRequest) -> Self::Future {
+        if let Some(d) = self.shared.immediate(&mut req) {
+            req.extensions.insert(d.clone());
+            let fut = self.inner.call(req);
+            return ResponseFuture::calling(fut, d);
+        }
+        let fut = self.triage.decide(&req);
+        // The service made ready by `poll_ready` is the one called once the
+        // decision is known; this handle keeps a fresh clone.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture::triaging(fut, req, inner, self.shared.clone())
+    }
+}
