@@ -1,1 +1,180 @@
-//! mantissa-reset (work in progress).
+//! # mantissa-reset
+//!
+//! Brittleness detection and context reset: the outermost layer of a mantissa
+//! LLM stack. Long, specific history makes an agent brittle ("contextual
+//! overtraining"); this layer tracks every session and, when it turns brittle,
+//! compacts the context *before* the call goes out.
+//!
+//! On each call [`Reset`]:
+//!
+//! 1. updates the session's tracker ([`SessionState`] in a [`SessionStore`]):
+//!    turns, context tokens (the provider's reported prompt tokens of the last
+//!    response plus an estimate of the messages added since — never a rescan
+//!    of the whole history), LLM and tool error streaks, an error ring over
+//!    the last calls, a latency baseline and the recent latency;
+//! 2. recognises a remembered reset: a caller that resends its full history
+//!    gets the compacted history again (O(1) sampled fingerprint check, see
+//!    below); a caller that adopted the compacted history is left alone;
+//! 3. evaluates the [`BrittlenessPolicy`] (turns, context fraction of the
+//!    serving model's window, error streak, error rate, latency drift,
+//!    requested resets) into a score in [0, 1] and an action;
+//! 4. runs the staged response: warn → clear old tool results → summarize
+//!    (falling back to trimming) → respawn, each stage pluggable;
+//! 5. sends the (possibly compacted) request inward, records latency, usage
+//!    and the classified outcome, and attaches a [`ContextReset`] and/or
+//!    [`ContextWarning`] notice to the response's extensions.
+//!
+//! Tool failures reach the tracker through [`mantissa_core::EventSink`]: the
+//! health layer on the tool stack calls the store's `record`. The monitor asks
+//! for resets through [`mantissa_core::control::SessionControl`], also
+//! implemented by the store.
+//!
+//! ## Defaults
+//!
+//! | setting | default |
+//! |---|---|
+//! | turns trigger | 50 turns since the last reset → summarize |
+//! | context warning / compaction | 0.75 / 0.85 of the window → warn / clear tool results |
+//! | compaction target | 0.6 of the window |
+//! | consecutive errors | 3 → summarize |
+//! | error rate | ≥ 50 % of the last 20 calls (≥ 10 seen) → warn |
+//! | latency drift | recent ≥ 2 × baseline after 5 samples → warn |
+//! | combination | any |
+//! | window | request's model, else smallest of its tier's models, else smallest configured, else 128k |
+//! | clear stage | keep last 3 tool results and the current turn's; act only if ≥ 1,024 tokens freed |
+//! | summarize stage | no summarizer → trim; with one: low tier, 30 s timeout, 1,024 tokens, keep 2 turns |
+//! | respawn | never by default (`respawn_after_resets`, or a stage plan entry) |
+//! | store | in memory, 100,000 sessions, 1 h idle TTL |
+//! | over budget | the call goes out anyway, with a note in the notice |
+//!
+//! ## Example: defaults
+//!
+//! ```
+//! use mantissa_core::{LlmRequest, LlmResponse, Message, Usage, BoxError};
+//! use mantissa_reset::{ContextReset, ResetLayer};
+//! use tower::{Layer, Service, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), BoxError> {
+//! let model = service_fn(|req: LlmRequest| async move {
+//!     let n = req.messages().len() as u64;
+//!     Ok::<_, BoxError>(LlmResponse::new("m", Message::assistant("ok"), Usage::new(n * 10, 2)))
+//! });
+//! let layer = ResetLayer::new();
+//! let mut svc = layer.layer(model);
+//!
+//! let mut history = vec![Message::system("You are a trader.")];
+//! for turn in 1..=50 {
+//!     history.push(Message::user(format!("turn {turn}")));
+//!     let req = LlmRequest::new("s1", "trader", history.clone());
+//!     let resp = svc.ready().await?.call(req).await?;
+//!     if let Some(reset) = ContextReset::of(&resp) {
+//!         // Turn 50 hits the default turns trigger. With no summarizer the
+//!         // summarize stage trims, keeping the system message and the last turns.
+//!         assert_eq!(turn, 50);
+//!         assert_eq!(reset.reason.as_str(), "turns");
+//!         assert_eq!(reset.strategy.as_str(), "trim");
+//!         assert_eq!(reset.history[0], Message::system("You are a trader."));
+//!         println!("{reset}");
+//!     }
+//!     history.push(resp.message);
+//! }
+//! assert_eq!(layer.store().snapshot(&"s1".into(), 20).unwrap().resets, 1);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Example: customised
+//!
+//! ```
+//! use std::time::Duration;
+//! use mantissa_core::{LlmRequest, LlmResponse, Message, Usage, BoxError, TierSet, EventSink, HealthEvent};
+//! use mantissa_reset::{
+//!     BrittlenessPolicy, ContextReset, MemorySessionStore, ResetLayer, Stage, StagePlan, SummaryConfig, Trigger,
+//! };
+//! use tower::{Layer, Service, ServiceExt, service_fn};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), BoxError> {
+//! let store = MemorySessionStore::builder().capacity(10_000).idle_ttl(Some(Duration::from_secs(600))).build();
+//! let summarizer = service_fn(|req: LlmRequest| async move {
+//!     assert_eq!(req.tier.as_ref().map(|t| t.as_str()), Some("low"));
+//!     Ok::<_, BoxError>(LlmResponse::new("mock-small", Message::assistant("The user trades ACME."), Usage::default()))
+//! });
+//! let policy = BrittlenessPolicy::default()
+//!     .max_turns(Some(10))
+//!     .stages(StagePlan::default().with(Trigger::ErrorRate, Stage::Summarize));
+//! let layer = ResetLayer::with_store(store.clone())
+//!     .policy(policy)
+//!     .tiers(&TierSet::default())
+//!     .summarizer(summarizer)
+//!     .summary(SummaryConfig::new().keep_turns(1).timeout(Duration::from_secs(5)))
+//!     .event_sink(|e: &HealthEvent| println!("{} {}", e.kind.as_str(), e.subject));
+//! let model = service_fn(|_req: LlmRequest| async move {
+//!     Ok::<_, BoxError>(LlmResponse::new("mock-small", Message::assistant("ok"), Usage::new(100, 2)))
+//! });
+//! let mut svc = layer.layer(model);
+//!
+//! let mut history = vec![Message::system("You are a trader.")];
+//! let mut resets = Vec::new();
+//! for turn in 1..=10 {
+//!     history.push(Message::user(format!("turn {turn}")));
+//!     let resp = svc.ready().await?.call(LlmRequest::new("s1", "trader", history.clone()).with_tier("low")).await?;
+//!     resets.extend(mantissa_reset::trace(&resp));
+//!     if let Some(reset) = ContextReset::of(&resp) {
+//!         assert_eq!(reset.strategy.as_str(), "summarize");
+//!         // Adopt the compacted history from now on.
+//!         history = reset.history.to_vec();
+//!     }
+//!     history.push(resp.message);
+//! }
+//! assert_eq!(resets.len(), 1);
+//! # Ok(()) }
+//! ```
+//!
+//! ## Remembered resets and their cost
+//!
+//! A reset records a fingerprint of the raw history it compacted (its length
+//! and the bounded-cost hashes of four sampled messages: first, middle, last,
+//! and the first position where the compacted history differs), and the
+//! compacted history. Later calls are checked against it with at most eight
+//! message hashes, each reading at most ~0.5 KB of the message, so the check
+//! is O(1) in the history length. The trade-off (an unsampled edit goes
+//! unnoticed) is described in the `fingerprint` module; callers that edit
+//! old messages should adopt the compacted history instead, which is
+//! recognised exactly. Rebuilding the effective history for a resending
+//! caller copies the compacted history plus the new messages: bounded by the
+//! compaction budget, not by how long the caller's history grew.
+//!
+//! ## Memory per idle session
+//!
+//! [`SessionState`] is 128 bytes; with its slot (id, list links) and index
+//! entry [`bytes_per_session_lower_bound`] gives 177 bytes before hash-table
+//! and vector slack; the `reset` bench measures the real figure (resident
+//! memory growth per session, including the id strings).
+
+#![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+mod compact;
+mod fingerprint;
+mod layer;
+mod notice;
+pub mod policy;
+mod service;
+mod stage;
+pub mod store;
+
+pub use compact::{CLEARED_PREFIX, SUMMARY_NAME, clear_tool_results};
+pub use layer::{FALLBACK_WINDOW, ResetLayer, Summarizer};
+pub use notice::{ContextReset, ContextWarning, trace};
+pub use policy::{
+    Assessment, BrittlenessPolicy, Combine, ErrorRateRule, Signals, Stage, StagePlan, Strategy, Trigger,
+    TriggerSet,
+};
+pub use service::{ContextBudgetExceeded, Reset, ResponseFuture};
+pub use stage::{
+    DEFAULT_SUMMARY_INSTRUCTION, NoNote, PlaceholderClearer, Respawner, StandardNote, SuffixRespawner,
+    SummaryConfig, ToolResultClearer, WarningNote,
+};
+pub use store::{
+    MemorySessionStore, MemorySessionStoreBuilder, RememberedReset, SessionSnapshot, SessionState,
+    SessionStore, StoreError, bytes_per_session_lower_bound, counts_against_session,
+};

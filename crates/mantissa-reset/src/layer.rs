@@ -1,0 +1,255 @@
+//! [`ResetLayer`] and its configuration.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use mantissa_core::{
+    BoxError, CharEstimator, EventSink, LlmRequest, LlmResponse, ModelCatalog, ModelId, Tier, TierSet,
+    TokenEstimator,
+};
+use tower::util::BoxCloneSyncService;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::policy::BrittlenessPolicy;
+use crate::service::{Reset, Shared};
+use crate::stage::{
+    NoNote, PlaceholderClearer, Respawner, SuffixRespawner, SummaryConfig, ToolResultClearer, WarningNote,
+};
+use crate::store::{MemorySessionStore, SessionStore};
+
+/// The summarizer service type: any `Service<LlmRequest, Response =
+/// LlmResponse>`, boxed.
+pub type Summarizer = BoxCloneSyncService<LlmRequest, LlmResponse, BoxError>;
+
+/// Context windows by model and tier, and the default.
+#[derive(Debug, Clone)]
+pub(crate) struct Windows {
+    pub(crate) by_model: HashMap<ModelId, u32>,
+    pub(crate) by_tier: HashMap<Tier, u32>,
+    pub(crate) default: Option<u32>,
+}
+
+/// The window used when nothing is configured.
+pub const FALLBACK_WINDOW: u32 = 128_000;
+
+impl Windows {
+    pub(crate) fn resolve(&self, req: &LlmRequest) -> u32 {
+        if let Some(w) = req.model.as_ref().and_then(|m| self.by_model.get(m.as_str())) {
+            return *w;
+        }
+        if let Some(w) = req.tier.as_ref().and_then(|t| self.by_tier.get(t.as_str())) {
+            return *w;
+        }
+        self.default_window()
+    }
+
+    pub(crate) fn default_window(&self) -> u32 {
+        self.default
+            .or_else(|| self.by_model.values().copied().min())
+            .unwrap_or(FALLBACK_WINDOW)
+    }
+
+    fn add(&mut self, model: &ModelId, tier: Option<&Tier>, window: u32) {
+        self.by_model.insert(model.clone(), window);
+        if let Some(t) = tier {
+            let w = self.by_tier.entry(t.clone()).or_insert(window);
+            *w = (*w).min(window);
+        }
+    }
+}
+
+/// The configuration shared by every [`Reset`] service a layer builds.
+#[derive(Clone)]
+pub(crate) struct Config<St> {
+    pub(crate) store: St,
+    pub(crate) policy: BrittlenessPolicy,
+    pub(crate) estimator: Arc<dyn TokenEstimator>,
+    pub(crate) windows: Windows,
+    pub(crate) sinks: Vec<Arc<dyn EventSink>>,
+    pub(crate) note: Arc<dyn WarningNote>,
+    pub(crate) clearer: Arc<dyn ToolResultClearer>,
+    pub(crate) summarizer: Option<Summarizer>,
+    pub(crate) summary: SummaryConfig,
+    pub(crate) respawner: Arc<dyn Respawner>,
+    pub(crate) fail_over_budget: bool,
+}
+
+/// Applies [`Reset`] to a service: brittleness detection and context reset.
+/// The outermost layer of an LLM stack. See the [crate docs](crate) for an
+/// example and the defaults.
+pub struct ResetLayer<St = MemorySessionStore> {
+    config: Config<St>,
+}
+
+impl<St: fmt::Debug> fmt::Debug for ResetLayer<St> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResetLayer")
+            .field("store", &self.config.store)
+            .field("policy", &self.config.policy)
+            .field("windows", &self.config.windows)
+            .field("sinks", &self.config.sinks.len())
+            .field("summarizer", &self.config.summarizer.is_some())
+            .field("summary", &self.config.summary)
+            .field("fail_over_budget", &self.config.fail_over_budget)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<St: Clone> Clone for ResetLayer<St> {
+    fn clone(&self) -> Self {
+        Self {
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl Default for ResetLayer<MemorySessionStore> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ResetLayer<MemorySessionStore> {
+    /// A layer with an in-memory session store and every default: the
+    /// [`BrittlenessPolicy`] defaults, [`CharEstimator`], a 128k window, no
+    /// event sinks, no warning note, [`PlaceholderClearer`], no summarizer
+    /// (summarize falls back to trimming), [`SuffixRespawner`].
+    pub fn new() -> Self {
+        Self::with_store(MemorySessionStore::new())
+    }
+}
+
+impl<St: SessionStore + Clone> ResetLayer<St> {
+    /// A layer over the given session store (share it with the tool stack's
+    /// event sinks and the monitor's `SessionControl`).
+    pub fn with_store(store: St) -> Self {
+        Self {
+            config: Config {
+                store,
+                policy: BrittlenessPolicy::default(),
+                estimator: Arc::new(CharEstimator),
+                windows: Windows {
+                    by_model: HashMap::new(),
+                    by_tier: HashMap::new(),
+                    default: None,
+                },
+                sinks: Vec::new(),
+                note: Arc::new(NoNote),
+                clearer: Arc::new(PlaceholderClearer::default()),
+                summarizer: None,
+                summary: SummaryConfig::default(),
+                respawner: Arc::new(SuffixRespawner),
+                fail_over_budget: false,
+            },
+        }
+    }
+
+    /// The session store.
+    pub fn store(&self) -> &St {
+        &self.config.store
+    }
+
+    /// The brittleness policy. Defaults to [`BrittlenessPolicy::default`].
+    pub fn policy(mut self, policy: BrittlenessPolicy) -> Self {
+        self.config.policy = policy;
+        self
+    }
+
+    /// The token estimator for messages not yet counted by the provider.
+    /// Defaults to [`CharEstimator`].
+    pub fn estimator(mut self, estimator: impl TokenEstimator + 'static) -> Self {
+        self.config.estimator = Arc::new(estimator);
+        self
+    }
+
+    /// Context windows from a model catalog: a request's `model` if set,
+    /// else the smallest window among its `tier`'s models (for models the
+    /// catalog tags with a tier). Defaults to none (every call uses the
+    /// default window).
+    pub fn catalog(mut self, catalog: &ModelCatalog) -> Self {
+        for m in catalog.iter() {
+            let tier = catalog.tier_of(m.id.as_str()).cloned();
+            self.config.windows.add(&m.id, tier.as_ref(), m.context_window);
+        }
+        self
+    }
+
+    /// Context windows from a tier ladder (models and tiers). Defaults to none.
+    pub fn tiers(mut self, tiers: &TierSet) -> Self {
+        for t in tiers.iter() {
+            for m in &t.models {
+                self.config.windows.add(&m.id, Some(&t.name), m.context_window);
+            }
+        }
+        self
+    }
+
+    /// The window used when the request names no known model or tier.
+    /// Defaults to the smallest window configured, or 128k with none.
+    pub fn default_window(mut self, tokens: u32) -> Self {
+        self.config.windows.default = Some(tokens.max(1));
+        self
+    }
+
+    /// Adds a sink for `context_warning` and `context_reset` health events.
+    /// Defaults to none.
+    pub fn event_sink(mut self, sink: impl EventSink) -> Self {
+        self.config.sinks.push(Arc::new(sink));
+        self
+    }
+
+    /// The warn stage's note for the agent. Defaults to [`NoNote`].
+    pub fn warning_note(mut self, note: impl WarningNote) -> Self {
+        self.config.note = Arc::new(note);
+        self
+    }
+
+    /// The clear stage. Defaults to [`PlaceholderClearer::default`].
+    pub fn tool_result_clearer(mut self, clearer: impl ToolResultClearer) -> Self {
+        self.config.clearer = Arc::new(clearer);
+        self
+    }
+
+    /// The summarizer (typically the low tier of the stack, below this
+    /// layer). Defaults to none: the summarize stage trims instead.
+    pub fn summarizer<S>(mut self, summarizer: S) -> Self
+    where
+        S: Service<LlmRequest, Response = LlmResponse> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+    {
+        use tower::ServiceExt;
+        self.config.summarizer = Some(BoxCloneSyncService::new(summarizer.map_err(Into::into)));
+        self
+    }
+
+    /// Summarize-stage settings. Defaults to [`SummaryConfig::default`].
+    pub fn summary(mut self, summary: SummaryConfig) -> Self {
+        self.config.summary = summary;
+        self
+    }
+
+    /// The respawn stage's new session ids. Defaults to [`SuffixRespawner`].
+    pub fn respawner(mut self, respawner: impl Respawner) -> Self {
+        self.config.respawner = Arc::new(respawner);
+        self
+    }
+
+    /// Fail the call with [`ContextBudgetExceeded`](crate::ContextBudgetExceeded)
+    /// when a compaction cannot reach the target budget, instead of sending it
+    /// anyway with a note. Defaults to `false`.
+    pub fn fail_when_over_budget(mut self, fail: bool) -> Self {
+        self.config.fail_over_budget = fail;
+        self
+    }
+}
+
+impl<S, St: SessionStore + Clone> Layer<S> for ResetLayer<St> {
+    type Service = Reset<S, St>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Reset::from_shared(inner, Arc::new(Shared::new(self.config.clone())))
+    }
+}

@@ -1,0 +1,151 @@
+//! What the layer tells the caller: the [`ContextReset`] and [`ContextWarning`]
+//! notices it puts into the response extensions.
+
+use std::fmt;
+use std::sync::Arc;
+
+use mantissa_core::{LlmResponse, Message, SessionId};
+
+use crate::policy::{Strategy, Trigger, TriggerSet};
+
+/// A context reset done on this call, attached to the response's extensions.
+///
+/// The `history` is the effective history the call went out with. A caller
+/// may adopt it (send it, plus the new turns, from now on); a caller that
+/// keeps resending its full history gets the same effective context, because
+/// the layer remembers the reset.
+#[derive(Debug, Clone)]
+pub struct ContextReset {
+    /// The session that was reset.
+    pub session: SessionId,
+    /// Set by a respawn: the session id to continue under.
+    pub new_session: Option<SessionId>,
+    /// Why.
+    pub reason: Trigger,
+    /// The free-form reason of a requested reset.
+    pub requested_reason: Option<String>,
+    /// What was done.
+    pub strategy: Strategy,
+    /// Session turns at the reset.
+    pub turns: u32,
+    /// Context tokens before.
+    pub tokens_before: u64,
+    /// Context tokens after (estimated).
+    pub tokens_after: u64,
+    /// Messages before.
+    pub messages_before: usize,
+    /// Messages after.
+    pub messages_after: usize,
+    /// The target budget in tokens.
+    pub target_tokens: u64,
+    /// Whether the result fits the target budget.
+    pub fits: bool,
+    /// Why the result does not fit, or why a fallback was used.
+    pub note: Option<String>,
+    /// The effective (compacted) history.
+    pub history: Arc<Vec<Message>>,
+}
+
+impl ContextReset {
+    /// The notice of a response, if the call reset the context.
+    pub fn of(response: &LlmResponse) -> Option<&ContextReset> {
+        response.extensions.get::<ContextReset>()
+    }
+}
+
+impl fmt::Display for ContextReset {
+    /// One line for a trace, for example
+    /// `context reset of session s1 at turn 50: reason=turns strategy=summarize tokens 9120 -> 1480 (target 9830) messages 101 -> 5`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "context reset of session {} at turn {}: reason={} strategy={} tokens {} -> {} (target {}) messages {} -> {}",
+            self.session,
+            self.turns,
+            self.reason,
+            self.strategy,
+            self.tokens_before,
+            self.tokens_after,
+            self.target_tokens,
+            self.messages_before,
+            self.messages_after
+        )?;
+        if let Some(r) = &self.requested_reason {
+            write!(f, " requested: {r:?}")?;
+        }
+        if let Some(s) = &self.new_session {
+            write!(f, "; continue as session {s}")?;
+        }
+        if !self.fits {
+            f.write_str("; does not fit the target")?;
+        }
+        if let Some(n) = &self.note {
+            write!(f, "; {n}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Brittleness warnings raised on this call, attached to the response's
+/// extensions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContextWarning {
+    /// The session.
+    pub session: SessionId,
+    /// The triggers that just became active.
+    pub triggers: TriggerSet,
+    /// The brittleness score of the call.
+    pub score: f64,
+    /// Context tokens of the call.
+    pub context_tokens: u64,
+    /// The serving model's window.
+    pub window: u32,
+    /// Session turns.
+    pub turns: u32,
+}
+
+impl ContextWarning {
+    /// The warning of a response, if the call raised one.
+    pub fn of(response: &LlmResponse) -> Option<&ContextWarning> {
+        response.extensions.get::<ContextWarning>()
+    }
+}
+
+impl fmt::Display for ContextWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "brittleness warning for session {} at turn {}:",
+            self.session, self.turns
+        )?;
+        for t in self.triggers.iter() {
+            write!(f, " {t}")?;
+        }
+        write!(
+            f,
+            " (score {:.2}, context {} of {} tokens)",
+            self.score, self.context_tokens, self.window
+        )
+    }
+}
+
+/// One trace line per warning or reset carried by `response` (empty when the
+/// call did neither). For examples and logs:
+///
+/// ```
+/// # use mantissa_core::{LlmResponse, Message, Usage};
+/// let response = LlmResponse::new("m", Message::assistant("hi"), Usage::default());
+/// for line in mantissa_reset::trace(&response) {
+///     println!("{line}");
+/// }
+/// ```
+pub fn trace(response: &LlmResponse) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(w) = ContextWarning::of(response) {
+        lines.push(w.to_string());
+    }
+    if let Some(r) = ContextReset::of(response) {
+        lines.push(r.to_string());
+    }
+    lines
+}

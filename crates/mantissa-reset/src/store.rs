@@ -1,0 +1,1062 @@
+//! The session tracker: per-session state, the [`SessionStore`] trait and the
+//! in-memory [`MemorySessionStore`].
+//!
+//! # The store contract
+//!
+//! A store keeps one [`SessionState`] per session id and offers a single
+//! read-modify-write operation, [`SessionStore::update`]: it runs a closure on
+//! the session's state *atomically* (no other update of that session
+//! interleaves) and returns the closure's result through a future. The reset
+//! layer never holds state across an `.await`: it reads and decides in one
+//! update before the call, and commits the outcome in another update after it,
+//! so a dropped call leaves either the first update or both, never half of one.
+//!
+//! # A shared (Redis) backend
+//!
+//! The layer only sees the trait, so several replicas can share sessions by
+//! implementing it over Redis, without touching the layer:
+//!
+//! * `update`: `WATCH mantissa:session:{id}`, `GET` the serialized state (or
+//!   start from [`SessionState::new`]), run the closure, then
+//!   `MULTI; SET … PX <idle ttl>; EXEC`. If `EXEC` aborts because another
+//!   replica wrote the key in between, reload and run the closure again —
+//!   which is why the closure is `FnMut` and must only compute from the state
+//!   it is given. (Alternatively a Lua script could apply a fixed set of
+//!   operations server-side, but a closure keeps policy code in Rust.)
+//! * Idle TTL is Redis's own key expiry (`PX`, refreshed by every `SET`), and
+//!   the capacity bound is Redis's `maxmemory-policy allkeys-lru` — both are
+//!   then evictions of the least recently active sessions.
+//! * Times: `tokio::time::Instant` is process-local, so the backend stores
+//!   them as milliseconds since the Unix epoch and converts on load.
+//! * The remembered reset's replacement history is the only large part of a
+//!   state; a backend would store it under its own key, written once per reset
+//!   and cached locally by fingerprint, so per-call traffic stays small.
+//!
+//! The in-memory store never fails; a shared backend returns [`StoreError`],
+//! and the layer then lets the call through untracked (fail-open) and logs it.
+
+use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+
+use std::future::Future;
+use std::hash::BuildHasher;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use mantissa_core::control::SessionControl;
+use mantissa_core::{EventKind, EventSink, FailureClass, HealthEvent, Message, Outcome, SessionId};
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use crate::fingerprint::PrefixFingerprint;
+use crate::policy::{Strategy, Trigger, TriggerSet};
+
+/// A store operation failed (only shared backends can fail).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("session store unavailable: {reason}")]
+pub struct StoreError {
+    /// What went wrong.
+    pub reason: String,
+}
+
+impl StoreError {
+    /// A store error with a reason.
+    pub fn new(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What a past reset of a session replaced, so that it can be applied again
+/// to a caller that resends its full history, and recognised in a caller that
+/// adopted the compacted history.
+#[derive(Debug)]
+pub struct RememberedReset {
+    /// Fingerprint of the raw history (as the caller sent it) that was compacted.
+    pub(crate) covered: PrefixFingerprint,
+    /// Fingerprint of the compacted history.
+    pub(crate) replacement_fp: PrefixFingerprint,
+    /// The compacted history that replaces the covered prefix.
+    pub(crate) replacement: Arc<Vec<Message>>,
+    /// Estimated tokens of the replacement.
+    pub(crate) replacement_tokens: u64,
+    /// Why the reset happened.
+    pub(crate) reason: Trigger,
+    /// What it did.
+    pub(crate) strategy: Strategy,
+}
+
+impl RememberedReset {
+    /// Number of raw messages the reset covers.
+    pub fn covered_len(&self) -> usize {
+        self.covered.len()
+    }
+
+    /// The compacted history that replaces them.
+    pub fn replacement(&self) -> &Arc<Vec<Message>> {
+        &self.replacement
+    }
+
+    /// Estimated tokens of the replacement.
+    pub fn replacement_tokens(&self) -> u64 {
+        self.replacement_tokens
+    }
+
+    /// Why the reset happened.
+    pub fn reason(&self) -> Trigger {
+        self.reason
+    }
+
+    /// What it did.
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+}
+
+/// How a request's history relates to the session's remembered reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Match {
+    /// No remembered reset, or the history matches neither side of it.
+    None,
+    /// The caller resent the original history: apply the replacement.
+    Resent,
+    /// The caller adopted the compacted history: leave it as it is.
+    Adopted,
+}
+
+impl RememberedReset {
+    /// Classifies `raw` (O(1): at most eight sampled message hashes).
+    pub(crate) fn classify(&self, raw: &[Message]) -> Match {
+        // Resent first: if the compacted and the original history are
+        // indistinguishable by the samples, replacing is still correct
+        // (the replacement of the replacement is itself).
+        if self.covered.is_prefix_of(raw) {
+            Match::Resent
+        } else if self.replacement_fp.is_prefix_of(raw) {
+            Match::Adopted
+        } else {
+            Match::None
+        }
+    }
+}
+
+/// Everything the tracker keeps about one session. All operations are O(1).
+///
+/// Size: 128 bytes on 64-bit targets (see the crate docs for the per-session
+/// memory including the store's index).
+#[derive(Debug, Clone)]
+pub struct SessionState {
+    last_activity: Instant,
+    last_reset: Option<Instant>,
+    base_tokens: u64,
+    context_tokens: u64,
+    error_ring: u64,
+    pending_reset: Option<Arc<str>>,
+    remembered: Option<Arc<RememberedReset>>,
+    turns: u32,
+    turns_since_reset: u32,
+    accounted_messages: u32,
+    resets: u32,
+    latency_baseline_ms: f32,
+    latency_recent_ms: f32,
+    brittleness: f32,
+    latency_samples: u16,
+    consecutive_llm_errors: u16,
+    consecutive_tool_errors: u16,
+    warned: u16,
+    ring_len: u8,
+    pending_trigger: Option<PendingTrigger>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PendingTrigger {
+    Requested,
+    Overflow,
+}
+
+/// Weight of a new sample in the recent latency (a fast EWMA).
+const RECENT_ALPHA: f32 = 0.5;
+/// Weight of a new sample in the baseline after warm-up (a slow EWMA).
+const BASELINE_ALPHA: f32 = 0.05;
+/// Samples above this multiple of the baseline do not move the baseline, so
+/// a sustained drift is not absorbed into it.
+const BASELINE_GATE: f32 = 1.5;
+
+impl SessionState {
+    /// A fresh session, active at `now`.
+    pub fn new(now: Instant) -> Self {
+        Self {
+            last_activity: now,
+            last_reset: None,
+            base_tokens: 0,
+            context_tokens: 0,
+            error_ring: 0,
+            pending_reset: None,
+            remembered: None,
+            turns: 0,
+            turns_since_reset: 0,
+            accounted_messages: 0,
+            resets: 0,
+            latency_baseline_ms: 0.0,
+            latency_recent_ms: 0.0,
+            brittleness: 0.0,
+            latency_samples: 0,
+            consecutive_llm_errors: 0,
+            consecutive_tool_errors: 0,
+            warned: 0,
+            ring_len: 0,
+            pending_trigger: None,
+        }
+    }
+
+    /// LLM calls of the session.
+    pub fn turns(&self) -> u32 {
+        self.turns
+    }
+
+    /// LLM calls since the last reset.
+    pub fn turns_since_reset(&self) -> u32 {
+        self.turns_since_reset
+    }
+
+    /// Context tokens of the last call's effective history.
+    pub fn context_tokens(&self) -> u64 {
+        self.context_tokens
+    }
+
+    /// LLM errors in a row.
+    pub fn consecutive_llm_errors(&self) -> u32 {
+        u32::from(self.consecutive_llm_errors)
+    }
+
+    /// Tool errors in a row.
+    pub fn consecutive_tool_errors(&self) -> u32 {
+        u32::from(self.consecutive_tool_errors)
+    }
+
+    /// Failed calls and calls seen among the last `window` (≤ 64) LLM and
+    /// tool calls.
+    pub fn recent_errors(&self, window: u32) -> (u32, u32) {
+        let seen = u32::from(self.ring_len).min(window).min(64);
+        let mask = if seen >= 64 { u64::MAX } else { (1u64 << seen) - 1 };
+        ((self.error_ring & mask).count_ones(), seen)
+    }
+
+    /// The session's latency baseline and recent latency, in milliseconds.
+    pub fn latency_ms(&self) -> (f32, f32) {
+        (self.latency_baseline_ms, self.latency_recent_ms)
+    }
+
+    /// Resets so far.
+    pub fn resets(&self) -> u32 {
+        self.resets
+    }
+
+    /// When the last reset happened.
+    pub fn last_reset(&self) -> Option<Instant> {
+        self.last_reset
+    }
+
+    /// When the session was last active.
+    pub fn last_activity(&self) -> Instant {
+        self.last_activity
+    }
+
+    /// The brittleness score of the last call, in [0, 1].
+    pub fn brittleness(&self) -> f64 {
+        f64::from(self.brittleness)
+    }
+
+    /// The reason of a requested reset not yet carried out.
+    pub fn pending_reset(&self) -> Option<&str> {
+        self.pending_reset.as_deref()
+    }
+
+    /// The remembered reset, if any.
+    pub fn remembered(&self) -> Option<&Arc<RememberedReset>> {
+        self.remembered.as_ref()
+    }
+
+    pub(crate) fn remembered_arc(&self) -> Option<Arc<RememberedReset>> {
+        self.remembered.clone()
+    }
+
+    // ---- updates used by the layer ----
+
+    pub(crate) fn touch(&mut self, now: Instant) {
+        if now > self.last_activity {
+            self.last_activity = now;
+        }
+    }
+
+    pub(crate) fn begin_turn(&mut self) {
+        self.turns = self.turns.saturating_add(1);
+        self.turns_since_reset = self.turns_since_reset.saturating_add(1);
+    }
+
+    pub(crate) fn consecutive_errors(&self) -> u32 {
+        u32::from(self.consecutive_llm_errors.max(self.consecutive_tool_errors))
+    }
+
+    /// Token accounting: (tokens already counted, messages they cover).
+    pub(crate) fn accounting(&self) -> (u64, usize) {
+        (self.base_tokens, self.accounted_messages as usize)
+    }
+
+    pub(crate) fn set_accounting(&mut self, base_tokens: u64, messages: usize) {
+        self.base_tokens = base_tokens;
+        self.accounted_messages = u32::try_from(messages).unwrap_or(u32::MAX);
+    }
+
+    pub(crate) fn set_context_tokens(&mut self, tokens: u64) {
+        self.context_tokens = tokens;
+    }
+
+    pub(crate) fn set_brittleness(&mut self, score: f64) {
+        self.brittleness = score as f32;
+    }
+
+    pub(crate) fn forced_trigger(&self) -> Option<Trigger> {
+        match self.pending_trigger {
+            Some(PendingTrigger::Requested) => Some(Trigger::Requested),
+            Some(PendingTrigger::Overflow) => Some(Trigger::ContextLengthExceeded),
+            None => None,
+        }
+    }
+
+    pub(crate) fn request_reset(&mut self, reason: &str) {
+        self.pending_trigger = Some(PendingTrigger::Requested);
+        self.pending_reset = Some(Arc::from(reason));
+    }
+
+    /// Warning triggers that just became active (rising edge); remembers the
+    /// active set for the next call.
+    pub(crate) fn rising_warnings(&mut self, active: TriggerSet) -> TriggerSet {
+        let new = active.bits() & !self.warned;
+        self.warned = active.bits();
+        TriggerSet::from_bits(new)
+    }
+
+    fn push_ring(&mut self, error: bool) {
+        self.error_ring = (self.error_ring << 1) | u64::from(error);
+        self.ring_len = self.ring_len.saturating_add(1).min(64);
+    }
+
+    /// Records the outcome of an LLM call (`None` = success). Provider-side
+    /// failures that say nothing about the session are ignored (see
+    /// [`counts_against_session`]).
+    pub(crate) fn record_llm(&mut self, failure: Option<FailureClass>) {
+        match failure {
+            None => {
+                self.consecutive_llm_errors = 0;
+                self.push_ring(false);
+            }
+            Some(class) => {
+                if class == FailureClass::ContextLengthExceeded {
+                    self.pending_trigger.get_or_insert(PendingTrigger::Overflow);
+                }
+                if counts_against_session(class) {
+                    self.consecutive_llm_errors = self.consecutive_llm_errors.saturating_add(1);
+                    self.push_ring(true);
+                }
+            }
+        }
+    }
+
+    /// Records the outcome of a tool call.
+    pub(crate) fn record_tool(&mut self, failure: Option<FailureClass>) {
+        match failure {
+            None => {
+                self.consecutive_tool_errors = 0;
+                self.push_ring(false);
+            }
+            Some(FailureClass::Cancelled) => {}
+            Some(_) => {
+                self.consecutive_tool_errors = self.consecutive_tool_errors.saturating_add(1);
+                self.push_ring(true);
+            }
+        }
+    }
+
+    /// Records one latency sample: the first `warmup` samples set the
+    /// baseline (their mean); later ones move it slowly, and only when they
+    /// are not themselves drifted.
+    pub(crate) fn record_latency(&mut self, ms: f32, warmup: u32) {
+        if !ms.is_finite() || ms < 0.0 {
+            return;
+        }
+        let n = u32::from(self.latency_samples);
+        if n == 0 {
+            self.latency_baseline_ms = ms;
+            self.latency_recent_ms = ms;
+        } else {
+            self.latency_recent_ms += RECENT_ALPHA * (ms - self.latency_recent_ms);
+            if n < warmup {
+                self.latency_baseline_ms += (ms - self.latency_baseline_ms) / (n as f32 + 1.0);
+            } else if ms <= self.latency_baseline_ms * BASELINE_GATE {
+                self.latency_baseline_ms += BASELINE_ALPHA * (ms - self.latency_baseline_ms);
+            }
+        }
+        self.latency_samples = self.latency_samples.saturating_add(1);
+    }
+
+    /// Recent latency over the baseline, once more than `warmup` samples exist.
+    pub(crate) fn latency_drift(&self, warmup: u32) -> Option<f64> {
+        (u32::from(self.latency_samples) > warmup && self.latency_baseline_ms > 0.0)
+            .then(|| f64::from(self.latency_recent_ms) / f64::from(self.latency_baseline_ms))
+    }
+
+    /// Commits a reset: remembers it, rebases token accounting on the
+    /// compacted history and clears the brittleness signals it answers.
+    pub(crate) fn commit_reset(
+        &mut self,
+        now: Instant,
+        remembered: Option<Arc<RememberedReset>>,
+        tokens_after: u64,
+        messages_after: usize,
+    ) {
+        if remembered.is_some() {
+            self.remembered = remembered;
+        }
+        self.resets = self.resets.saturating_add(1);
+        self.last_reset = Some(now);
+        self.turns_since_reset = 0;
+        self.consecutive_llm_errors = 0;
+        self.consecutive_tool_errors = 0;
+        self.error_ring = 0;
+        self.ring_len = 0;
+        self.latency_recent_ms = self.latency_baseline_ms;
+        self.pending_trigger = None;
+        self.pending_reset = None;
+        self.warned = 0;
+        self.context_tokens = tokens_after;
+        self.set_accounting(tokens_after, messages_after);
+    }
+
+    /// Forgets a remembered reset whose prefix the caller no longer sends.
+    pub(crate) fn forget_remembered(&mut self) {
+        self.remembered = None;
+    }
+
+    /// A copy of the observable fields.
+    pub fn snapshot(&self, window: u32) -> SessionSnapshot {
+        let (recent_errors, calls_seen) = self.recent_errors(window);
+        SessionSnapshot {
+            turns: self.turns,
+            turns_since_reset: self.turns_since_reset,
+            context_tokens: self.context_tokens,
+            consecutive_llm_errors: self.consecutive_llm_errors(),
+            consecutive_tool_errors: self.consecutive_tool_errors(),
+            recent_errors,
+            calls_seen,
+            latency_baseline_ms: self.latency_baseline_ms,
+            latency_recent_ms: self.latency_recent_ms,
+            resets: self.resets,
+            last_reset: self.last_reset,
+            last_activity: self.last_activity,
+            brittleness: self.brittleness(),
+            pending_reset: self.pending_reset.as_deref().map(str::to_owned),
+            remembered_reset: self.remembered.as_ref().map(|r| (r.reason, r.strategy)),
+        }
+    }
+}
+
+/// Whether an LLM failure counts toward the session's error streak and rate.
+///
+/// Counted: timeouts, invalid responses, context overflows, client errors,
+/// tool errors and unclassified errors — failures a confused or overloaded
+/// context can cause. Not counted: cancellations (the caller gave up), rate
+/// limits, 5xx and transport errors (the provider's health, which the router
+/// handles; resetting a context cannot fix an outage).
+pub fn counts_against_session(class: FailureClass) -> bool {
+    !matches!(
+        class,
+        FailureClass::Cancelled
+            | FailureClass::RateLimited { .. }
+            | FailureClass::UpstreamServer
+            | FailureClass::Transport
+    )
+}
+
+/// A point-in-time copy of a session's tracked state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionSnapshot {
+    /// LLM calls of the session.
+    pub turns: u32,
+    /// LLM calls since the last reset.
+    pub turns_since_reset: u32,
+    /// Context tokens of the last call.
+    pub context_tokens: u64,
+    /// LLM errors in a row.
+    pub consecutive_llm_errors: u32,
+    /// Tool errors in a row.
+    pub consecutive_tool_errors: u32,
+    /// Failed calls among the last `calls_seen`.
+    pub recent_errors: u32,
+    /// Calls in the error window.
+    pub calls_seen: u32,
+    /// Latency baseline (ms).
+    pub latency_baseline_ms: f32,
+    /// Recent latency (ms).
+    pub latency_recent_ms: f32,
+    /// Resets so far.
+    pub resets: u32,
+    /// When the last reset happened.
+    pub last_reset: Option<Instant>,
+    /// When the session was last active.
+    pub last_activity: Instant,
+    /// Brittleness score of the last call, in [0, 1].
+    pub brittleness: f64,
+    /// Reason of a requested reset not yet carried out.
+    pub pending_reset: Option<String>,
+    /// Reason and strategy of the remembered reset, if any.
+    pub remembered_reset: Option<(Trigger, Strategy)>,
+}
+
+/// Where sessions live. See the [module docs](self) for the contract and how
+/// a Redis backend implements it.
+pub trait SessionStore: Send + Sync + 'static {
+    /// Runs `f` atomically on the state of `session` (created fresh if
+    /// absent), marks the session active at `now`, and returns `f`'s result.
+    /// `f` may run more than once in backends with optimistic concurrency;
+    /// only the last run's changes and result count.
+    fn update<F, R>(
+        &self,
+        session: &SessionId,
+        now: Instant,
+        f: F,
+    ) -> impl Future<Output = Result<R, StoreError>> + Send
+    where
+        F: FnMut(&mut SessionState) -> R + Send,
+        R: Send;
+
+    /// Like [`update`](SessionStore::update) but only for a session that
+    /// exists (returns `None` otherwise, creating nothing).
+    fn update_existing<F, R>(
+        &self,
+        session: &SessionId,
+        now: Instant,
+        f: F,
+    ) -> impl Future<Output = Result<Option<R>, StoreError>> + Send
+    where
+        F: FnMut(&mut SessionState) -> R + Send,
+        R: Send;
+
+    /// A copy of the session's state, without marking it active.
+    fn get(
+        &self,
+        session: &SessionId,
+    ) -> impl Future<Output = Result<Option<SessionState>, StoreError>> + Send;
+
+    /// Removes a session. Returns whether it existed.
+    fn remove(&self, session: &SessionId) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Sessions currently held (may be approximate for shared backends).
+    fn len(&self) -> usize;
+
+    /// Whether no session is held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+const NIL: u32 = u32::MAX;
+
+#[derive(Debug)]
+struct Node {
+    key: SessionId,
+    state: SessionState,
+    prev: u32,
+    next: u32,
+}
+
+/// One shard: a map from id to slot, slots in a slab, and an intrusive
+/// doubly-linked list of slots ordered by last activity (head = newest).
+#[derive(Debug)]
+struct Shard {
+    index: HashMap<SessionId, u32, RandomState>,
+    slots: Vec<Option<Node>>,
+    free: Vec<u32>,
+    head: u32,
+    tail: u32,
+}
+
+impl Shard {
+    fn new(hasher: RandomState) -> Self {
+        Self {
+            index: HashMap::with_hasher(hasher),
+            slots: Vec::new(),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+        }
+    }
+
+    fn node(&mut self, i: u32) -> Option<&mut Node> {
+        self.slots.get_mut(i as usize).and_then(Option::as_mut)
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (prev, next) = match self.node(i) {
+            Some(n) => (n.prev, n.next),
+            None => return,
+        };
+        match self.node(prev) {
+            Some(p) => p.next = next,
+            None => self.head = next,
+        }
+        match self.node(next) {
+            Some(n) => n.prev = prev,
+            None => self.tail = prev,
+        }
+    }
+
+    fn push_front(&mut self, i: u32) {
+        let old = self.head;
+        if let Some(n) = self.node(i) {
+            n.prev = NIL;
+            n.next = old;
+        }
+        match self.node(old) {
+            Some(o) => o.prev = i,
+            None => self.tail = i,
+        }
+        self.head = i;
+    }
+
+    fn remove_slot(&mut self, i: u32) -> Option<Node> {
+        self.unlink(i);
+        let node = self.slots.get_mut(i as usize).and_then(Option::take)?;
+        self.index.remove(&node.key);
+        self.free.push(i);
+        Some(node)
+    }
+
+    fn insert(&mut self, key: SessionId, state: SessionState) -> u32 {
+        let node = Node {
+            key: key.clone(),
+            state,
+            prev: NIL,
+            next: NIL,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                if let Some(slot) = self.slots.get_mut(i as usize) {
+                    *slot = Some(node);
+                }
+                i
+            }
+            None => {
+                self.slots.push(Some(node));
+                u32::try_from(self.slots.len() - 1).unwrap_or(NIL)
+            }
+        };
+        self.index.insert(key, i);
+        self.push_front(i);
+        i
+    }
+
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    fn bytes(&self) -> usize {
+        use std::mem::size_of;
+        // hashbrown: one control byte per bucket plus a group of trailing ones;
+        // buckets = capacity rounded up to a power of two at 7/8 load.
+        let buckets = (self.index.capacity() * 8 / 7).next_power_of_two();
+        buckets * (size_of::<(SessionId, u32)>() + 1)
+            + self.slots.capacity() * size_of::<Option<Node>>()
+            + self.free.capacity() * size_of::<u32>()
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    idle_ttl: Option<Duration>,
+    shard_capacity: usize,
+    len: AtomicUsize,
+    idle_evictions: AtomicU64,
+    capacity_evictions: AtomicU64,
+}
+
+/// The in-memory [`SessionStore`]: sharded locks (no global lock per call),
+/// O(1) per operation, idle-TTL and capacity eviction of the least recently
+/// active sessions.
+///
+/// Eviction is per shard: each of the `shards` shards holds at most
+/// `capacity / shards` sessions (rounded up) and evicts its least recently
+/// active session when full, so eviction may begin a little before the global
+/// count reaches `capacity`. Idle sessions are evicted lazily (every access to
+/// a shard drops up to 8 expired sessions from its cold end) and by
+/// [`MemorySessionStore::evict_idle`].
+///
+/// Cloning is cheap and shares the sessions.
+#[derive(Debug, Clone)]
+pub struct MemorySessionStore {
+    inner: Arc<Inner>,
+}
+
+impl Default for MemorySessionStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Expired sessions dropped per shard access (bounds the per-call cost).
+const LAZY_EVICTIONS: usize = 8;
+
+impl MemorySessionStore {
+    /// A store holding up to 100,000 sessions with a 1-hour idle TTL.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder for a customised store.
+    pub fn builder() -> MemorySessionStoreBuilder {
+        MemorySessionStoreBuilder::default()
+    }
+
+    fn shard(&self, session: &SessionId) -> &Mutex<Shard> {
+        let h = self.inner.hasher.hash_one(session.as_str());
+        let n = self.inner.shards.len();
+        // n is a power of two; the high bits are the best mixed.
+        let i = ((h >> 32) as usize) & (n - 1);
+        &self.inner.shards[i]
+    }
+
+    fn expire(&self, shard: &mut Shard, now: Instant, limit: usize) -> usize {
+        let Some(ttl) = self.inner.idle_ttl else {
+            return 0;
+        };
+        let mut n = 0;
+        while n < limit {
+            let tail = shard.tail;
+            let expired = match shard.node(tail) {
+                Some(node) => now.saturating_duration_since(node.state.last_activity) >= ttl,
+                None => false,
+            };
+            if !expired {
+                break;
+            }
+            shard.remove_slot(tail);
+            n += 1;
+        }
+        if n > 0 {
+            self.inner.len.fetch_sub(n, Ordering::Relaxed);
+            self.inner.idle_evictions.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        n
+    }
+
+    /// The synchronous core of every update.
+    fn with_state<R>(
+        &self,
+        session: &SessionId,
+        now: Instant,
+        create: bool,
+        f: impl FnOnce(&mut SessionState) -> R,
+    ) -> Option<R> {
+        let mut shard = self.shard(session).lock();
+        self.expire(&mut shard, now, LAZY_EVICTIONS);
+        let i = match shard.index.get(session.as_str()) {
+            Some(&i) => {
+                shard.unlink(i);
+                shard.push_front(i);
+                i
+            }
+            None if create => {
+                if shard.len() >= self.inner.shard_capacity {
+                    let tail = shard.tail;
+                    if shard.remove_slot(tail).is_some() {
+                        self.inner.len.fetch_sub(1, Ordering::Relaxed);
+                        self.inner.capacity_evictions.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                self.inner.len.fetch_add(1, Ordering::Relaxed);
+                shard.insert(session.clone(), SessionState::new(now))
+            }
+            None => return None,
+        };
+        let node = shard.node(i)?;
+        node.state.touch(now);
+        Some(f(&mut node.state))
+    }
+
+    /// Evicts every session idle for the TTL or longer, in every shard.
+    /// Returns how many were evicted. Run it periodically when some shards
+    /// may see no traffic (lazy eviction only cleans shards that are used).
+    pub fn evict_idle(&self, now: Instant) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| self.expire(&mut s.lock(), now, usize::MAX))
+            .sum()
+    }
+
+    /// Sessions evicted for idleness and for capacity so far.
+    pub fn evictions(&self) -> (u64, u64) {
+        (
+            self.inner.idle_evictions.load(Ordering::Relaxed),
+            self.inner.capacity_evictions.load(Ordering::Relaxed),
+        )
+    }
+
+    /// A snapshot of a session's tracked state (not marking it active);
+    /// error counts over the last `window` calls.
+    pub fn snapshot(&self, session: &SessionId, window: u32) -> Option<SessionSnapshot> {
+        let shard = self.shard(session).lock();
+        let i = *shard.index.get(session.as_str())?;
+        shard
+            .slots
+            .get(i as usize)?
+            .as_ref()
+            .map(|n| n.state.snapshot(window))
+    }
+
+    /// Bytes held by the store's own structures (index, slots, free lists),
+    /// excluding the session-id strings (shared with requests) and
+    /// remembered-reset histories (only present after a reset).
+    pub fn approximate_bytes(&self) -> usize {
+        std::mem::size_of::<Inner>()
+            + self.inner.shards.len() * std::mem::size_of::<Mutex<Shard>>()
+            + self.inner.shards.iter().map(|s| s.lock().bytes()).sum::<usize>()
+    }
+
+    /// Runs `f` on an existing session synchronously (for the `EventSink` and
+    /// `SessionControl` implementations, which are synchronous traits).
+    fn touch_existing<R>(&self, session: &SessionId, f: impl FnOnce(&mut SessionState) -> R) -> Option<R> {
+        self.with_state(session, Instant::now(), false, f)
+    }
+}
+
+impl SessionStore for MemorySessionStore {
+    fn update<F, R>(
+        &self,
+        session: &SessionId,
+        now: Instant,
+        f: F,
+    ) -> impl Future<Output = Result<R, StoreError>> + Send
+    where
+        F: FnMut(&mut SessionState) -> R + Send,
+        R: Send,
+    {
+        let out = self
+            .with_state(session, now, true, f)
+            .ok_or_else(|| StoreError::new("session slot missing"));
+        std::future::ready(out)
+    }
+
+    fn update_existing<F, R>(
+        &self,
+        session: &SessionId,
+        now: Instant,
+        f: F,
+    ) -> impl Future<Output = Result<Option<R>, StoreError>> + Send
+    where
+        F: FnMut(&mut SessionState) -> R + Send,
+        R: Send,
+    {
+        std::future::ready(Ok(self.with_state(session, now, false, f)))
+    }
+
+    fn get(
+        &self,
+        session: &SessionId,
+    ) -> impl Future<Output = Result<Option<SessionState>, StoreError>> + Send {
+        let shard = self.shard(session).lock();
+        let state = shard
+            .index
+            .get(session.as_str())
+            .and_then(|&i| shard.slots.get(i as usize))
+            .and_then(|n| n.as_ref().map(|n| n.state.clone()));
+        drop(shard);
+        std::future::ready(Ok(state))
+    }
+
+    fn remove(&self, session: &SessionId) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let mut shard = self.shard(session).lock();
+        let removed = match shard.index.get(session.as_str()) {
+            Some(&i) => shard.remove_slot(i).is_some(),
+            None => false,
+        };
+        drop(shard);
+        if removed {
+            self.inner.len.fetch_sub(1, Ordering::Relaxed);
+        }
+        std::future::ready(Ok(removed))
+    }
+
+    fn len(&self) -> usize {
+        self.inner.len.load(Ordering::Relaxed)
+    }
+}
+
+impl SessionControl for MemorySessionStore {
+    /// Marks a known session for a reset on its next call (reason label
+    /// `requested`; the free-form reason goes into the notice and event).
+    fn request_reset(&self, session: &SessionId, reason: &str) -> bool {
+        self.touch_existing(session, |s| s.request_reset(reason))
+            .is_some()
+    }
+}
+
+impl EventSink for MemorySessionStore {
+    /// Tool events update the session's tool error streak and error ring
+    /// (creating nothing: events of sessions the layer never saw are ignored).
+    /// Other kinds are ignored.
+    fn record(&self, event: &HealthEvent) {
+        if event.kind != EventKind::Tool {
+            return;
+        }
+        let failure = match event.outcome {
+            Outcome::Success => None,
+            Outcome::Failure(c) => Some(c),
+        };
+        self.touch_existing(&event.session, |s| s.record_tool(failure));
+    }
+}
+
+/// Builds a [`MemorySessionStore`].
+#[derive(Debug, Clone)]
+pub struct MemorySessionStoreBuilder {
+    capacity: usize,
+    idle_ttl: Option<Duration>,
+    shards: Option<usize>,
+}
+
+impl Default for MemorySessionStoreBuilder {
+    fn default() -> Self {
+        Self {
+            capacity: 100_000,
+            idle_ttl: Some(Duration::from_secs(3600)),
+            shards: None,
+        }
+    }
+}
+
+impl MemorySessionStoreBuilder {
+    /// Maximum sessions held. Defaults to 100,000.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// Sessions idle this long are evicted (`None` keeps them until capacity
+    /// eviction). Defaults to 1 hour.
+    pub fn idle_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.idle_ttl = ttl;
+        self
+    }
+
+    /// Number of lock shards, rounded up to a power of two. Defaults to
+    /// `capacity / 1024` clamped to 1..=64 (so small stores evict in exact
+    /// least-recently-active order).
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = Some(shards.clamp(1, 1024));
+        self
+    }
+
+    /// Builds the store.
+    pub fn build(self) -> MemorySessionStore {
+        let shards = self
+            .shards
+            .unwrap_or_else(|| (self.capacity / 1024).clamp(1, 64))
+            .next_power_of_two();
+        let hasher = RandomState::new();
+        let shard_capacity = self.capacity.div_ceil(shards).max(1);
+        MemorySessionStore {
+            inner: Arc::new(Inner {
+                shards: (0..shards)
+                    .map(|_| Mutex::new(Shard::new(hasher.clone())))
+                    .collect(),
+                hasher,
+                idle_ttl: self.idle_ttl,
+                shard_capacity,
+                len: AtomicUsize::new(0),
+                idle_evictions: AtomicU64::new(0),
+                capacity_evictions: AtomicU64::new(0),
+            }),
+        }
+    }
+}
+
+/// Per-session memory of the in-memory store, computed from type sizes:
+/// the session state, its slot (state + id + list links, as an `Option`) and
+/// its index entry (id + slot number + one control byte), before hash-table
+/// and vector slack. The crate docs and the `reset` bench report it.
+pub fn bytes_per_session_lower_bound() -> usize {
+    use std::mem::size_of;
+    size_of::<Option<Node>>() + size_of::<(SessionId, u32)>() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_is_compact() {
+        assert!(
+            std::mem::size_of::<SessionState>() <= 128,
+            "{}",
+            std::mem::size_of::<SessionState>()
+        );
+        assert!(
+            bytes_per_session_lower_bound() <= 192,
+            "{}",
+            bytes_per_session_lower_bound()
+        );
+    }
+
+    #[test]
+    fn error_ring_counts_the_last_window() {
+        let mut s = SessionState::new(Instant::now());
+        for i in 0..30 {
+            s.record_llm((i % 3 == 0).then_some(FailureClass::InvalidResponse));
+        }
+        assert_eq!(s.recent_errors(64), (10, 30));
+        let (errs, seen) = s.recent_errors(6);
+        assert_eq!((errs, seen), (2, 6));
+        // Provider-side failures do not count against the session.
+        s.record_llm(Some(FailureClass::UpstreamServer));
+        assert_eq!(s.recent_errors(64), (10, 30));
+    }
+
+    #[test]
+    fn latency_baseline_resists_drift() {
+        let mut s = SessionState::new(Instant::now());
+        for _ in 0..5 {
+            s.record_latency(100.0, 5);
+        }
+        assert_eq!(s.latency_drift(5), None);
+        s.record_latency(300.0, 5);
+        s.record_latency(300.0, 5);
+        let d = s.latency_drift(5).unwrap();
+        assert!(d >= 2.0, "{d}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lru_list_stays_consistent() {
+        let store = MemorySessionStore::builder().capacity(3).idle_ttl(None).build();
+        let t = Instant::now();
+        for id in ["a", "b", "c", "a", "d", "e"] {
+            store
+                .update(&SessionId::new(id), t, |s| s.begin_turn())
+                .await
+                .unwrap();
+        }
+        // a was touched after b and c, then d evicted b, e evicted c.
+        assert_eq!(store.len(), 3);
+        assert!(store.snapshot(&"a".into(), 20).is_some());
+        assert!(store.snapshot(&"b".into(), 20).is_none());
+        assert!(store.snapshot(&"c".into(), 20).is_none());
+        assert_eq!(store.evictions(), (0, 2));
+        assert!(store.remove(&"d".into()).await.unwrap());
+        assert!(!store.remove(&"d".into()).await.unwrap());
+        assert_eq!(store.len(), 2);
+    }
+}
