@@ -69,9 +69,9 @@ where
                 return Poll::Ready(Err(e));
             }
         };
+        call.bind_model(R::response_model(&resp));
         match R::take_stream(&mut resp) {
             Some(stream) => {
-                call.bind_model(R::response_model(&resp));
                 R::put_stream(&mut resp, ChunkStream::new(ObservedStream::new(stream, call)));
             }
             None => call.finish(R::response_failure(&resp), R::usage(&resp), None),

@@ -1,0 +1,902 @@
+//! Observable behaviour of the health layer: metric values (through a local
+//! `DebuggingRecorder`), registry windows, events and drop-safety.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mantissa_core::catalog::{self, labels};
+use mantissa_core::{
+    BoxError, Cancelled, Chunk, ChunkStream, EventKind, EventSink, FailureClass, HealthEvent, LlmError,
+    LlmRequest, LlmResponse, Message, ModelSpec, Outcome, TierSet, ToolRequest, ToolResponse, Usage,
+};
+use mantissa_health::{HealthLayer, HealthRegistry, JsonLinesSink};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+// ---- helpers ----
+
+type Series = Vec<(String, BTreeMap<String, String>, DebugValue)>;
+
+/// Accumulates drained snapshots of a `DebuggingRecorder` (each snapshot
+/// resets what it reads): counters and gauges add up, histograms append.
+struct Metrics {
+    snap: Snapshotter,
+    acc: Series,
+}
+
+impl Metrics {
+    fn new(recorder: &DebuggingRecorder) -> Self {
+        Self {
+            snap: recorder.snapshotter(),
+            acc: Vec::new(),
+        }
+    }
+
+    fn read(&mut self) -> &Series {
+        for (k, _, _, v) in self.snap.snapshot().into_vec() {
+            let key = k.key();
+            let name = key.name().to_owned();
+            let labels: BTreeMap<String, String> = key
+                .labels()
+                .map(|l| (l.key().to_owned(), l.value().to_owned()))
+                .collect();
+            match self.acc.iter_mut().find(|(n, l, _)| *n == name && *l == labels) {
+                None => self.acc.push((name, labels, v)),
+                Some((_, _, old)) => match (old, v) {
+                    (DebugValue::Counter(a), DebugValue::Counter(b)) => *a += b,
+                    (DebugValue::Gauge(a), DebugValue::Gauge(b)) => {
+                        *a = (a.into_inner() + b.into_inner()).into()
+                    }
+                    (DebugValue::Histogram(a), DebugValue::Histogram(b)) => a.extend(b),
+                    (old, v) => panic!("{old:?} then {v:?}"),
+                },
+            }
+        }
+        &self.acc
+    }
+}
+
+/// The value of the series with exactly these labels.
+fn value<'a>(series: &'a Series, name: &str, want: &[(&str, &str)]) -> &'a DebugValue {
+    let want: BTreeMap<String, String> = want.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    series
+        .iter()
+        .find(|(n, l, _)| n == name && *l == want)
+        .map(|(_, _, v)| v)
+        .unwrap_or_else(|| {
+            let names: Vec<_> = series
+                .iter()
+                .filter(|(n, ..)| n == name)
+                .map(|(_, l, _)| l)
+                .collect();
+            panic!("no {name} with {want:?}; have {names:#?}")
+        })
+}
+
+fn counter(series: &Series, name: &str, want: &[(&str, &str)]) -> u64 {
+    match value(series, name, want) {
+        DebugValue::Counter(c) => *c,
+        other => panic!("{name} is {other:?}"),
+    }
+}
+
+fn gauge(series: &Series, name: &str, want: &[(&str, &str)]) -> f64 {
+    match value(series, name, want) {
+        DebugValue::Gauge(g) => g.into_inner(),
+        other => panic!("{name} is {other:?}"),
+    }
+}
+
+fn hist(series: &Series, name: &str, want: &[(&str, &str)]) -> Vec<f64> {
+    match value(series, name, want) {
+        DebugValue::Histogram(h) => h.iter().map(|v| v.into_inner()).collect(),
+        other => panic!("{name} is {other:?}"),
+    }
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * b.abs().max(1.0)
+}
+
+fn chat(session: &str, agent: &str, model: Option<&str>) -> LlmRequest {
+    let req = LlmRequest::new(session, agent, vec![Message::user("hello")]);
+    match model {
+        Some(m) => req.with_model(m),
+        None => req,
+    }
+}
+
+fn tool_req(session: &str, agent: &str, name: &str) -> ToolRequest {
+    ToolRequest::new(
+        session,
+        agent,
+        "call-1",
+        name,
+        serde_json::json!({"symbol": "XYZ"}),
+    )
+}
+
+/// An LLM service that answers after `delay` with `usage` from model `model`.
+fn llm(
+    model: &'static str,
+    usage: Usage,
+    delay: Duration,
+) -> impl Service<LlmRequest, Response = LlmResponse, Error = BoxError, Future: Send> + Clone {
+    service_fn(move |_req: LlmRequest| async move {
+        tokio::time::sleep(delay).await;
+        Ok::<_, BoxError>(LlmResponse::new(model, Message::assistant("ok"), usage))
+    })
+}
+
+// ---- metrics ----
+
+#[tokio::test(start_paused = true)]
+async fn llm_call_records_every_metric_with_exact_labels() {
+    let recorder = DebuggingRecorder::new();
+    let mut metrics = Metrics::new(&recorder);
+    let _g = metrics::set_default_local_recorder(&recorder);
+
+    let layer = HealthLayer::with_tiers(TierSet::default()).agents(["trader"]);
+    let registry = layer.get_registry().clone();
+    let svc = layer.layer(llm("mock-small", Usage::new(1000, 500), Duration::from_secs(2)));
+    svc.oneshot(chat("s1", "trader", Some("mock-small")))
+        .await
+        .unwrap();
+
+    let s = metrics.read();
+    let gen_ai = [
+        (labels::GEN_AI_OPERATION_NAME, "chat"),
+        (labels::GEN_AI_PROVIDER_NAME, "mock"),
+        (labels::GEN_AI_REQUEST_MODEL, "mock-small"),
+        (labels::GEN_AI_AGENT_NAME, "trader"),
+    ];
+    assert_eq!(
+        hist(s, catalog::GEN_AI_CLIENT_OPERATION_DURATION, &gen_ai),
+        vec![2.0]
+    );
+    let with_type = |t| {
+        let mut l = gen_ai.to_vec();
+        l.push((labels::GEN_AI_TOKEN_TYPE, t));
+        l
+    };
+    assert_eq!(
+        hist(s, catalog::GEN_AI_CLIENT_TOKEN_USAGE, &with_type("input")),
+        vec![1000.0]
+    );
+    assert_eq!(
+        hist(s, catalog::GEN_AI_CLIENT_TOKEN_USAGE, &with_type("output")),
+        vec![500.0]
+    );
+    assert_eq!(
+        counter(
+            s,
+            catalog::CALLS_TOTAL,
+            &[
+                ("kind", "llm"),
+                ("agent", "trader"),
+                ("model", "mock-small"),
+                ("outcome", "success")
+            ]
+        ),
+        1
+    );
+    let tokens = |t| [("agent", "trader"), ("model", "mock-small"), ("token_type", t)];
+    assert_eq!(counter(s, catalog::TOKENS_TOTAL, &tokens("input")), 1000);
+    assert_eq!(counter(s, catalog::TOKENS_TOTAL, &tokens("output")), 500);
+    // mock-small: $0.15 / $0.60 per Mtok; top tier mock-large: $5 / $15.
+    let cost = gauge(
+        s,
+        catalog::COST_USD_TOTAL,
+        &[("agent", "trader"), ("tier", "low"), ("model", "mock-small")],
+    );
+    assert!(close(cost, (1000.0 * 0.15 + 500.0 * 0.60) / 1e6), "{cost}");
+    let cf = gauge(s, catalog::COUNTERFACTUAL_COST_USD_TOTAL, &[("agent", "trader")]);
+    assert!(close(cf, (1000.0 * 5.0 + 500.0 * 15.0) / 1e6), "{cf}");
+    assert_eq!(
+        gauge(
+            s,
+            catalog::CALLS_IN_FLIGHT,
+            &[("kind", "llm"), ("agent", "trader")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        hist(s, catalog::MIDDLEWARE_OVERHEAD, &[("layer", "health")]).len(),
+        1
+    );
+
+    let w = registry.agent("trader").unwrap().last_1m;
+    assert_eq!(
+        (w.calls, w.successes, w.input_tokens, w.output_tokens),
+        (1, 1, 1000, 500)
+    );
+    assert!(close(w.cost_usd, cost) && close(w.counterfactual_cost_usd, cf));
+    assert!(close(w.savings_usd, cf - cost));
+    let m = registry.model("mock-small").unwrap();
+    let p50 = m.last_15m.p50_secs.unwrap();
+    assert!((p50 - 2.0).abs() / 2.0 <= 0.125, "{p50}");
+    assert!(close(m.latency_baseline_secs.unwrap(), 2.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_failure_class_is_classified_from_a_real_error() {
+    let recorder = DebuggingRecorder::new();
+    let mut metrics = Metrics::new(&recorder);
+    let _g = metrics::set_default_local_recorder(&recorder);
+
+    let elapsed = tokio::time::timeout(Duration::ZERO, std::future::pending::<()>())
+        .await
+        .unwrap_err();
+    let json = serde_json::from_str::<serde_json::Value>("{oops").unwrap_err();
+    let errors: Vec<(BoxError, FailureClass)> = vec![
+        (Box::new(elapsed), FailureClass::Timeout),
+        (
+            Box::new(
+                LlmError::new(
+                    FailureClass::RateLimited {
+                        retry_after: Some(Duration::from_secs(2)),
+                    },
+                    "slow down",
+                )
+                .with_status(429),
+            ),
+            FailureClass::RateLimited { retry_after: None },
+        ),
+        (
+            Box::new(LlmError::new(FailureClass::UpstreamServer, "bad gateway").with_status(502)),
+            FailureClass::UpstreamServer,
+        ),
+        (
+            Box::new(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset")),
+            FailureClass::Transport,
+        ),
+        (Box::new(json), FailureClass::InvalidResponse),
+        (
+            Box::new(LlmError::new(FailureClass::ContextLengthExceeded, "too long").with_status(400)),
+            FailureClass::ContextLengthExceeded,
+        ),
+        (
+            Box::new(LlmError::new(FailureClass::ClientError, "bad field").with_status(400)),
+            FailureClass::ClientError,
+        ),
+        (Box::new(std::fmt::Error), FailureClass::Other),
+        (Box::new(Cancelled), FailureClass::Cancelled),
+    ];
+    let expected: Vec<FailureClass> = errors.iter().map(|(_, c)| *c).collect();
+    let queue = Arc::new(Mutex::new(
+        errors.into_iter().map(|(e, _)| e).collect::<VecDeque<_>>(),
+    ));
+    let inner = service_fn(move |_req: LlmRequest| {
+        let err = queue.lock().unwrap().pop_front();
+        async move {
+            match err {
+                Some(e) => Err::<LlmResponse, BoxError>(e),
+                None => Ok(LlmResponse::new(
+                    "mock-small",
+                    Message::assistant("ok"),
+                    Usage::default(),
+                )),
+            }
+        }
+    });
+    let layer = HealthLayer::with_tiers(TierSet::default());
+    let registry = layer.get_registry().clone();
+    let mut svc = layer.layer(inner);
+    for class in &expected {
+        let err = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(chat("s", "trader", Some("mock-small")))
+            .await
+            .unwrap_err();
+        assert_eq!(mantissa_core::classify_box(&err).as_str(), class.as_str());
+    }
+
+    let s = metrics.read();
+    for class in &expected {
+        let outcome = Outcome::Failure(*class).as_str();
+        let labels = [
+            ("kind", "llm"),
+            ("agent", "trader"),
+            ("model", "mock-small"),
+            ("outcome", outcome),
+            ("error_type", class.as_str()),
+        ];
+        assert_eq!(counter(s, catalog::CALLS_TOTAL, &labels), 1, "{class}");
+        let duration = [
+            (labels::GEN_AI_OPERATION_NAME, "chat"),
+            (labels::GEN_AI_PROVIDER_NAME, "mock"),
+            (labels::GEN_AI_REQUEST_MODEL, "mock-small"),
+            (labels::GEN_AI_AGENT_NAME, "trader"),
+            (labels::ERROR_TYPE, class.as_str()),
+        ];
+        assert_eq!(
+            hist(s, catalog::GEN_AI_CLIENT_OPERATION_DURATION, &duration).len(),
+            1
+        );
+    }
+    let m = registry.model("mock-small").unwrap();
+    for class in &expected {
+        assert_eq!(m.last_1m.errors_of(*class), 1, "{class}");
+    }
+    assert_eq!(m.last_1m.failures, 8);
+    assert_eq!(m.last_1m.cancelled, 1);
+    assert_eq!(m.consecutive_failures, 8);
+    assert_eq!(m.last_failure, Some(FailureClass::Other));
+    // The event carries the error message.
+    let last_error = &registry.recent(2)[0];
+    assert_eq!(
+        last_error.detail.as_deref(),
+        Some("an error occurred when formatting an argument")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn tool_calls_count_is_error_and_err_as_tool_errors() {
+    let recorder = DebuggingRecorder::new();
+    let mut metrics = Metrics::new(&recorder);
+    let _g = metrics::set_default_local_recorder(&recorder);
+
+    let inner = service_fn(|req: ToolRequest| async move {
+        match req.name.as_str() {
+            "get_price" => Ok(ToolResponse::error("no such symbol")),
+            "rm_rf" => Err::<ToolResponse, BoxError>("refused".into()),
+            _ => Ok(ToolResponse::ok("42")),
+        }
+    });
+    let layer = HealthLayer::new().tools(["get_price", "get_news"]);
+    let registry = layer.get_registry().clone();
+    let mut svc = layer.layer(inner);
+    for name in ["get_price", "get_news", "rm_rf"] {
+        let _ = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(tool_req("s", "trader", name))
+            .await;
+    }
+
+    let s = metrics.read();
+    let calls = |tool, outcome, error: Option<&'static str>| {
+        let mut l = vec![
+            ("kind", "tool"),
+            ("agent", "trader"),
+            ("tool", tool),
+            ("outcome", outcome),
+        ];
+        if let Some(e) = error {
+            l.push(("error_type", e));
+        }
+        counter(s, catalog::CALLS_TOTAL, &l)
+    };
+    assert_eq!(calls("get_price", "error", Some("tool_error")), 1);
+    assert_eq!(calls("get_news", "success", None), 1);
+    // Not allow-listed: folded into `other`; an `Err` from a tool is a tool error too.
+    assert_eq!(calls("other", "error", Some("tool_error")), 1);
+    let duration = [
+        (labels::GEN_AI_OPERATION_NAME, "execute_tool"),
+        (labels::GEN_AI_TOOL_NAME, "get_price"),
+        (labels::GEN_AI_AGENT_NAME, "trader"),
+        (labels::ERROR_TYPE, "tool_error"),
+    ];
+    assert_eq!(
+        hist(s, catalog::GEN_AI_CLIENT_OPERATION_DURATION, &duration).len(),
+        1
+    );
+    assert_eq!(
+        gauge(
+            s,
+            catalog::CALLS_IN_FLIGHT,
+            &[("kind", "tool"), ("agent", "trader")]
+        ),
+        0.0
+    );
+    assert!(
+        !s.iter()
+            .any(|(n, ..)| n == catalog::TOKENS_TOTAL || n == catalog::COST_USD_TOTAL)
+    );
+
+    let t = registry.tool("get_price").unwrap();
+    assert_eq!(t.last_1m.errors_of(FailureClass::ToolError), 1);
+    assert_eq!(registry.tool("other").unwrap().last_1m.failures, 1);
+    assert_eq!(registry.agent("trader").unwrap().last_1m.calls, 3);
+    let events = registry.recent(10);
+    assert_eq!(events.len(), 3);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.kind == EventKind::Tool && e.session.as_str() == "s")
+    );
+}
+
+// ---- labels stay bounded ----
+
+#[tokio::test(start_paused = true)]
+async fn ten_thousand_sessions_add_no_series() {
+    let recorder = DebuggingRecorder::new();
+    let mut metrics = Metrics::new(&recorder);
+    let _g = metrics::set_default_local_recorder(&recorder);
+
+    let layer = HealthLayer::with_tiers(TierSet::default());
+    let mut llm_svc = layer.layer(llm("mock-small", Usage::new(5, 5), Duration::ZERO));
+    let mut tool_svc = layer.layer(service_fn(|_r: ToolRequest| async {
+        Ok::<_, BoxError>(ToolResponse::ok("x"))
+    }));
+
+    let mut run = async |i: usize| {
+        let session = format!("session-{i}");
+        let req = chat(&session, "trader", Some("mock-small"));
+        llm_svc.ready().await.unwrap().call(req).await.unwrap();
+        let req = tool_req(&session, "trader", "get_price");
+        tool_svc.ready().await.unwrap().call(req).await.unwrap();
+    };
+    run(0).await;
+    let before = metrics.read().len();
+    for i in 1..10_000 {
+        run(i).await;
+    }
+    let after = metrics.read();
+    assert_eq!(after.len(), before, "series grew with sessions");
+    assert!(
+        after
+            .iter()
+            .all(|(_, l, _)| l.values().all(|v| !v.starts_with("session-")))
+    );
+    assert_eq!(
+        counter(
+            after,
+            catalog::CALLS_TOTAL,
+            &[
+                ("kind", "tool"),
+                ("agent", "trader"),
+                ("tool", "get_price"),
+                ("outcome", "success")
+            ]
+        ),
+        10_000
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_models_and_agents_fold_into_other() {
+    let recorder = DebuggingRecorder::new();
+    let mut metrics = Metrics::new(&recorder);
+    let _g = metrics::set_default_local_recorder(&recorder);
+
+    let layer = HealthLayer::with_tiers(TierSet::default()).agents(["trader"]);
+    let registry = layer.get_registry().clone();
+    let svc = layer.layer(llm("gpt-9-turbo", Usage::new(100, 100), Duration::ZERO));
+    svc.clone()
+        .oneshot(chat("s", "intern-42", Some("gpt-9-turbo")))
+        .await
+        .unwrap();
+    // No model on the request: the response's model decides (also unknown here).
+    svc.oneshot(chat("s", "trader", None).with_tier("medium"))
+        .await
+        .unwrap();
+
+    let s = metrics.read();
+    let calls = |agent| {
+        counter(
+            s,
+            catalog::CALLS_TOTAL,
+            &[
+                ("kind", "llm"),
+                ("agent", agent),
+                ("model", "other"),
+                ("outcome", "success"),
+            ],
+        )
+    };
+    assert_eq!(calls("other"), 1);
+    assert_eq!(calls("trader"), 1);
+    assert_eq!(
+        gauge(
+            s,
+            catalog::COST_USD_TOTAL,
+            &[("agent", "trader"), ("tier", "medium"), ("model", "other")]
+        ),
+        0.0
+    );
+    assert!(
+        s.iter()
+            .all(|(_, l, _)| l.values().all(|v| v != "gpt-9-turbo" && v != "intern-42"))
+    );
+    assert_eq!(registry.model("other").unwrap().last_1m.calls, 2);
+    assert!(registry.model("gpt-9-turbo").is_none());
+    assert_eq!(registry.agent_names(), ["other", "trader"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn model_comes_from_request_then_layer_then_response() {
+    let recorder = DebuggingRecorder::new();
+    let mut metrics = Metrics::new(&recorder);
+    let _g = metrics::set_default_local_recorder(&recorder);
+
+    // A per-model instance under a router.
+    let per_model = HealthLayer::new().model(ModelSpec::new("gpt-4o").provider("openai").pricing(2.5, 10.0));
+    per_model
+        .layer(llm(
+            "gpt-4o-2024-08-06",
+            Usage::new(1_000_000, 100_000),
+            Duration::ZERO,
+        ))
+        .oneshot(chat("s", "trader", None))
+        .await
+        .unwrap();
+    // No model on request or layer: the response's model, and its catalog tier.
+    let by_response = HealthLayer::with_tiers(TierSet::default());
+    by_response
+        .layer(llm("mock-medium", Usage::new(1_000_000, 0), Duration::ZERO))
+        .oneshot(chat("s", "trader", None))
+        .await
+        .unwrap();
+
+    let s = metrics.read();
+    let cost = gauge(
+        s,
+        catalog::COST_USD_TOTAL,
+        &[("agent", "trader"), ("tier", "none"), ("model", "gpt-4o")],
+    );
+    assert!(close(cost, 2.5 + 1.0), "{cost}");
+    let duration = [
+        (labels::GEN_AI_OPERATION_NAME, "chat"),
+        (labels::GEN_AI_PROVIDER_NAME, "openai"),
+        (labels::GEN_AI_REQUEST_MODEL, "gpt-4o"),
+        (labels::GEN_AI_AGENT_NAME, "trader"),
+    ];
+    assert_eq!(
+        hist(s, catalog::GEN_AI_CLIENT_OPERATION_DURATION, &duration).len(),
+        1
+    );
+    let cost = gauge(
+        s,
+        catalog::COST_USD_TOTAL,
+        &[("agent", "trader"), ("tier", "medium"), ("model", "mock-medium")],
+    );
+    assert!(close(cost, 1.0), "{cost}");
+    // Without a tier set there is no counterfactual series; with one there is.
+    let cf = gauge(s, catalog::COUNTERFACTUAL_COST_USD_TOTAL, &[("agent", "trader")]);
+    assert!(close(cf, 5.0), "{cf}");
+}
+
+// ---- drop-safety and streams ----
+
+#[tokio::test(start_paused = true)]
+async fn dropped_future_is_cancelled_and_lowers_in_flight() {
+    let recorder = DebuggingRecorder::new();
+    let mut metrics = Metrics::new(&recorder);
+    let _g = metrics::set_default_local_recorder(&recorder);
+
+    let layer = HealthLayer::with_tiers(TierSet::default());
+    let registry = layer.get_registry().clone();
+    let mut svc = layer.layer(service_fn(|_r: LlmRequest| async {
+        std::future::pending::<Result<LlmResponse, BoxError>>().await
+    }));
+    let mut fut = Box::pin(
+        svc.ready()
+            .await
+            .unwrap()
+            .call(chat("s", "trader", Some("mock-large"))),
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(3), &mut fut)
+            .await
+            .is_err()
+    );
+    let in_flight = [("kind", "llm"), ("agent", "trader")];
+    assert_eq!(gauge(metrics.read(), catalog::CALLS_IN_FLIGHT, &in_flight), 1.0);
+    drop(fut);
+
+    let s = metrics.read();
+    assert_eq!(gauge(s, catalog::CALLS_IN_FLIGHT, &in_flight), 0.0);
+    let labels = [
+        ("kind", "llm"),
+        ("agent", "trader"),
+        ("model", "mock-large"),
+        ("outcome", "cancelled"),
+        ("error_type", "cancelled"),
+    ];
+    assert_eq!(counter(s, catalog::CALLS_TOTAL, &labels), 1);
+    let m = registry.model("mock-large").unwrap();
+    assert_eq!(
+        (m.last_1m.calls, m.last_1m.cancelled, m.last_1m.failures),
+        (1, 1, 0)
+    );
+    assert_eq!(m.consecutive_failures, 0);
+    assert_eq!(
+        registry.recent(1)[0].outcome,
+        Outcome::Failure(FailureClass::Cancelled)
+    );
+    assert_eq!(registry.recent(1)[0].duration, Duration::from_secs(3));
+}
+
+/// A streaming LLM: the first chunk after 250 ms, then 100 ms per chunk; the
+/// last chunk carries usage; optionally an error instead of the last chunk.
+fn streaming_llm(
+    fail: bool,
+) -> impl Service<LlmRequest, Response = LlmResponse, Error = BoxError, Future: Send> + Clone {
+    service_fn(move |_req: LlmRequest| async move {
+        let chunks = futures_util::stream::unfold(0u32, move |i| async move {
+            let item: Result<Chunk, BoxError> = match i {
+                0 | 1 => {
+                    let wait = if i == 0 { 250 } else { 100 };
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    Ok(Chunk {
+                        content: Some(format!("part {i} ")),
+                        ..Chunk::default()
+                    })
+                }
+                2 if fail => Err(Box::new(LlmError::new(FailureClass::InvalidResponse, "cut"))),
+                2 => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    Ok(Chunk {
+                        usage: Some(Usage::new(20, 7)),
+                        ..Chunk::default()
+                    })
+                }
+                _ => return None,
+            };
+            Some((item, i + 1))
+        });
+        Ok::<_, BoxError>(LlmResponse::streaming("mock-medium", ChunkStream::new(chunks)))
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn streams_record_ttfc_then_usage_at_the_end() {
+    let recorder = DebuggingRecorder::new();
+    let mut metrics = Metrics::new(&recorder);
+    let _g = metrics::set_default_local_recorder(&recorder);
+
+    let layer = HealthLayer::with_tiers(TierSet::default());
+    let registry = layer.get_registry().clone();
+    let resp = layer
+        .layer(streaming_llm(false))
+        .oneshot(chat("s", "trader", None))
+        .await
+        .unwrap();
+    let mut stream = resp.stream.unwrap();
+    let in_flight = [("kind", "llm"), ("agent", "trader")];
+    assert_eq!(gauge(metrics.read(), catalog::CALLS_IN_FLIGHT, &in_flight), 1.0);
+    let mut n = 0;
+    while let Some(chunk) = stream.next().await {
+        chunk.unwrap();
+        n += 1;
+    }
+    assert_eq!(n, 3);
+
+    let s = metrics.read();
+    let gen_ai = [
+        (labels::GEN_AI_OPERATION_NAME, "chat"),
+        (labels::GEN_AI_PROVIDER_NAME, "mock"),
+        (labels::GEN_AI_REQUEST_MODEL, "mock-medium"),
+        (labels::GEN_AI_AGENT_NAME, "trader"),
+    ];
+    assert_eq!(
+        hist(s, catalog::GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK, &gen_ai),
+        vec![0.25]
+    );
+    assert_eq!(
+        hist(s, catalog::GEN_AI_CLIENT_OPERATION_DURATION, &gen_ai),
+        vec![0.45]
+    );
+    assert_eq!(gauge(s, catalog::CALLS_IN_FLIGHT, &in_flight), 0.0);
+    let tokens = [
+        ("agent", "trader"),
+        ("model", "mock-medium"),
+        ("token_type", "output"),
+    ];
+    assert_eq!(counter(s, catalog::TOKENS_TOTAL, &tokens), 7);
+    let w = registry.model("mock-medium").unwrap().last_1m;
+    assert_eq!(
+        (w.calls, w.successes, w.input_tokens, w.output_tokens),
+        (1, 1, 20, 7)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn stream_dropped_early_is_cancelled_and_error_chunks_are_classified() {
+    let recorder = DebuggingRecorder::new();
+    let mut metrics = Metrics::new(&recorder);
+    let _g = metrics::set_default_local_recorder(&recorder);
+
+    let layer = HealthLayer::with_tiers(TierSet::default());
+    let registry = layer.get_registry().clone();
+    let resp = layer
+        .layer(streaming_llm(false))
+        .oneshot(chat("s", "trader", None))
+        .await
+        .unwrap();
+    let mut stream = resp.stream.unwrap();
+    stream.next().await.unwrap().unwrap();
+    drop(stream);
+
+    let resp = layer
+        .layer(streaming_llm(true))
+        .oneshot(chat("s", "trader", None))
+        .await
+        .unwrap();
+    let items: Vec<_> = resp.stream.unwrap().collect().await;
+    assert!(items[2].is_err());
+
+    let s = metrics.read();
+    assert_eq!(
+        gauge(
+            s,
+            catalog::CALLS_IN_FLIGHT,
+            &[("kind", "llm"), ("agent", "trader")]
+        ),
+        0.0
+    );
+    let calls = |outcome, error_type| {
+        counter(
+            s,
+            catalog::CALLS_TOTAL,
+            &[
+                ("kind", "llm"),
+                ("agent", "trader"),
+                ("model", "mock-medium"),
+                ("outcome", outcome),
+                ("error_type", error_type),
+            ],
+        )
+    };
+    assert_eq!(calls("cancelled", "cancelled"), 1);
+    assert_eq!(calls("error", "invalid_response"), 1);
+    let ttfc = [
+        (labels::GEN_AI_OPERATION_NAME, "chat"),
+        (labels::GEN_AI_PROVIDER_NAME, "mock"),
+        (labels::GEN_AI_REQUEST_MODEL, "mock-medium"),
+        (labels::GEN_AI_AGENT_NAME, "trader"),
+    ];
+    assert_eq!(
+        hist(s, catalog::GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK, &ttfc),
+        vec![0.25, 0.25]
+    );
+    let w = registry.model("mock-medium").unwrap().last_1m;
+    assert_eq!((w.cancelled, w.failures), (1, 1));
+    assert_eq!(w.errors_of(FailureClass::InvalidResponse), 1);
+}
+
+// ---- registry ----
+
+#[tokio::test(start_paused = true)]
+async fn registry_windows_hold_counts_classes_and_quantiles() {
+    let registry = HealthRegistry::new();
+    let layer = HealthLayer::with_tiers(TierSet::default()).registry(registry.clone());
+    // Latency from the request's metadata; every tenth call fails with a 503.
+    let inner = service_fn(|req: LlmRequest| async move {
+        let ms: u64 = req.metadata["ms"].parse().unwrap();
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        if ms % 10 == 0 {
+            return Err::<LlmResponse, BoxError>(Box::new(
+                LlmError::new(FailureClass::UpstreamServer, "unavailable").with_status(503),
+            ));
+        }
+        Ok(LlmResponse::new(
+            "mock-small",
+            Message::assistant("ok"),
+            Usage::new(10, 1),
+        ))
+    });
+    let mut svc = layer.layer(inner);
+    for ms in 1..=100u64 {
+        let req = chat("s", "trader", Some("mock-small")).with_metadata("ms", ms.to_string());
+        let _ = svc.ready().await.unwrap().call(req).await;
+    }
+
+    let snapshot = registry.snapshot();
+    let m = snapshot.model("mock-small").unwrap();
+    let w = &m.last_15m;
+    assert_eq!((w.calls, w.successes, w.failures), (100, 90, 10));
+    assert_eq!(w.errors_of(FailureClass::UpstreamServer), 10);
+    assert!(close(w.error_rate, 0.1));
+    assert_eq!(w.input_tokens, 900);
+    for (got, want) in [(w.p50_secs, 0.050), (w.p95_secs, 0.095), (w.p99_secs, 0.099)] {
+        let got = got.unwrap();
+        assert!((got - want).abs() / want <= 0.125, "{got} vs {want}");
+    }
+    assert_eq!(m.consecutive_failures, 1);
+    assert_eq!(m.total_calls, 100);
+    // 100 calls over 5.05 s: the burn rate is per covered second.
+    assert!(w.tokens_per_minute > 0.0 && w.cost_usd_per_hour > 0.0);
+    let score = snapshot.agent("trader").unwrap().score;
+    assert!(close(score, (91.0 / 101.0) * 0.8), "{score}");
+
+    // Snapshots serialize for the toolkit and the monitor.
+    let json = serde_json::to_value(&snapshot).unwrap();
+    assert_eq!(
+        json["models"]["mock-small"]["last_15m"]["errors"]["upstream_server_error"],
+        10
+    );
+
+    // Silence and expiry.
+    tokio::time::advance(Duration::from_secs(120)).await;
+    let m = registry.model("mock-small").unwrap();
+    assert_eq!(m.last_1m.calls, 0);
+    assert_eq!(m.last_15m.calls, 100);
+    assert!(m.seconds_since_last_call.unwrap() >= 120.0);
+
+    let recent = registry.recent(3);
+    assert_eq!(recent.len(), 3);
+    assert_eq!(recent[2].outcome, Outcome::Failure(FailureClass::UpstreamServer));
+    assert_eq!(recent[2].duration, Duration::from_millis(100));
+}
+
+#[tokio::test(start_paused = true)]
+async fn registry_counts_context_resets_per_window() {
+    let registry = HealthRegistry::new();
+    let event = |kind| {
+        HealthEvent::now(
+            "trader".into(),
+            "s".into(),
+            kind,
+            "summarize",
+            Outcome::Success,
+            Duration::ZERO,
+        )
+    };
+    for _ in 0..3 {
+        registry.record(&event(EventKind::ContextReset));
+    }
+    registry.record(&event(EventKind::ContextWarning));
+    let w = registry.agent("trader").unwrap();
+    assert_eq!((w.last_1m.context_resets, w.last_1m.context_warnings), (3, 1));
+    assert_eq!(w.last_1m.calls, 0);
+    tokio::time::advance(Duration::from_secs(65)).await;
+    let w = registry.agent("trader").unwrap();
+    assert_eq!((w.last_1m.context_resets, w.last_15m.context_resets), (0, 3));
+    assert_eq!(registry.recent(10).len(), 4);
+}
+
+// ---- events ----
+
+#[tokio::test(start_paused = true)]
+async fn json_lines_sink_writes_one_parseable_event_per_call() {
+    let dir = std::env::temp_dir().join(format!(
+        "mantissa-health-test-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("events.jsonl");
+    let sink = Arc::new(JsonLinesSink::create(&path).unwrap());
+
+    let layer = HealthLayer::with_tiers(TierSet::default()).sink(sink.clone());
+    let llm_svc = layer.layer(llm("mock-small", Usage::new(3, 4), Duration::from_millis(20)));
+    for i in 0..3 {
+        llm_svc
+            .clone()
+            .oneshot(chat(&format!("s{i}"), "trader", Some("mock-small")))
+            .await
+            .unwrap();
+    }
+    let tool = layer.layer(service_fn(|_r: ToolRequest| async {
+        Ok::<_, BoxError>(ToolResponse::error("no"))
+    }));
+    tool.oneshot(tool_req("s9", "trader", "get_price")).await.unwrap();
+    drop((layer, llm_svc));
+    assert_eq!(sink.dropped(), 0);
+    drop(Arc::try_unwrap(sink).unwrap()); // flushes and joins the writer
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let events: Vec<HealthEvent> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.len(), 4);
+    assert_eq!(events[0].session.as_str(), "s0");
+    assert_eq!(&*events[0].subject, "mock-small");
+    assert_eq!(events[0].usage, Usage::new(3, 4));
+    assert_eq!(events[0].duration, Duration::from_millis(20));
+    assert_eq!(events[0].tier.as_ref().map(|t| t.as_str()), Some("low"));
+    assert_eq!(events[3].kind, EventKind::Tool);
+    assert_eq!(events[3].outcome, Outcome::Failure(FailureClass::ToolError));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
