@@ -101,7 +101,7 @@ impl CooldownPolicy {
     }
 
     /// The cooldown after the `ejections`-th ejection in a row (1-based).
-    fn cooldown(&self, ejections: u32) -> Duration {
+    pub(crate) fn cooldown(&self, ejections: u32) -> Duration {
         let factor = 2u32.saturating_pow(ejections.saturating_sub(1).min(16));
         let d = self.base_cooldown.saturating_mul(factor).min(self.max_cooldown);
         if self.jitter > 0.0 {

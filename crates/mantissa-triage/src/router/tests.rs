@@ -1,1 +1,654 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use mantissa_core::control::ModelControl;
+use mantissa_core::{
+    BoxError, FailureClass, LlmError, LlmRequest, LlmResponse, Message, ModelSpec, TierConfig, TierSet,
+    Usage, classify_box,
+};
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use tokio::time::Instant;
+use tower::{Service, ServiceExt};
+
+use super::*;
+
+#[derive(Clone, Debug)]
+pub(crate) enum Mode {
+    Ok,
+    Fail(FailureClass, u16),
+    Io(std::io::ErrorKind),
+    Hang,
+    Sleep(Duration),
+}
+
+#[derive(Debug)]
+struct ScriptState {
+    mode: Mode,
+    calls: usize,
+    seen: Vec<LlmRequest>,
+}
+
+/// A scriptable model: its behaviour can change between requests.
+#[derive(Clone, Debug)]
+pub(crate) struct Script(Arc<Mutex<ScriptState>>);
+
+type BoxFut = Pin<Box<dyn Future<Output = Result<LlmResponse, BoxError>> + Send>>;
+
+impl Script {
+    pub(crate) fn new(mode: Mode) -> Self {
+        Self(Arc::new(Mutex::new(ScriptState {
+            mode,
+            calls: 0,
+            seen: Vec::new(),
+        })))
+    }
+
+    pub(crate) fn set(&self, mode: Mode) {
+        self.0.lock().unwrap().mode = mode;
+    }
+
+    pub(crate) fn calls(&self) -> usize {
+        self.0.lock().unwrap().calls
+    }
+
+    pub(crate) fn last_request(&self) -> Option<LlmRequest> {
+        self.0.lock().unwrap().seen.last().cloned()
+    }
+
+    pub(crate) fn service(
+        &self,
+    ) -> impl Service<LlmRequest, Response = LlmResponse, Error = BoxError, Future = BoxFut>
+    + Clone
+    + Send
+    + Sync
+    + 'static {
+        let script = self.clone();
+        tower::service_fn(move |req: LlmRequest| {
+            let mode = {
+                let mut g = script.0.lock().unwrap();
+                g.calls += 1;
+                g.seen.push(req.clone());
+                g.mode.clone()
+            };
+            let fut: BoxFut = Box::pin(async move {
+                let model = req.model.clone().unwrap_or_else(|| "none".into());
+                match mode {
+                    Mode::Ok => Ok(LlmResponse::new(
+                        model,
+                        Message::assistant("ok"),
+                        Usage::new(10, 2),
+                    )),
+                    Mode::Fail(class, status) => Err(LlmError::new(class, "scripted failure")
+                        .with_status(status)
+                        .into()),
+                    Mode::Io(kind) => Err(std::io::Error::new(kind, "scripted io error").into()),
+                    Mode::Hang => std::future::pending().await,
+                    Mode::Sleep(d) => {
+                        tokio::time::sleep(d).await;
+                        Ok(LlmResponse::new(
+                            model,
+                            Message::assistant("slow"),
+                            Usage::new(10, 2),
+                        ))
+                    }
+                }
+            });
+            fut
+        })
+    }
+}
+
+pub(crate) struct Fixture {
+    pub(crate) router: TierRouter,
+    pub(crate) small: Script,
+    pub(crate) medium: Script,
+    pub(crate) large: Script,
+}
+
+pub(crate) fn fixture(policy: CooldownPolicy) -> Fixture {
+    let (small, medium, large) = (
+        Script::new(Mode::Ok),
+        Script::new(Mode::Ok),
+        Script::new(Mode::Ok),
+    );
+    let router = TierRouter::builder(TierSet::default())
+        .model("mock-small", small.service())
+        .model("mock-medium", medium.service())
+        .model("mock-large", large.service())
+        .cooldown(policy)
+        .build()
+        .unwrap();
+    Fixture {
+        router,
+        small,
+        medium,
+        large,
+    }
+}
+
+fn no_jitter() -> CooldownPolicy {
+    CooldownPolicy {
+        jitter: 0.0,
+        ..CooldownPolicy::default()
+    }
+}
+
+fn req(tier: &str) -> LlmRequest {
+    LlmRequest::new("s", "agent", vec![Message::user("hello")]).with_tier(tier)
+}
+
+async fn send(router: &TierRouter, r: LlmRequest) -> Result<LlmResponse, BoxError> {
+    router.clone().oneshot(r).await
+}
+
+fn state(router: &TierRouter, model: &str) -> ModelState {
+    router.model_snapshot(model).unwrap().state
+}
+
+/// Runs `f` on a paused current-thread runtime with a local debugging recorder.
+fn with_metrics<F: Future<Output = ()>>(f: impl FnOnce() -> F) -> Snapshotter {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(f())
+    });
+    snapshotter
+}
+
+fn metric<'a>(
+    snap: &'a [(
+        metrics_util::CompositeKey,
+        Option<metrics::Unit>,
+        Option<metrics::SharedString>,
+        DebugValue,
+    )],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<&'a DebugValue> {
+    snap.iter()
+        .find(|(k, _, _, _)| {
+            let key = k.key();
+            key.name() == name
+                && labels
+                    .iter()
+                    .all(|(lk, lv)| key.labels().any(|l| l.key() == *lk && l.value() == *lv))
+                && key.labels().count() == labels.len()
+        })
+        .map(|(_, _, _, v)| v)
+}
+
+#[test]
+fn twenty_five_500s_cool_down_fall_back_and_a_probe_restores() {
+    let snapshotter = with_metrics(|| async {
+        let f = fixture(no_jitter());
+        f.small.set(Mode::Fail(FailureClass::UpstreamServer, 500));
+        for _ in 0..25 {
+            let resp = send(&f.router, req("low")).await.unwrap();
+            assert_eq!(resp.model.as_str(), "mock-medium");
+            let routed = resp.extensions.get::<Routed>().unwrap();
+            assert_eq!(routed.requested_tier.as_str(), "low");
+            assert_eq!(routed.tier.as_str(), "medium");
+        }
+        // Five failures in a row, then the model was skipped.
+        assert_eq!(f.small.calls(), 5);
+        assert_eq!(f.medium.calls(), 25);
+        let snap = f.router.model_snapshot("mock-small").unwrap();
+        assert_eq!(snap.state, ModelState::CooledDown);
+        assert_eq!(
+            snap.cooled_until.unwrap() - Instant::now(),
+            Duration::from_secs(30)
+        );
+        // The request reached the medium model labelled with its real model and tier.
+        let seen = f.medium.last_request().unwrap();
+        assert_eq!(seen.model.unwrap().as_str(), "mock-medium");
+        assert_eq!(seen.tier.unwrap().as_str(), "medium");
+
+        // Recovery: after the cooldown one probe is admitted and brings it back.
+        f.small.set(Mode::Ok);
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert_eq!(
+            send(&f.router, req("low")).await.unwrap().model.as_str(),
+            "mock-medium"
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert_eq!(state(&f.router, "mock-small"), ModelState::Degraded);
+        assert_eq!(
+            send(&f.router, req("low")).await.unwrap().model.as_str(),
+            "mock-small"
+        );
+        assert_eq!(state(&f.router, "mock-small"), ModelState::Healthy);
+        assert_eq!(
+            send(&f.router, req("low")).await.unwrap().model.as_str(),
+            "mock-small"
+        );
+    })
+    .snapshot()
+    .into_vec();
+    let fb = |to: &str, reason: &str| {
+        metric(
+            &snapshotter,
+            catalog::FALLBACKS_TOTAL,
+            &[("from_tier", "low"), ("to_tier", to), ("reason", reason)],
+        )
+    };
+    assert_eq!(
+        fb("medium", "upstream_server_error"),
+        Some(&DebugValue::Counter(5))
+    );
+    assert_eq!(fb("medium", "cooled_down"), Some(&DebugValue::Counter(21)));
+    let gauge = metric(&snapshotter, catalog::MODEL_STATE, &[("model", "mock-small")]);
+    assert_eq!(gauge, Some(&DebugValue::Gauge(0.0.into())));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_probe_backs_off_exponentially() {
+    let f = fixture(no_jitter());
+    f.small.set(Mode::Fail(FailureClass::UpstreamServer, 503));
+    for _ in 0..5 {
+        send(&f.router, req("low")).await.unwrap();
+    }
+    assert_eq!(state(&f.router, "mock-small"), ModelState::CooledDown);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    send(&f.router, req("low")).await.unwrap(); // the probe fails
+    assert_eq!(f.small.calls(), 6);
+    let snap = f.router.model_snapshot("mock-small").unwrap();
+    assert_eq!(
+        snap.cooled_until.unwrap() - Instant::now(),
+        Duration::from_secs(60)
+    );
+    tokio::time::advance(Duration::from_secs(60)).await;
+    f.small.set(Mode::Ok);
+    assert_eq!(
+        send(&f.router, req("low")).await.unwrap().model.as_str(),
+        "mock-small"
+    );
+    // Jittered backoff stays within ±20 % of the doubled cooldown.
+    let p = CooldownPolicy::default();
+    for _ in 0..50 {
+        let d = p.cooldown(2);
+        assert!(
+            d >= Duration::from_secs(48) && d <= Duration::from_secs(72),
+            "{d:?}"
+        );
+        assert!(p.cooldown(10) <= Duration::from_secs(360));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeouts_and_connection_errors_count_toward_cooldown() {
+    let f = fixture(no_jitter());
+    f.small.set(Mode::Fail(FailureClass::Timeout, 504));
+    for _ in 0..3 {
+        send(&f.router, req("low")).await.unwrap();
+    }
+    f.small.set(Mode::Io(std::io::ErrorKind::ConnectionReset));
+    assert_eq!(
+        f.router
+            .model_snapshot("mock-small")
+            .unwrap()
+            .consecutive_failures,
+        3
+    );
+    send(&f.router, req("low")).await.unwrap();
+    assert_eq!(state(&f.router, "mock-small"), ModelState::Degraded);
+    send(&f.router, req("low")).await.unwrap();
+    assert_eq!(state(&f.router, "mock-small"), ModelState::CooledDown);
+    assert_eq!(f.small.calls(), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_high_failure_rate_cools_down_without_five_in_a_row() {
+    let f = fixture(no_jitter());
+    for i in 0..11 {
+        f.small.set(if i % 2 == 0 {
+            Mode::Fail(FailureClass::UpstreamServer, 500)
+        } else {
+            Mode::Ok
+        });
+        send(&f.router, req("low")).await.unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    assert_eq!(state(&f.router, "mock-small"), ModelState::CooledDown);
+    // Old failures leave the window: 60 s later a fresh run starts clean.
+    let f = fixture(no_jitter());
+    for _ in 0..4 {
+        f.small.set(Mode::Fail(FailureClass::UpstreamServer, 500));
+        send(&f.router, req("low")).await.unwrap();
+        f.small.set(Mode::Ok);
+        send(&f.router, req("low")).await.unwrap();
+    }
+    let snap = f.router.model_snapshot("mock-small").unwrap();
+    assert_eq!((snap.window_calls, snap.failure_rate), (8, 0.5));
+    assert_eq!(snap.state, ModelState::Healthy);
+    tokio::time::advance(Duration::from_secs(61)).await;
+    assert_eq!(f.router.model_snapshot("mock-small").unwrap().window_calls, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_cools_for_exactly_that_long() {
+    let f = fixture(no_jitter());
+    f.small.set(Mode::Fail(
+        FailureClass::RateLimited {
+            retry_after: Some(Duration::from_secs(7)),
+        },
+        429,
+    ));
+    let resp = send(&f.router, req("low")).await.unwrap();
+    assert_eq!(resp.model.as_str(), "mock-medium");
+    let snap = f.router.model_snapshot("mock-small").unwrap();
+    assert_eq!(snap.state, ModelState::CooledDown);
+    assert_eq!(
+        snap.cooled_until.unwrap() - Instant::now(),
+        Duration::from_secs(7)
+    );
+    assert_eq!(snap.consecutive_failures, 0, "a 429 is not a countable failure");
+    f.small.set(Mode::Ok);
+    tokio::time::advance(Duration::from_millis(6_999)).await;
+    assert_eq!(
+        send(&f.router, req("low")).await.unwrap().model.as_str(),
+        "mock-medium"
+    );
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(
+        send(&f.router, req("low")).await.unwrap().model.as_str(),
+        "mock-small"
+    );
+    // A 429 without Retry-After moves on but does not cool the model down.
+    f.small
+        .set(Mode::Fail(FailureClass::RateLimited { retry_after: None }, 429));
+    assert_eq!(
+        send(&f.router, req("low")).await.unwrap().model.as_str(),
+        "mock-medium"
+    );
+    assert_eq!(state(&f.router, "mock-small"), ModelState::Healthy);
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_errors_are_not_retried() {
+    let f = fixture(no_jitter());
+    f.small.set(Mode::Fail(FailureClass::ClientError, 400));
+    let err = send(&f.router, req("low")).await.unwrap_err();
+    assert_eq!(classify_box(&err), FailureClass::ClientError);
+    assert_eq!(err.downcast_ref::<LlmError>().unwrap().status(), Some(400));
+    assert_eq!((f.small.calls(), f.medium.calls(), f.large.calls()), (1, 0, 0));
+    assert_eq!(state(&f.router, "mock-small"), ModelState::Healthy);
+    f.small.set(Mode::Fail(FailureClass::Cancelled, 499));
+    let err = send(&f.router, req("low")).await.unwrap_err();
+    assert_eq!(classify_box(&err), FailureClass::Cancelled);
+    assert_eq!(f.medium.calls(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_request_is_not_a_failure_and_frees_the_probe() {
+    let f = fixture(no_jitter());
+    f.small.set(Mode::Hang);
+    for _ in 0..10 {
+        let fut = send(&f.router, req("low"));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(10), fut)
+                .await
+                .is_err()
+        );
+    }
+    let snap = f.router.model_snapshot("mock-small").unwrap();
+    assert_eq!(
+        (snap.state, snap.consecutive_failures, snap.window_calls),
+        (ModelState::Healthy, 0, 0)
+    );
+
+    // A probe that is cancelled releases its slot: the next request probes.
+    f.router.cool_down(&"mock-small".into(), Duration::from_secs(5));
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let calls = f.small.calls();
+    let fut = send(&f.router, req("low"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(10), fut)
+            .await
+            .is_err()
+    );
+    assert_eq!(f.small.calls(), calls + 1);
+    f.small.set(Mode::Ok);
+    assert_eq!(
+        send(&f.router, req("low")).await.unwrap().model.as_str(),
+        "mock-small"
+    );
+    assert_eq!(state(&f.router, "mock-small"), ModelState::Healthy);
+}
+
+#[tokio::test(start_paused = true)]
+async fn only_one_probe_at_a_time() {
+    let f = fixture(no_jitter());
+    f.router.cool_down(&"mock-small".into(), Duration::from_secs(1));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    f.small.set(Mode::Sleep(Duration::from_secs(10)));
+    let probe = tokio::spawn(f.router.clone().oneshot(req("low")));
+    tokio::task::yield_now().await;
+    // While the probe is in flight, other requests skip the model.
+    assert_eq!(
+        send(&f.router, req("low")).await.unwrap().model.as_str(),
+        "mock-medium"
+    );
+    assert_eq!(f.small.calls(), 1);
+    assert_eq!(probe.await.unwrap().unwrap().model.as_str(), "mock-small");
+    assert_eq!(state(&f.router, "mock-small"), ModelState::Healthy);
+}
+
+#[test]
+fn a_cooled_tier_falls_back_while_another_is_healthy() {
+    let snapshotter = with_metrics(|| async {
+        let set = TierSet::new(vec![
+            TierConfig::new("low", vec![ModelSpec::new("a"), ModelSpec::new("b")]),
+            TierConfig::new("high", vec![ModelSpec::new("c")]),
+        ])
+        .unwrap();
+        let (a, b, c) = (
+            Script::new(Mode::Ok),
+            Script::new(Mode::Ok),
+            Script::new(Mode::Ok),
+        );
+        let router = TierRouter::builder(set)
+            .model("a", a.service())
+            .model("b", b.service())
+            .model("c", c.service())
+            .build()
+            .unwrap();
+        // The monitor cools the first model down: the tier's second model serves.
+        assert!(router.cool_down(&"a".into(), Duration::from_secs(60)));
+        assert!(!router.cool_down(&"zzz".into(), Duration::from_secs(60)));
+        assert_eq!(send(&router, req("low")).await.unwrap().model.as_str(), "b");
+        // The whole tier cooled down: the next tier serves.
+        router.cool_down(&"b".into(), Duration::from_secs(60));
+        assert_eq!(send(&router, req("low")).await.unwrap().model.as_str(), "c");
+        assert_eq!(state(&router, "a"), ModelState::CooledDown);
+        // Everything cooled down: the call fails and says why.
+        router.cool_down(&"c".into(), Duration::from_secs(60));
+        let err = send(&router, req("low")).await.unwrap_err();
+        let all = err.downcast_ref::<AllModelsFailed>().unwrap();
+        assert!(all.tried.is_empty());
+        assert_eq!(err.to_string(), "all models failed: cooled down a, b, c");
+        assert!(router.restore(&"a".into()));
+        assert_eq!(send(&router, req("low")).await.unwrap().model.as_str(), "a");
+        assert_eq!((a.calls(), b.calls(), c.calls()), (1, 1, 1));
+    })
+    .snapshot()
+    .into_vec();
+    let fb = |to: &str| {
+        metric(
+            &snapshotter,
+            catalog::FALLBACKS_TOTAL,
+            &[("from_tier", "low"), ("to_tier", to), ("reason", "cooled_down")],
+        )
+    };
+    assert_eq!(fb("low"), Some(&DebugValue::Counter(1)));
+    assert_eq!(fb("high"), Some(&DebugValue::Counter(1)));
+    assert_eq!(
+        metric(&snapshotter, catalog::MODEL_STATE, &[("model", "b")]),
+        Some(&DebugValue::Gauge(2.0.into()))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn all_models_failing_reports_each_and_classifies_as_the_last() {
+    let f = fixture(no_jitter());
+    f.small.set(Mode::Fail(FailureClass::UpstreamServer, 500));
+    f.medium.set(Mode::Io(std::io::ErrorKind::ConnectionRefused));
+    f.large.set(Mode::Fail(FailureClass::Timeout, 504));
+    let err = send(&f.router, req("medium")).await.unwrap_err();
+    // Medium first, then up, then down: the last failure was the small model's.
+    assert_eq!(classify_box(&err), FailureClass::UpstreamServer);
+    let all = err.downcast_ref::<AllModelsFailed>().unwrap();
+    let tried: Vec<_> = all.tried.iter().map(|(m, c)| (m.as_str(), *c)).collect();
+    assert_eq!(
+        tried,
+        vec![
+            ("mock-medium", FailureClass::Transport),
+            ("mock-large", FailureClass::Timeout),
+            ("mock-small", FailureClass::UpstreamServer),
+        ]
+    );
+    assert_eq!(
+        err.to_string(),
+        "all models failed: tried mock-medium (transport), mock-large (timeout), mock-small (upstream_server_error)"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn context_length_goes_to_a_bigger_window() {
+    let f = fixture(no_jitter());
+    f.small.set(Mode::Fail(FailureClass::ContextLengthExceeded, 400));
+    let resp = send(&f.router, req("low")).await.unwrap();
+    assert_eq!(resp.model.as_str(), "mock-medium");
+    assert_eq!(state(&f.router, "mock-small"), ModelState::Healthy);
+    // From the top there is nothing bigger: fails with the context class.
+    f.large.set(Mode::Fail(FailureClass::ContextLengthExceeded, 400));
+    let err = send(&f.router, req("high")).await.unwrap_err();
+    assert_eq!(classify_box(&err), FailureClass::ContextLengthExceeded);
+    assert_eq!(
+        (f.small.calls(), f.medium.calls()),
+        (1, 1),
+        "smaller windows are not tried"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_model_does_not_stall_other_tiers() {
+    let (mock, mut handle) = tower_test::mock::pair::<LlmRequest, LlmResponse>();
+    handle.allow(0); // the low model is saturated: never ready
+    let large = Script::new(Mode::Ok);
+    let router = TierRouter::builder(TierSet::default())
+        .model("mock-small", mock)
+        .model("mock-medium", Script::new(Mode::Ok).service())
+        .model("mock-large", large.service())
+        .build()
+        .unwrap();
+    let stuck = tokio::spawn(router.clone().oneshot(req("low")));
+    tokio::task::yield_now().await;
+    let mut r = router.clone();
+    // The router itself stays ready and high-tier calls complete.
+    std::future::poll_fn(|cx| r.poll_ready(cx)).await.unwrap();
+    for _ in 0..3 {
+        let resp = tokio::time::timeout(Duration::from_secs(1), send(&router, req("high")))
+            .await
+            .expect("high tier stalled")
+            .unwrap();
+        assert_eq!(resp.model.as_str(), "mock-large");
+    }
+    assert!(!stuck.is_finished());
+    stuck.abort();
+}
+
+#[tokio::test(start_paused = true)]
+async fn explicit_models_and_unknown_targets() {
+    let f = fixture(no_jitter());
+    let r = LlmRequest::new("s", "a", vec![Message::user("x")]).with_model("mock-large");
+    assert_eq!(send(&f.router, r).await.unwrap().model.as_str(), "mock-large");
+    // A failing pinned model falls back within its tier's neighbours.
+    f.large.set(Mode::Fail(FailureClass::UpstreamServer, 500));
+    let r = LlmRequest::new("s", "a", vec![Message::user("x")]).with_model("mock-large");
+    assert_eq!(send(&f.router, r).await.unwrap().model.as_str(), "mock-medium");
+    // No tier: the default (lowest) tier.
+    let r = LlmRequest::new("s", "a", vec![Message::user("x")]);
+    assert_eq!(send(&f.router, r).await.unwrap().model.as_str(), "mock-small");
+    let err = send(&f.router, req("ultra")).await.unwrap_err();
+    assert_eq!(err.to_string(), "unknown tier `ultra`");
+    let r = LlmRequest::new("s", "a", vec![Message::user("x")]).with_model("gpt-9");
+    let err = send(&f.router, r).await.unwrap_err();
+    assert!(err.is::<UnknownModel>());
+}
+
+#[test]
+fn fallback_orders() {
+    let order = |o: FallbackOrder, start| (0..6).filter_map(|s| o.tier_at(start, s, 4)).collect::<Vec<_>>();
+    assert_eq!(order(FallbackOrder::UpThenDown, 1), vec![1, 2, 3, 0]);
+    assert_eq!(order(FallbackOrder::DownThenUp, 2), vec![2, 1, 0, 3]);
+    assert_eq!(order(FallbackOrder::UpOnly, 2), vec![2, 3]);
+    assert_eq!(order(FallbackOrder::DownOnly, 2), vec![2, 1, 0]);
+    assert_eq!(order(FallbackOrder::SameTier, 2), vec![2]);
+    assert_eq!(order(FallbackOrder::UpThenDown, 3), vec![3, 2, 1, 0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn builder_errors() {
+    let s = Script::new(Mode::Ok);
+    let err = TierRouter::builder(TierSet::default())
+        .model("mock-small", s.service())
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(err, BuildError::MissingService(ref m) if m.as_str() == "mock-medium"),
+        "{err}"
+    );
+    let err = TierRouter::builder(TierSet::default())
+        .model("nope", s.service())
+        .build()
+        .unwrap_err();
+    assert_eq!(err.to_string(), "model `nope` is not in the tier set");
+    let err = fixture_builder(&s).default_tier("ultra").build().unwrap_err();
+    assert!(matches!(err, BuildError::UnknownTier(_)));
+    let err = fixture_builder(&s)
+        .cooldown(CooldownPolicy {
+            failure_rate_threshold: 0.0,
+            ..CooldownPolicy::default()
+        })
+        .build()
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("cooldown.failure_rate_threshold"),
+        "{err}"
+    );
+}
+
+fn fixture_builder(s: &Script) -> TierRouterBuilder {
+    TierRouter::builder(TierSet::default())
+        .model("mock-small", s.service())
+        .model("mock-medium", s.service())
+        .model("mock-large", s.service())
+}
+
+#[tokio::test(start_paused = true)]
+async fn streaming_responses_pass_through() {
+    let stream = Script::new(Mode::Ok);
+    let svc = tower::service_fn(|req: LlmRequest| async move {
+        let chunks = futures_util::stream::iter(vec![Ok(mantissa_core::Chunk::default())]);
+        Ok::<_, BoxError>(LlmResponse::streaming(
+            req.model.unwrap(),
+            mantissa_core::ChunkStream::new(chunks),
+        ))
+    });
+    let router = TierRouter::builder(TierSet::default())
+        .model("mock-small", svc)
+        .model("mock-medium", stream.service())
+        .model("mock-large", stream.service())
+        .build()
+        .unwrap();
+    let resp = send(&router, req("low")).await.unwrap();
+    assert!(resp.is_streaming());
+    assert_eq!(resp.model.as_str(), "mock-small");
+}
