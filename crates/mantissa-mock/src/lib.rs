@@ -11,6 +11,9 @@
 //! - [`MockTools`]: a `tower::Service<ToolRequest>` with registered tools,
 //!   failure injection, latency, and demo trading tools (`get_market_price`,
 //!   `assess_risk`, `place_order`).
+//! - [`HttpMockLlm`]: an OpenAI-compatible chat-completions server on
+//!   loopback (wiremock) with JSON and SSE replies and failures as real HTTP,
+//!   for testing HTTP clients.
 //!
 //! Time in the mock goes through `tokio::time`, so tests on a paused clock
 //! advance through simulated latency instantly.
@@ -33,12 +36,14 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod http;
 mod latency;
 pub mod llm;
 mod reply;
 mod stream;
 pub mod tools;
 
+pub use http::{HttpMockLlm, HttpReply};
 pub use latency::Latency;
 pub use llm::{MockControl, MockLlm, MockLlmBuilder};
 pub use reply::{MockFailure, MockReply};

@@ -221,7 +221,7 @@ impl MockTools {
     }
 
     /// Seeds the generator behind latency ranges and failure rates.
-    /// Defaults to [`DEFAULT_SEED`](crate::llm::DEFAULT_SEED).
+    /// Defaults to [`DEFAULT_SEED`].
     pub fn with_seed(self, seed: u64) -> Self {
         self.shared.lock().rng = StdRng::seed_from_u64(seed);
         self
