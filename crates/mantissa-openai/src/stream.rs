@@ -52,18 +52,11 @@ pub(crate) async fn within<F: Future>(deadline: Option<Deadline>, fut: F) -> Res
     }
 }
 
-/// Error for a body read that failed mid-way.
+/// Error for a body read that failed mid-way. reqwest reports these as
+/// "decode" errors whatever the cause; with no content-encoding enabled the
+/// cause is the connection (hyper's incomplete message, a reset), so they are
+/// transport failures.
 pub(crate) fn body_read_error(e: BoxError) -> LlmError {
-    if let Some(re) = e.downcast_ref::<reqwest::Error>() {
-        if re.is_decode() {
-            let inv = InvalidResponse::new(
-                InvalidResponseKind::MalformedJson,
-                "response body cannot be decoded",
-            );
-            return LlmError::new(FailureClass::InvalidResponse, format!("{inv}: {re}"))
-                .with_source(inv.with_source(e));
-        }
-    }
     let message = format!("connection lost while reading the response: {e}");
     LlmError::new(FailureClass::Transport, message)
         .with_source(TransportError::new("connection lost while reading the response").with_source(e))
