@@ -11,6 +11,8 @@
 //! - [`MockTools`]: a `tower::Service<ToolRequest>` with registered tools,
 //!   failure injection, latency, and demo trading tools (`get_market_price`,
 //!   `assess_risk`, `place_order`).
+//! - [`demo::trader`]: a scripted tool-using agent (a responder for
+//!   [`MockLlm`]) that drives the demo tools, for examples.
 //! - [`HttpMockLlm`]: an OpenAI-compatible chat-completions server on
 //!   loopback (wiremock) with JSON and SSE replies and failures as real HTTP,
 //!   for testing HTTP clients.
@@ -36,6 +38,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod demo;
 pub mod http;
 mod latency;
 pub mod llm;

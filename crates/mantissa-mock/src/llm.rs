@@ -15,7 +15,14 @@
 //! It then waits the model's latency (with `tokio::time::sleep`, so paused-time
 //! tests advance instantly) and answers. When `req.params.stream` is set the
 //! answer is a streaming [`LlmResponse`] whose chunks carry the text, tool-call
-//! deltas and, on the last chunk, the usage.
+//! deltas and, on the last chunk, the usage. For a stream the model's latency
+//! is the wait before the response itself (the headers, in HTTP terms); the
+//! [`StreamOptions`] delays then pace the chunks (time to first chunk, and
+//! between chunks). A failure is returned from the call itself, never inside
+//! a stream, except a deliberate cut ([`MockReply::cut_stream_after`]).
+//!
+//! Input tokens are estimated from the request with [`CharEstimator`] (or
+//! taken from [`MockReply::with_usage`]); output tokens from the reply.
 //!
 //! # Examples
 //!
