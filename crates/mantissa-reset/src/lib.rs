@@ -166,8 +166,8 @@ pub use compact::{CLEARED_PREFIX, SUMMARY_NAME, clear_tool_results};
 pub use layer::{FALLBACK_WINDOW, ResetLayer, Summarizer};
 pub use notice::{ContextReset, ContextWarning, trace};
 pub use policy::{
-    Assessment, BrittlenessPolicy, Combine, ErrorRateRule, Signals, Stage, StagePlan, Strategy, Trigger,
-    TriggerSet,
+    Assessment, BrittlenessPolicy, Combine, ErrorRateRule, REARM_RATIO, Signals, Stage, StagePlan, Strategy,
+    Trigger, TriggerSet,
 };
 pub use service::{ContextBudgetExceeded, Reset, ResponseFuture};
 pub use stage::{

@@ -263,7 +263,15 @@ pub struct Assessment {
     /// The compaction to run, if any: the trigger that decided and its stage
     /// (at least [`Stage::ClearToolResults`]).
     pub action: Option<(Trigger, Stage)>,
+    /// Triggers clearly below their threshold (under [`REARM_RATIO`] of it).
+    /// A warning re-arms only once its trigger was calm, so a signal hovering
+    /// around its threshold warns once, not on every crossing.
+    pub calm: TriggerSet,
 }
+
+/// The fraction of its threshold a signal must fall under before its warning
+/// can fire again (hysteresis).
+pub const REARM_RATIO: f64 = 0.8;
 
 /// Thresholds and the stage plan. See the [module docs](self) for defaults.
 #[derive(Debug, Clone, PartialEq)]
@@ -467,16 +475,30 @@ impl BrittlenessPolicy {
         ];
         let mut active = TriggerSet::EMPTY;
         let mut enabled = TriggerSet::EMPTY;
+        let mut calm = TriggerSet::EMPTY;
         let mut score: f64 = 0.0;
         for (t, ratio) in ratios {
-            if let Some(r) = ratio {
-                enabled.insert(t);
-                let r = if r.is_finite() { r.max(0.0) } else { 1.0 };
-                score = score.max(r.min(1.0));
-                if r >= 1.0 {
-                    active.insert(t);
+            match ratio {
+                Some(r) => {
+                    enabled.insert(t);
+                    let r = if r.is_finite() { r.max(0.0) } else { 1.0 };
+                    score = score.max(r.min(1.0));
+                    if r >= 1.0 {
+                        active.insert(t);
+                    }
+                    if r < REARM_RATIO {
+                        calm.insert(t);
+                    }
                 }
+                None => calm.insert(t),
             }
+        }
+        calm.insert(Trigger::Requested);
+        calm.insert(Trigger::ContextLengthExceeded);
+        match self.warn_fraction {
+            None => calm.insert(Trigger::ContextWarning),
+            Some(w) if frac < w * REARM_RATIO => calm.insert(Trigger::ContextWarning),
+            Some(_) => {}
         }
         if let Some(w) = self.warn_fraction {
             if frac >= w {
@@ -516,6 +538,7 @@ impl BrittlenessPolicy {
             score: score.clamp(0.0, 1.0),
             active,
             action,
+            calm,
         }
     }
 }

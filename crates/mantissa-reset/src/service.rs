@@ -271,7 +271,7 @@ fn pre_call(
             (t, stage)
         }
     });
-    let rising = st.rising_warnings(assessment.active);
+    let rising = st.rising_warnings(assessment.active, assessment.calm);
     let mut warnings = TriggerSet::EMPTY;
     for t in rising.iter() {
         if policy.plan().stage(t) == Stage::Warn {

@@ -331,11 +331,11 @@ impl SessionState {
         self.pending_reset = Some(Arc::from(reason));
     }
 
-    /// Warning triggers that just became active (rising edge); remembers the
-    /// active set for the next call.
-    pub(crate) fn rising_warnings(&mut self, active: TriggerSet) -> TriggerSet {
+    /// Warning triggers that just became active (rising edge, with
+    /// hysteresis: a trigger re-arms only once it was `calm`).
+    pub(crate) fn rising_warnings(&mut self, active: TriggerSet, calm: TriggerSet) -> TriggerSet {
         let new = active.bits() & !self.warned;
-        self.warned = active.bits();
+        self.warned = (self.warned | active.bits()) & !calm.bits();
         TriggerSet::from_bits(new)
     }
 
