@@ -478,4 +478,4 @@ pub(crate) fn fallback_reason(class: Option<FailureClass>) -> &'static str {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

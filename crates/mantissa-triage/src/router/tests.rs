@@ -53,6 +53,10 @@ impl Script {
         self.0.lock().unwrap().calls
     }
 
+    pub(crate) fn first_request(&self) -> Option<LlmRequest> {
+        self.0.lock().unwrap().seen.first().cloned()
+    }
+
     pub(crate) fn last_request(&self) -> Option<LlmRequest> {
         self.0.lock().unwrap().seen.last().cloned()
     }
@@ -148,7 +152,7 @@ fn state(router: &TierRouter, model: &str) -> ModelState {
 }
 
 /// Runs `f` on a paused current-thread runtime with a local debugging recorder.
-fn with_metrics<F: Future<Output = ()>>(f: impl FnOnce() -> F) -> Snapshotter {
+pub(crate) fn with_metrics<F: Future<Output = ()>>(f: impl FnOnce() -> F) -> Snapshotter {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     metrics::with_local_recorder(&recorder, || {
@@ -162,7 +166,7 @@ fn with_metrics<F: Future<Output = ()>>(f: impl FnOnce() -> F) -> Snapshotter {
     snapshotter
 }
 
-fn metric<'a>(
+pub(crate) fn metric<'a>(
     snap: &'a [(
         metrics_util::CompositeKey,
         Option<metrics::Unit>,

@@ -307,3 +307,6 @@ where
         ResponseFuture::triaging(fut, req, inner, self.shared.clone())
     }
 }
+
+#[cfg(test)]
+mod tests;

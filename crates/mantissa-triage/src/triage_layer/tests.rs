@@ -1,0 +1,264 @@
+use std::time::Duration;
+
+use mantissa_core::catalog;
+use mantissa_core::control::TierControl;
+use mantissa_core::{
+    BoxError, FailureClass, LlmRequest, LlmResponse, Message, Tier, TierSet, ToolSpec, Usage,
+};
+use metrics_util::debugging::DebugValue;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::router::tests::{Mode, Script, fixture, metric, with_metrics};
+use crate::router::{CooldownPolicy, Routed};
+use crate::{LlmTriage, RuleTriage, TierDecision, TriageLayer, TriageReason};
+
+fn user(session: &str, agent: &str, text: &str) -> LlmRequest {
+    LlmRequest::new(
+        session,
+        agent,
+        vec![Message::system("You are an agent."), Message::user(text)],
+    )
+}
+
+const CODE: &str = "Why does this panic?\n```rust\nfn main() { let v: Vec<u8> = vec![]; v[0]; }\n```";
+
+#[test]
+fn decisions_reach_the_inner_service_the_response_and_the_metrics() {
+    let snap = with_metrics(|| async {
+        let f = fixture(CooldownPolicy::default());
+        let tiers = TierSet::default();
+        let svc = TriageLayer::new(&tiers, RuleTriage::new(&tiers)).layer(f.router.clone());
+
+        let resp = svc
+            .clone()
+            .oneshot(user("s1", "helper", "hi there!"))
+            .await
+            .unwrap();
+        assert_eq!(resp.model.as_str(), "mock-small");
+        let d = resp.extensions.get::<TierDecision>().unwrap();
+        assert_eq!((d.tier.as_str(), d.reason), ("low", TriageReason::Rules));
+        // The inner service saw the tier and the decision in the request.
+        let seen = f.small.last_request().unwrap();
+        assert_eq!(seen.tier.as_ref().unwrap().as_str(), "low");
+        assert_eq!(seen.extensions.get::<TierDecision>().unwrap(), d);
+
+        let resp = svc.clone().oneshot(user("s2", "helper", CODE)).await.unwrap();
+        assert_eq!(resp.model.as_str(), "mock-large");
+        assert_eq!(
+            resp.extensions.get::<Routed>().unwrap().requested_tier.as_str(),
+            "high"
+        );
+
+        // Explicit tiers and models are kept.
+        let r = user("s3", "helper", CODE).with_tier("medium");
+        let resp = svc.clone().oneshot(r).await.unwrap();
+        assert_eq!(resp.model.as_str(), "mock-medium");
+        assert_eq!(
+            resp.extensions.get::<TierDecision>().unwrap().reason,
+            TriageReason::Explicit
+        );
+        let r = user("s3", "helper", "hi").with_model("mock-large");
+        let resp = svc.clone().oneshot(r).await.unwrap();
+        assert_eq!(resp.model.as_str(), "mock-large");
+        let d = resp.extensions.get::<TierDecision>().unwrap();
+        assert_eq!((d.tier.as_str(), d.reason), ("high", TriageReason::Explicit));
+    })
+    .snapshot()
+    .into_vec();
+    let decisions = |tier: &str, reason: &str| {
+        metric(
+            &snap,
+            catalog::TRIAGE_DECISIONS_TOTAL,
+            &[("agent", "helper"), ("tier", tier), ("reason", reason)],
+        )
+    };
+    assert_eq!(decisions("low", "rules"), Some(&DebugValue::Counter(1)));
+    assert_eq!(decisions("high", "rules"), Some(&DebugValue::Counter(1)));
+    assert_eq!(decisions("medium", "explicit"), Some(&DebugValue::Counter(1)));
+    assert_eq!(decisions("high", "explicit"), Some(&DebugValue::Counter(1)));
+    // Scores are recorded for strategy decisions only.
+    match metric(&snap, catalog::TRIAGE_SCORE, &[("agent", "helper")]) {
+        Some(DebugValue::Histogram(v)) => {
+            assert_eq!(v.len(), 2);
+            assert!(v[0].into_inner() < 0.25 && v[1].into_inner() >= 0.6, "{v:?}");
+        }
+        other => panic!("no score histogram: {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn within_a_session_the_tier_rises_but_does_not_fall() {
+    let f = fixture(CooldownPolicy::default());
+    let tiers = TierSet::default();
+    let layer = TriageLayer::new(&tiers, RuleTriage::new(&tiers)).stickiness(100, Duration::from_secs(600));
+    let svc = layer.layer(f.router.clone());
+    let tier_of = |resp: LlmResponse| {
+        let d = resp.extensions.get::<TierDecision>().unwrap().clone();
+        (d.tier.to_string(), d.reason)
+    };
+    let r = svc.clone().oneshot(user("a", "x", "hello")).await.unwrap();
+    assert_eq!(tier_of(r), ("low".into(), TriageReason::Rules));
+    let r = svc.clone().oneshot(user("a", "x", CODE)).await.unwrap();
+    assert_eq!(tier_of(r), ("high".into(), TriageReason::Rules));
+    let r = svc.clone().oneshot(user("a", "x", "thanks!")).await.unwrap();
+    assert_eq!(tier_of(r), ("high".into(), TriageReason::Sticky));
+    assert_eq!(f.large.calls(), 2);
+    // Another session is not affected.
+    let r = svc.clone().oneshot(user("b", "x", "thanks!")).await.unwrap();
+    assert_eq!(tier_of(r), ("low".into(), TriageReason::Rules));
+    // After the idle TTL the session may fall again.
+    tokio::time::advance(Duration::from_secs(601)).await;
+    let r = svc.clone().oneshot(user("a", "x", "thanks!")).await.unwrap();
+    assert_eq!(tier_of(r), ("low".into(), TriageReason::Rules));
+
+    // Without stickiness each request stands alone.
+    let svc = TriageLayer::new(&tiers, RuleTriage::new(&tiers))
+        .without_stickiness()
+        .layer(f.router.clone());
+    svc.clone().oneshot(user("c", "x", CODE)).await.unwrap();
+    let r = svc.clone().oneshot(user("c", "x", "thanks!")).await.unwrap();
+    assert_eq!(tier_of(r), ("low".into(), TriageReason::Rules));
+}
+
+#[tokio::test(start_paused = true)]
+async fn agents_can_be_pinned_to_a_tier() {
+    let f = fixture(CooldownPolicy::default());
+    let tiers = TierSet::default();
+    let layer = TriageLayer::new(&tiers, RuleTriage::new(&tiers));
+    let control = layer.control();
+    let svc = layer.layer(f.router.clone());
+    control.set_agent_tier(&"trader".into(), Some(Tier::high()));
+    control.set_agent_tier(&"other".into(), Some(Tier::new("ultra"))); // ignored
+    assert_eq!(control.agent_tier(&"other".into()), None);
+    let r = svc.clone().oneshot(user("s", "trader", "hi")).await.unwrap();
+    assert_eq!(r.model.as_str(), "mock-large");
+    assert_eq!(
+        r.extensions.get::<TierDecision>().unwrap().reason,
+        TriageReason::Override
+    );
+    let r = svc.clone().oneshot(user("s", "helper", "hi")).await.unwrap();
+    assert_eq!(r.model.as_str(), "mock-small");
+    control.set_agent_tier(&"trader".into(), None);
+    let r = svc.clone().oneshot(user("s2", "trader", "hi")).await.unwrap();
+    assert_eq!(r.model.as_str(), "mock-small");
+}
+
+fn answering(
+    mode: Mode,
+    answer: &'static str,
+) -> impl tower::Service<LlmRequest, Response = LlmResponse, Error = BoxError, Future = impl Send>
++ Clone
++ Send
++ Sync
++ 'static {
+    let script = Script::new(mode);
+    tower::service_fn(move |req: LlmRequest| {
+        let script = script.clone();
+        async move {
+            let mut svc = script.service();
+            let resp = svc.ready().await?.call(req).await?;
+            Ok::<_, BoxError>(LlmResponse::new(
+                resp.model,
+                Message::assistant(answer),
+                Usage::default(),
+            ))
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn llm_triage_uses_the_answer_or_falls_back() {
+    use crate::AsyncTriage;
+    let tiers = TierSet::default();
+    let code = user("s", "a", CODE);
+    let chat = user("s", "a", "hello");
+    let cases: Vec<(Mode, &'static str, &LlmRequest, &str, TriageReason)> = vec![
+        (Mode::Ok, "Medium.", &chat, "medium", TriageReason::Model),
+        (Mode::Ok, "  HIGH", &chat, "high", TriageReason::Model),
+        (Mode::Ok, "0.9", &chat, "high", TriageReason::Model),
+        (
+            Mode::Ok,
+            "0.1 because it is easy",
+            &code,
+            "low",
+            TriageReason::Model,
+        ),
+        // Garbled, out of range, failed, late: the rule fallback decides.
+        (Mode::Ok, "banana", &code, "high", TriageReason::ModelFallback),
+        (Mode::Ok, "7", &chat, "low", TriageReason::ModelFallback),
+        (Mode::Ok, "", &code, "high", TriageReason::ModelFallback),
+        (
+            Mode::Fail(FailureClass::UpstreamServer, 500),
+            "high",
+            &chat,
+            "low",
+            TriageReason::ModelFallback,
+        ),
+        (
+            Mode::Sleep(Duration::from_secs(5)),
+            "high",
+            &chat,
+            "low",
+            TriageReason::ModelFallback,
+        ),
+    ];
+    for (mode, answer, req, tier, reason) in cases {
+        let triage = LlmTriage::new(answering(mode, answer), &tiers);
+        let d = triage.decide(req).await;
+        assert_eq!((d.tier.as_str(), d.reason), (tier, reason), "answer {answer:?}");
+    }
+    // The late answer was abandoned at the timeout.
+    let start = tokio::time::Instant::now();
+    let triage = LlmTriage::new(answering(Mode::Sleep(Duration::from_secs(5)), "high"), &tiers)
+        .timeout(Duration::from_millis(500));
+    triage.decide(&chat).await;
+    assert_eq!(start.elapsed(), Duration::from_millis(500));
+}
+
+#[tokio::test(start_paused = true)]
+async fn llm_triage_sends_a_small_prompt_to_the_classifier_tier() {
+    let tiers = TierSet::default();
+    let f = fixture(CooldownPolicy::default());
+    // The router itself is the classifier: the ask goes to the lowest tier.
+    let triage = LlmTriage::new(f.router.clone(), &tiers).max_request_bytes(9);
+    let svc = TriageLayer::new(&tiers, triage).layer(f.router.clone());
+    let resp = svc.oneshot(user("s", "a", "ééééééééé tell me")).await.unwrap();
+    // The mock answers "ok": unparseable, so the rule fallback decided.
+    let d = resp.extensions.get::<TierDecision>().unwrap();
+    assert_eq!(d.reason, TriageReason::ModelFallback);
+    let ask = f.small.first_request().unwrap();
+    let prompt = ask.messages()[0].text().to_owned();
+    assert!(prompt.contains("low, medium or high"), "{prompt}");
+    assert!(
+        prompt.contains("<<<\néééé\n>>>"),
+        "truncated on a char boundary: {prompt}"
+    );
+    assert_eq!(ask.params.max_tokens, Some(8));
+    assert!(
+        LlmTriage::new(f.router.clone(), &tiers)
+            .prompt("no placeholder")
+            .is_err()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn closures_are_strategies_and_tools_alone_stay_low() {
+    let f = fixture(CooldownPolicy::default());
+    let tiers = TierSet::default();
+    let by_tools = |req: &LlmRequest| {
+        let tier = if req.tools.is_empty() {
+            Tier::low()
+        } else {
+            Tier::medium()
+        };
+        TierDecision::new(tier, 0.5, TriageReason::Custom("tools"))
+    };
+    let svc = TriageLayer::new(&tiers, by_tools).layer(f.router.clone());
+    let r = user("s", "a", "x").with_tools(vec![ToolSpec::function("t", "d", serde_json::json!({}))]);
+    let resp = svc.oneshot(r).await.unwrap();
+    assert_eq!(resp.model.as_str(), "mock-medium");
+    assert_eq!(
+        resp.extensions.get::<TierDecision>().unwrap().reason.as_str(),
+        "tools"
+    );
+}
