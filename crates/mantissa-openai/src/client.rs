@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 use tracing::Instrument;
 
-use crate::config::OpenAiConfig;
+use crate::config::{OpenAiConfig, Timeouts};
 use crate::error::{
     ApiError, BuildError, InvalidResponse, InvalidResponseKind, TimeoutError, TimeoutKind, TransportError,
 };
@@ -44,6 +44,9 @@ pub struct ResponseMeta {
     pub request_id: Option<String>,
     /// `system_fingerprint`, for non-streaming responses.
     pub system_fingerprint: Option<String>,
+    /// The `x-ratelimit-*` headers, when the provider sent any: how much of
+    /// the quota is left after this call.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// An OpenAI-compatible chat-completions client as a tower
@@ -181,7 +184,13 @@ impl OpenAiClient {
         })?;
         tracing::debug!(model = %model, upstream, stream, bytes = body.len(), "sending chat completion");
 
-        let timeouts = config.timeouts;
+        // A `Timeouts` in the request's extensions overrides the client's for
+        // this call (its `connect` is ignored: that belongs to the pool).
+        let timeouts = req
+            .extensions
+            .get::<Timeouts>()
+            .copied()
+            .unwrap_or(config.timeouts);
         let total = Deadline::starting(start, TimeoutKind::Total, timeouts.total);
         let first = if stream {
             Deadline::starting(start, TimeoutKind::FirstChunk, timeouts.first_chunk)
@@ -224,8 +233,14 @@ impl OpenAiClient {
                     .to_ascii_lowercase()
                     .starts_with("text/event-stream")
             });
+        let has_rate_limit = response
+            .headers()
+            .keys()
+            .any(|k| k.as_str().starts_with("x-ratelimit-"));
         let mut meta = ResponseMeta {
             request_id,
+            rate_limit: has_rate_limit
+                .then(|| RateLimit::from_headers(response.headers(), SystemTime::now())),
             ..ResponseMeta::default()
         };
         let body = body_stream(response);

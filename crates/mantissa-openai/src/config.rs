@@ -62,6 +62,21 @@ impl From<String> for ApiKey {
 }
 
 /// The client's timeouts. `None` disables one.
+///
+/// Besides configuring the client with them, a caller (or a router with a
+/// latency budget) can put a `Timeouts` in
+/// [`LlmRequest::extensions`](mantissa_core::LlmRequest::extensions) to
+/// override `total`, `first_chunk` and `idle` for one call; `connect` belongs
+/// to the connection pool and is not overridden.
+///
+/// ```
+/// use std::time::Duration;
+/// use mantissa_core::{LlmRequest, Message};
+/// use mantissa_openai::Timeouts;
+///
+/// let mut req = LlmRequest::new("s1", "agent", vec![Message::user("hi")]);
+/// req.extensions.insert(Timeouts { total: Some(Duration::from_secs(5)), ..Timeouts::default() });
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     /// Establishing the connection (TCP and TLS).
@@ -460,6 +475,10 @@ mod tests {
         assert!(!debug.contains("sk-from-env"), "{debug}");
         assert!(debug.contains("[REDACTED]"));
 
+        assert!(matches!(
+            OpenAiConfig::openai().api_key_from_env("MANTISSA_OPENAI_SURELY_UNSET_VAR"),
+            Err(BuildError::MissingEnv(v)) if v == "MANTISSA_OPENAI_SURELY_UNSET_VAR"
+        ));
         let config = OpenAiConfig::from_lookup(|_| None);
         assert_eq!(config.base_url(), OPENAI_BASE_URL);
         assert!(!config.has_api_key());

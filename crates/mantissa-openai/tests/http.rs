@@ -17,8 +17,8 @@ use mantissa_core::{
     classify,
 };
 use mantissa_openai::{
-    InvalidResponseKind, ModelSettings, OpenAiClient, OpenAiConfig, ResponseMeta, TimeoutKind, api_error,
-    collect_response, rate_limit, timeout_error,
+    InvalidResponseKind, ModelSettings, OpenAiClient, OpenAiConfig, ResponseMeta, TimeoutKind, Timeouts,
+    api_error, collect_response, rate_limit, timeout_error,
 };
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -107,7 +107,8 @@ async fn plain_text_completion_and_request_shape() {
             "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello!"}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
         }))
-        .insert_header("x-request-id", "req-42"),
+        .insert_header("x-request-id", "req-42")
+        .insert_header("x-ratelimit-remaining-tokens", "149000"),
     )
     .await;
     let mut req = request();
@@ -132,6 +133,7 @@ async fn plain_text_completion_and_request_shape() {
     assert_eq!(meta.upstream_model.as_deref(), Some("upstream-small-2024-07-18"));
     assert_eq!(meta.completion_id.as_deref(), Some("chatcmpl-1"));
     assert_eq!(meta.request_id.as_deref(), Some("req-42"));
+    assert_eq!(meta.rate_limit.as_ref().unwrap().remaining_tokens, Some(149_000));
 
     let body = received_body(&server).await;
     assert_eq!(
@@ -492,6 +494,15 @@ async fn first_byte_delays_trip_the_first_chunk_and_total_timeouts() {
         .set_delay(Duration::from_millis(300)),
     )
     .await;
+    // A per-request override of the client's (default, long) timeouts.
+    let mut req = stream_request();
+    req.extensions.insert(Timeouts {
+        first_chunk: Some(Duration::from_millis(30)),
+        ..Timeouts::default()
+    });
+    let err = call(&client(&server.uri()), req).await.unwrap_err();
+    assert_eq!(timeout_error(&*err).unwrap().kind(), TimeoutKind::FirstChunk);
+
     let client =
         OpenAiClient::new(config(&server.uri()).first_chunk_timeout(Duration::from_millis(30))).unwrap();
     let err = call(&client, stream_request()).await.unwrap_err();
@@ -502,6 +513,30 @@ async fn first_byte_delays_trip_the_first_chunk_and_total_timeouts() {
     let client = OpenAiClient::new(config(&server.uri()).total_timeout(Duration::from_millis(30))).unwrap();
     let err = call(&client, request()).await.unwrap_err();
     assert_eq!(timeout_error(&*err).unwrap().kind(), TimeoutKind::Total);
+}
+
+#[tokio::test]
+async fn a_connect_that_hangs_trips_the_connect_timeout() {
+    // A listener that never accepts, with a full accept queue: the kernel
+    // drops further SYNs, so a connect hangs (loopback only, no blackhole host).
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let _listener = socket.listen(0).unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        match tokio::time::timeout(Duration::from_millis(30), TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => fillers.push(stream),
+            _ => break,
+        }
+    }
+    let client =
+        OpenAiClient::new(config(&format!("http://{addr}")).connect_timeout(Duration::from_millis(40)))
+            .unwrap();
+    let err = call(&client, request()).await.unwrap_err();
+    assert_eq!(classify(&*err), FailureClass::Timeout, "{err}");
+    assert_eq!(timeout_error(&*err).unwrap().kind(), TimeoutKind::Connect);
+    assert!(err.to_string().contains("connect timeout"), "{err}");
 }
 
 /// A one-connection HTTP/1.1 server that reads the request and then runs `script`.
