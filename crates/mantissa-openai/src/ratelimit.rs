@@ -64,7 +64,7 @@ pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Durati
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
     if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
         if ms.is_finite() && ms >= 0.0 {
-            return Some(Duration::from_secs_f64(ms / 1000.0).min(MAX_WAIT));
+            return Some(Duration::from_secs_f64((ms / 1000.0).min(MAX_WAIT.as_secs_f64())));
         }
     }
     let value = text("retry-after")?;
@@ -220,6 +220,30 @@ mod tests {
             Some(MAX_WAIT)
         );
         assert_eq!(retry_after(&HeaderMap::new(), now), None);
+        assert_eq!(
+            retry_after(&headers(&[("retry-after-ms", "1e300")]), now),
+            Some(MAX_WAIT)
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn header_parsers_never_panic(s in "\\PC{0,40}", digits in "[0-9.eE+-]{0,30}") {
+            let _ = parse_duration(&s);
+            let _ = parse_duration(&digits);
+            let _ = parse_http_date(&s);
+            let mut h = HeaderMap::new();
+            for name in ["retry-after", "retry-after-ms", "x-ratelimit-reset-tokens", "x-ratelimit-limit-tokens"] {
+                if let Ok(v) = HeaderValue::from_str(&digits) {
+                    h.insert(name, v);
+                }
+            }
+            let _ = RateLimit::from_headers(&h, SystemTime::now());
+            if let Ok(v) = HeaderValue::from_str(&s) {
+                h.insert("retry-after", v);
+            }
+            let _ = retry_after(&h, SystemTime::now());
+        }
     }
 
     #[test]

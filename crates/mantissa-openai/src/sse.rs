@@ -336,6 +336,59 @@ mod tests {
         assert_eq!(d.next_event(), Err(SseError::EventTooLarge { limit: 20 }));
     }
 
+    proptest::proptest! {
+        /// Any bytes, split anywhere: no panic, and the same events (or the
+        /// same error) as feeding them whole.
+        #[test]
+        fn arbitrary_input_and_splits_agree(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(b"\r\n: adtiv".to_vec()),
+                    proptest::num::u8::ANY,
+                ],
+                0..300,
+            ),
+            cuts in proptest::collection::vec(0usize..300, 0..6),
+        ) {
+            let run = |parts: &[&[u8]]| {
+                let mut d = SseDecoder::with_limits(64, 128);
+                let mut out = Vec::new();
+                for p in parts {
+                    d.push(p);
+                    loop {
+                        match d.next_event() {
+                            Ok(Some(e)) => out.push(Ok(e)),
+                            Ok(None) => break,
+                            Err(e) => {
+                                out.push(Err(e));
+                                return out;
+                            }
+                        }
+                    }
+                }
+                out.extend(d.finish().map(Ok));
+                out
+            };
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            let mut parts = Vec::new();
+            let mut prev = 0;
+            for c in cuts {
+                parts.push(&bytes[prev..c]);
+                prev = c;
+            }
+            parts.push(&bytes[prev..]);
+            let whole = run(&[&bytes]);
+            let split = run(&parts);
+            // A line-length error may be detected earlier when split, never later;
+            // events before it agree.
+            let ok = |v: &Vec<Result<SseEvent, SseError>>| v.iter().take_while(|r| r.is_ok()).count();
+            let n = ok(&whole).min(ok(&split));
+            proptest::prop_assert_eq!(&whole[..n], &split[..n]);
+            proptest::prop_assert_eq!(whole.iter().any(Result::is_err), split.iter().any(Result::is_err));
+        }
+    }
+
     #[test]
     fn many_small_pushes_do_not_rescan_or_grow() {
         let mut d = SseDecoder::new();

@@ -607,6 +607,19 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bodies_never_panic(s in "\\PC{0,200}", n in proptest::num::i64::ANY) {
+            let _ = parse_error_body(&s);
+            let _ = serde_json::from_str::<Completion>(&s).map(|mut c| c.take_first());
+            let _ = serde_json::from_str::<StreamChunk>(&s).map(StreamChunk::into_chunk);
+            let odd = json!({"choices": [{"index": n, "delta": {"tool_calls": [{"index": n}], "content": [n]},
+                "message": {"tool_calls": [{"function": {"arguments": n}}]}}], "usage": {"prompt_tokens": n}});
+            let _ = serde_json::from_value::<Completion>(odd.clone()).map(|mut c| c.take_first());
+            let _ = serde_json::from_value::<StreamChunk>(odd).map(StreamChunk::into_chunk);
+        }
+    }
+
     #[test]
     fn truncate_respects_char_boundaries() {
         assert_eq!(truncate("héllo", 2), "h");
