@@ -76,9 +76,13 @@ impl fmt::Debug for OpenAiClient {
 }
 
 impl OpenAiClient {
-    /// A client for `config`, with its own connection pool.
+    /// A client for `config`, with its own connection pool. Redirects are not
+    /// followed (a 3xx is an invalid response), and the user agent is
+    /// `mantissa-openai/<version>`.
     pub fn new(config: OpenAiConfig) -> Result<Self, BuildError> {
-        let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("mantissa-openai/", env!("CARGO_PKG_VERSION")));
         if let Some(connect) = config.timeouts.connect {
             builder = builder.connect_timeout(connect);
         }

@@ -17,7 +17,13 @@
 //!   chunks carry content deltas, tool-call pieces, the finish reason and, last,
 //!   the usage. [`collect_response`] folds a stream back into a complete response.
 //! - Four timeouts ([`Timeouts`]): connect, total, first chunk and idle, each
-//!   reported as its own [`TimeoutKind`].
+//!   reported as its own [`TimeoutKind`]. A `Timeouts` in a request's
+//!   extensions overrides the client's for that call.
+//! - Response bodies are capped (16 MiB by default, a larger one is an invalid
+//!   response), as are SSE lines and error bodies: no unbounded buffering.
+//! - [`ResponseMeta`] in the response's extensions keeps what the provider
+//!   said besides the completion: its own model name, request id, and the
+//!   `x-ratelimit-*` headers.
 //! - Every failure is a [`LlmError`](mantissa_core::LlmError) with its
 //!   [`FailureClass`](mantissa_core::FailureClass); see [`error`] for the table,
 //!   and [`api_error`] / [`rate_limit`] / [`timeout_error`] to reach the details.

@@ -152,6 +152,8 @@ async fn plain_text_completion_and_request_shape() {
     );
     let received = &server.received_requests().await.unwrap()[0];
     assert_eq!(received.headers.get("content-type").unwrap(), "application/json");
+    let agent = received.headers.get("user-agent").unwrap().to_str().unwrap();
+    assert!(agent.starts_with("mantissa-openai/"), "{agent}");
 }
 
 #[tokio::test]
