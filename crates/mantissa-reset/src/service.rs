@@ -245,6 +245,11 @@ fn pre_call(
     let (base, accounted) = st.accounting();
     let tokens = if accounted <= caller_len {
         base + estimate_view(est, raw, resent.as_deref(), accounted, caller_len)
+    } else if accounted - caller_len <= 1 {
+        // The same history again (a retry), or a sliding window that dropped
+        // as many messages as it added: the provider's last count, which also
+        // covers its reply, is the best (slightly high) figure. No rescan.
+        base
     } else {
         // The history shrank (the caller trimmed it itself): recount once.
         estimate_view(est, raw, resent.as_deref(), 0, caller_len)

@@ -1115,5 +1115,14 @@ async fn tokens_come_from_usage_plus_new_messages_only() {
         .unwrap();
     // Second: 1000 + 10 reported, plus the new user message (10 + 4).
     assert_eq!(store.snapshot(&"s".into(), 20).unwrap().context_tokens, 1024);
-    let _ = SessionStore::len(&store);
+    // A retry of the same history: the provider's last count, no rescan.
+    send(&mut svc, LlmRequest::new("s", "a", h.clone()))
+        .await
+        .unwrap();
+    assert_eq!(store.snapshot(&"s".into(), 20).unwrap().context_tokens, 1010);
+    // The caller trimmed its history itself: recounted once from scratch.
+    let trimmed = vec![Message::user("c".repeat(80))];
+    send(&mut svc, LlmRequest::new("s", "a", trimmed)).await.unwrap();
+    assert_eq!(store.snapshot(&"s".into(), 20).unwrap().context_tokens, 24);
+    assert_eq!(SessionStore::len(&store), 1);
 }
