@@ -60,6 +60,11 @@ impl Hasher for LabelHasher {
 
 type Build = BuildHasherDefault<LabelHasher>;
 
+/// A `HashMap` with [`LabelHasher`].
+pub(crate) type LabelMap<K, V> = HashMap<K, V, Build>;
+/// A `HashSet` with [`LabelHasher`].
+pub(crate) type LabelSet<K> = std::collections::HashSet<K, Build>;
+
 /// A map read without locks and written copy-on-write.
 pub(crate) struct CowMap<K, V> {
     map: ArcSwap<HashMap<K, V, Build>>,

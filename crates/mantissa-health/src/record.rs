@@ -3,7 +3,8 @@
 //! exactly once.
 
 use std::borrow::Borrow;
-use std::collections::{HashMap, HashSet};
+use std::cell::Cell;
+use std::collections::HashSet;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
@@ -17,7 +18,7 @@ use mantissa_core::{
 use metrics::{Counter, Gauge, Histogram, Label};
 use tokio::time::Instant;
 
-use crate::cache::CowMap;
+use crate::cache::{CowMap, LabelMap, LabelSet};
 use crate::registry::{HealthRegistry, Sample, SubjectStats};
 use crate::request::ObservedRequest;
 
@@ -38,13 +39,13 @@ pub(crate) struct ModelInfo {
 /// The layer's configuration, frozen, plus its caches.
 pub(crate) struct Shared {
     pub(crate) registry: HealthRegistry,
-    models: HashMap<ModelId, ModelInfo>,
+    models: LabelMap<ModelId, ModelInfo>,
     other_model: ModelInfo,
     fixed_model: Option<ModelId>,
-    tiers: Option<HashSet<Tier>>,
+    tiers: Option<LabelSet<Tier>>,
     top_pricing: Option<Pricing>,
-    agents: Option<HashSet<AgentName>>,
-    tools: Option<HashSet<String>>,
+    agents: Option<LabelSet<AgentName>>,
+    tools: Option<LabelSet<String>>,
     sinks: Box<[Arc<dyn EventSink>]>,
     journal: bool,
     other_agent: AgentName,
@@ -105,10 +106,10 @@ impl Shared {
                 pricing: Pricing::default(),
             },
             fixed_model: s.fixed_model,
-            tiers: s.tiers,
+            tiers: s.tiers.map(|t| t.into_iter().collect()),
             top_pricing: s.top_pricing,
-            agents: s.agents,
-            tools: s.tools,
+            agents: s.agents.map(|a| a.into_iter().collect()),
+            tools: s.tools.map(|t| t.into_iter().collect()),
             sinks: s.sinks.into_boxed_slice(),
             journal: s.journal,
             other_agent: AgentName::new(OTHER_LABEL),
@@ -160,49 +161,38 @@ impl Shared {
     /// Starts observing a call.
     pub(crate) fn begin<R: ObservedRequest>(self: &Arc<Self>, req: &R, start: Instant) -> Call {
         let agent = self.agent_label(req.agent());
-        let (series, agent_series) = match R::KIND {
+        let target = match R::KIND {
             EventKind::Tool => {
                 let name = req.subject().unwrap_or(OTHER_LABEL);
                 let name = match &self.tools {
                     Some(allowed) if !allowed.contains(name) => OTHER_LABEL,
                     _ => name,
                 };
-                let s = self.series(EventKind::Tool, agent, name, "", None);
-                let a = s.agent.clone();
-                (Some(s), a)
+                Target::Bound(self.series(EventKind::Tool, agent, name, "", None))
             }
             _ => match req.subject().or(self.fixed_model.as_ref().map(ModelId::as_str)) {
                 Some(model) => {
                     let info = self.model_info(model);
                     let tier = self.tier_label(req.tier(), info);
-                    let s = self.series(EventKind::Llm, agent, &info.label, tier, Some(info));
-                    let a = s.agent.clone();
-                    (Some(s), a)
+                    Target::Bound(self.series(EventKind::Llm, agent, &info.label, tier, Some(info)))
                 }
                 // The model is only known from the response.
-                None => (None, self.agent_series(agent)),
+                None => Target::Unbound {
+                    agent: self.agent_series(agent),
+                    tier: req.tier().cloned(),
+                },
             },
         };
-        let in_flight = match &series {
-            Some(s) => s.in_flight.clone(),
-            None => agent_series.in_flight(R::KIND).clone(),
-        };
-        in_flight.increment(1.0);
-        let deferred_tier = if series.is_none() {
-            req.tier().cloned()
-        } else {
-            None
-        };
-        let pre_overhead = start.elapsed();
+        target.agent().in_flight(R::KIND).increment(1.0);
+        let sampled = sample_overhead();
+        let pre_overhead = if sampled { start.elapsed() } else { Duration::ZERO };
         Call {
             shared: self.clone(),
-            agent: agent_series,
-            series,
+            target,
             kind: R::KIND,
-            session: req.session().clone(),
-            deferred_tier,
-            in_flight,
+            session: Some(req.session().clone()),
             start,
+            sampled,
             pre_overhead,
             done: false,
         }
@@ -360,7 +350,6 @@ pub(crate) struct Series {
     provider: Arc<str>,
     pricing: Pricing,
     stats: Arc<SubjectStats>,
-    in_flight: Gauge,
     ok: OutcomeSeries,
     failures: [OnceLock<OutcomeSeries>; 10],
     tokens: Option<TokenSeries>,
@@ -423,7 +412,6 @@ impl Series {
             provider: info.provider.clone(),
             pricing: info.pricing,
             stats: shared.registry.subject_stats(kind, subject),
-            in_flight: agent.in_flight(kind).clone(),
             agent,
             ok: OutcomeSeries {
                 duration: Histogram::noop(),
@@ -491,51 +479,93 @@ impl Series {
 
 // ---- the drop guard ----
 
+/// The overhead histogram samples one call in this many (per thread).
+const OVERHEAD_SAMPLE_EVERY: u32 = 16;
+
+thread_local! {
+    static OVERHEAD_TICK: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Whether this call measures the layer's overhead (the first of every
+/// [`OVERHEAD_SAMPLE_EVERY`] calls on a thread): it saves two clock reads on
+/// the other calls.
+fn sample_overhead() -> bool {
+    OVERHEAD_TICK.with(|t| {
+        let n = t.get();
+        t.set(n.wrapping_add(1));
+        n % OVERHEAD_SAMPLE_EVERY == 0
+    })
+}
+
+/// What a call records into: its series, or (until the response names the
+/// model) only its agent.
+enum Target {
+    Bound(Arc<Series>),
+    Unbound {
+        agent: Arc<AgentSeries>,
+        tier: Option<Tier>,
+    },
+}
+
+impl Target {
+    fn agent(&self) -> &AgentSeries {
+        match self {
+            Target::Bound(s) => &s.agent,
+            Target::Unbound { agent, .. } => agent,
+        }
+    }
+}
+
 /// One call being observed. Records exactly once: through [`Call::finish`],
 /// or as cancelled when dropped unfinished.
 pub(crate) struct Call {
     shared: Arc<Shared>,
-    agent: Arc<AgentSeries>,
-    series: Option<Arc<Series>>,
+    target: Target,
     kind: EventKind,
-    session: SessionId,
-    deferred_tier: Option<Tier>,
-    in_flight: Gauge,
+    session: Option<SessionId>,
     start: Instant,
+    sampled: bool,
     pre_overhead: Duration,
     done: bool,
 }
 
 impl fmt::Debug for Call {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let subject = match &self.target {
+            Target::Bound(s) => Some(&s.subject),
+            Target::Unbound { .. } => None,
+        };
         f.debug_struct("Call")
-            .field("agent", &self.agent.name)
+            .field("agent", &self.target.agent().name)
             .field("kind", &self.kind)
-            .field("subject", &self.series.as_ref().map(|s| &s.subject))
+            .field("subject", &subject)
             .field("start", &self.start)
             .finish_non_exhaustive()
     }
 }
 
 impl Call {
-    /// Binds the call to the model of its response when the request named none.
+    /// Binds the call to the model of its response when the request named
+    /// none (`None`: the model stays unknown and is recorded as `other`).
     pub(crate) fn bind_model(&mut self, model: Option<&ModelId>) {
-        if self.series.is_some() {
+        let Target::Unbound { agent, tier } = &self.target else {
             return;
-        }
+        };
         let shared = &*self.shared;
         let info = model.map_or(&shared.other_model, |m| shared.model_info(m.as_str()));
-        let tier = shared.tier_label(self.deferred_tier.as_ref(), info);
-        let agent = self.agent.name.clone();
-        self.series = Some(shared.series(self.kind, &agent, &info.label, tier, Some(info)));
+        let tier = shared.tier_label(tier.as_ref(), info);
+        let series = shared.series(self.kind, &agent.name, &info.label, tier, Some(info));
+        self.target = Target::Bound(series);
     }
 
     /// Records the time to the first chunk of a streamed response.
     pub(crate) fn first_chunk(&mut self) {
         let ttfc = self.start.elapsed();
         self.bind_model(None);
-        if let Some(t) = self.series.as_ref().and_then(|s| s.tokens.as_ref()) {
-            t.time_to_first_chunk.record(ttfc.as_secs_f64());
+        if let Target::Bound(s) = &self.target {
+            if let Some(t) = &s.tokens {
+                t.time_to_first_chunk.record(ttfc.as_secs_f64());
+            }
         }
     }
 
@@ -547,12 +577,13 @@ impl Call {
         self.done = true;
         let end = Instant::now();
         self.bind_model(None);
-        let Some(series) = self.series.as_ref() else {
+        let Target::Bound(series) = &self.target else {
             return;
         };
         let shared = &*self.shared;
+        let agent = &*series.agent;
         let duration = end.saturating_duration_since(self.start);
-        self.in_flight.decrement(1.0);
+        agent.in_flight(self.kind).decrement(1.0);
 
         let out = series.outcome(failure);
         out.duration.record(duration.as_secs_f64());
@@ -570,7 +601,7 @@ impl Call {
                 if cost > 0.0 {
                     t.cost.increment(cost);
                 }
-                if let (Some(top), Some(g)) = (&shared.top_pricing, &self.agent.counterfactual) {
+                if let (Some(top), Some(g)) = (&shared.top_pricing, &agent.counterfactual) {
                     counterfactual = top.cost(&usage);
                     g.increment(counterfactual);
                 }
@@ -585,14 +616,14 @@ impl Call {
             counterfactual_usd: counterfactual,
         };
         let (elapsed, wall_ms) = shared.registry.clock(end);
-        self.agent.stats.record(elapsed, end, &sample);
+        agent.stats.record(elapsed, end, &sample);
         series.stats.record(elapsed, end, &sample);
 
         if shared.journal || !shared.sinks.is_empty() {
             let event = HealthEvent {
                 timestamp_ms: wall_ms,
-                agent: self.agent.name.clone(),
-                session: self.session.clone(),
+                agent: agent.name.clone(),
+                session: self.session.take().unwrap_or_default(),
                 kind: self.kind,
                 subject: series.subject.clone(),
                 tier: series.tier.clone(),
@@ -609,7 +640,7 @@ impl Call {
                 shared.registry.journal(event);
             }
         }
-        if failure != Some(FailureClass::Cancelled) {
+        if self.sampled && failure != Some(FailureClass::Cancelled) {
             let overhead = self.pre_overhead + end.elapsed();
             shared.overhead().record(overhead.as_secs_f64());
         }
