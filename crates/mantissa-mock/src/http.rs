@@ -8,6 +8,10 @@
 //! `x-ratelimit-*` headers, 5xx, 400 with OpenAI's error body, malformed JSON,
 //! empty `choices`, truncated streams, delayed responses).
 //!
+//! A streamed reply is sent as one SSE body (wiremock cannot pace chunks);
+//! a delay ([`HttpReply::with_delay`]) holds back the whole response. Use the
+//! in-process [`MockLlm`](crate::MockLlm) to test chunk timing.
+//!
 //! Behaviour is set per test with a *default* reply (`respond_with_text`,
 //! `fail_with_status`, `stream_text`, …, each replacing the previous one) and
 //! a queue of one-shot replies served first ([`HttpMockLlm::enqueue`]). The
