@@ -68,6 +68,39 @@ impl Latency {
     }
 }
 
+/// A queue of "fail the next N calls" entries, stored run-length encoded so
+/// that a huge N costs no memory.
+#[derive(Debug)]
+pub(crate) struct FailNext<T> {
+    runs: std::collections::VecDeque<(usize, T)>,
+}
+
+impl<T> Default for FailNext<T> {
+    fn default() -> Self {
+        Self {
+            runs: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+impl<T: Clone> FailNext<T> {
+    pub(crate) fn push(&mut self, n: usize, item: T) {
+        if n > 0 {
+            self.runs.push_back((n, item));
+        }
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<T> {
+        let (left, item) = self.runs.front_mut()?;
+        let out = item.clone();
+        *left -= 1;
+        if *left == 0 {
+            self.runs.pop_front();
+        }
+        Some(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +121,18 @@ mod tests {
                 .all(|d| *d >= Duration::from_millis(10) && *d <= Duration::from_millis(50))
         );
         assert_eq!(Latency::fixed(Duration::ZERO), Latency::Zero);
+    }
+
+    #[test]
+    fn fail_next_is_run_length_encoded() {
+        let mut q = FailNext::default();
+        q.push(usize::MAX, 'a');
+        q.push(0, 'z');
+        assert_eq!(q.pop(), Some('a'));
+        let mut q = FailNext::default();
+        q.push(2, 'a');
+        q.push(1, 'b');
+        let seq: Vec<_> = std::iter::from_fn(|| q.pop()).collect();
+        assert_eq!(seq, vec!['a', 'a', 'b']);
     }
 }

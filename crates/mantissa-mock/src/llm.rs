@@ -95,7 +95,7 @@ use rand::{Rng, SeedableRng};
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use crate::latency::Latency;
+use crate::latency::{FailNext, Latency};
 use crate::reply::{MockFailure, MockReply, ReplyKind};
 use crate::stream::{StreamOptions, chunks_for, paced};
 
@@ -122,7 +122,7 @@ struct State {
     queue: VecDeque<MockReply>,
     model_queues: HashMap<ModelId, VecDeque<MockReply>>,
     failing: HashMap<ModelId, MockFailure>,
-    fail_next: VecDeque<MockFailure>,
+    fail_next: FailNext<MockFailure>,
     default_latency: Latency,
     latencies: HashMap<ModelId, Latency>,
     failure_rates: HashMap<ModelId, (f64, MockFailure)>,
@@ -361,7 +361,7 @@ impl MockLlmBuilder {
                     queue: self.replies,
                     model_queues: HashMap::new(),
                     failing: HashMap::new(),
-                    fail_next: VecDeque::new(),
+                    fail_next: FailNext::default(),
                     default_latency: self.default_latency,
                     latencies: self.latencies,
                     failure_rates: self.failure_rates,
@@ -441,10 +441,7 @@ impl MockControl {
     /// The next `n` calls (to any model) fail with `failure`.
     pub fn fail_next(&self, n: usize, failure: impl Into<MockFailure>) {
         let failure = failure.into();
-        self.shared
-            .lock()
-            .fail_next
-            .extend(std::iter::repeat_n(failure, n));
+        self.shared.lock().fail_next.push(n, failure);
     }
 
     /// Sets `model`'s latency.
@@ -545,7 +542,7 @@ impl Service<LlmRequest> for MockLlm {
 }
 
 fn decide(st: &mut State, model: &ModelId) -> Option<MockReply> {
-    if let Some(f) = st.fail_next.pop_front() {
+    if let Some(f) = st.fail_next.pop() {
         return Some(MockReply::failure(f));
     }
     if let Some(f) = st.failing.get(model) {

@@ -73,7 +73,7 @@ use serde_json::{Value, json};
 use tokio::time::Sleep;
 use tower_service::Service;
 
-use crate::latency::Latency;
+use crate::latency::{FailNext, Latency};
 use crate::llm::DEFAULT_SEED;
 
 type ToolFn = Arc<dyn Fn(&Value) -> Result<String, String> + Send + Sync>;
@@ -120,7 +120,7 @@ struct State {
     latencies: HashMap<String, Latency>,
     failing: HashMap<String, ToolFault>,
     failure_rates: HashMap<String, (f64, ToolFault)>,
-    fail_next: VecDeque<ToolFault>,
+    fail_next: FailNext<ToolFault>,
     calls: HashMap<String, u64>,
     requests: VecDeque<ToolRequest>,
     rng: StdRng,
@@ -174,7 +174,7 @@ impl MockTools {
                     latencies: HashMap::new(),
                     failing: HashMap::new(),
                     failure_rates: HashMap::new(),
-                    fail_next: VecDeque::new(),
+                    fail_next: FailNext::default(),
                     calls: HashMap::new(),
                     requests: VecDeque::new(),
                     rng: StdRng::seed_from_u64(DEFAULT_SEED),
@@ -285,7 +285,7 @@ impl MockTools {
 
     /// The next `n` calls (of any tool) fail with `fault`.
     pub fn fail_next(&self, n: usize, fault: ToolFault) {
-        self.shared.lock().fail_next.extend(std::iter::repeat_n(fault, n));
+        self.shared.lock().fail_next.push(n, fault);
     }
 
     /// Calls received for tool `name` (known or not).
@@ -331,7 +331,7 @@ impl Service<ToolRequest> for MockTools {
                 st.requests.pop_front();
             }
             st.requests.push_back(req.clone());
-            let mut fault = st.fail_next.pop_front();
+            let mut fault = st.fail_next.pop();
             if fault.is_none() {
                 fault = st.failing.get(&req.name).cloned();
             }
