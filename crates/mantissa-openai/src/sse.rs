@@ -224,6 +224,7 @@ impl SseDecoder {
                         limit: self.max_event,
                     });
                 }
+                self.data.reserve(value.len() + 1);
                 self.data.push_str(&String::from_utf8_lossy(value));
                 self.data.push('\n');
             }
