@@ -88,9 +88,14 @@ async fn connection(mut socket: TcpStream, json: &str, sse: &str) {
                 Ok(n) => buf.extend_from_slice(&tmp[..n]),
             }
         }
-        let stream = std::str::from_utf8(&buf[head_end..head_end + len]).is_ok_and(|b| b.contains("\"stream\":true"));
+        let stream =
+            std::str::from_utf8(&buf[head_end..head_end + len]).is_ok_and(|b| b.contains("\"stream\":true"));
         buf.drain(..head_end + len);
-        let (kind, body) = if stream { ("text/event-stream", sse) } else { ("application/json", json) };
+        let (kind, body) = if stream {
+            ("text/event-stream", sse)
+        } else {
+            ("application/json", json)
+        };
         // One write per response, so Nagle's algorithm never waits for an ACK.
         let response = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\n\r\n{body}",
@@ -106,7 +111,10 @@ fn request(stream: bool) -> LlmRequest {
     let mut req = LlmRequest::new(
         "s1",
         "bench",
-        vec![Message::system("You are terse."), Message::user("Say something about foxes.")],
+        vec![
+            Message::system("You are terse."),
+            Message::user("Say something about foxes."),
+        ],
     )
     .with_model("bench-model");
     req.params.stream = stream;
@@ -114,7 +122,10 @@ fn request(stream: bool) -> LlmRequest {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let sse = sse_body(100);
     let addr = rt.block_on(serve(completion_body(), sse.clone()));
     let base = format!("http://{addr}/v1");
@@ -146,7 +157,8 @@ fn bench(c: &mut Criterion) {
         })
     });
     group.bench_function("openai_client", |b| {
-        b.to_async(&rt).iter(|| async { black_box(client.send(request(false)).await.unwrap()) })
+        b.to_async(&rt)
+            .iter(|| async { black_box(client.send(request(false)).await.unwrap()) })
     });
     group.finish();
 
