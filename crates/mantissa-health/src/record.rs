@@ -158,10 +158,49 @@ impl Shared {
         })
     }
 
-    /// Starts observing a call.
-    pub(crate) fn begin<R: ObservedRequest>(self: &Arc<Self>, req: &R, start: Instant) -> Call {
+    /// Starts observing a call. `memo` is the calling service's memory of the
+    /// label tuple of its previous call: a service that sees the same agent,
+    /// model and tier again (the common case) skips the cache lookup.
+    pub(crate) fn begin<R: ObservedRequest>(
+        self: &Arc<Self>,
+        req: &R,
+        start: Instant,
+        memo: &mut Option<Memo>,
+    ) -> Call {
+        let target = match memo {
+            Some(m) if m.matches(req) => Target::Bound(m.series.clone()),
+            _ => {
+                let target = self.target(req);
+                if let Target::Bound(series) = &target {
+                    *memo = Some(Memo {
+                        agent: req.agent().clone(),
+                        subject: req.subject().map(Arc::from),
+                        tier: req.tier().cloned(),
+                        series: series.clone(),
+                    });
+                }
+                target
+            }
+        };
+        target.agent().in_flight(R::KIND).increment(1.0);
+        let sampled = sample_overhead();
+        let pre_overhead = if sampled { start.elapsed() } else { Duration::ZERO };
+        Call {
+            shared: self.clone(),
+            target,
+            kind: R::KIND,
+            session: Some(req.session().clone()),
+            start,
+            sampled,
+            pre_overhead,
+            done: false,
+        }
+    }
+
+    /// Folds the request's labels and finds (or creates) their series.
+    fn target<R: ObservedRequest>(&self, req: &R) -> Target {
         let agent = self.agent_label(req.agent());
-        let target = match R::KIND {
+        match R::KIND {
             EventKind::Tool => {
                 let name = req.subject().unwrap_or(OTHER_LABEL);
                 let name = match &self.tools {
@@ -182,19 +221,6 @@ impl Shared {
                     tier: req.tier().cloned(),
                 },
             },
-        };
-        target.agent().in_flight(R::KIND).increment(1.0);
-        let sampled = sample_overhead();
-        let pre_overhead = if sampled { start.elapsed() } else { Duration::ZERO };
-        Call {
-            shared: self.clone(),
-            target,
-            kind: R::KIND,
-            session: Some(req.session().clone()),
-            start,
-            sampled,
-            pre_overhead,
-            done: false,
         }
     }
 
@@ -497,6 +523,36 @@ fn sample_overhead() -> bool {
     })
 }
 
+/// The raw labels of a service's previous call and the series they folded
+/// into. Compared by content, so it is correct for any request.
+#[derive(Clone)]
+pub(crate) struct Memo {
+    agent: AgentName,
+    subject: Option<Arc<str>>,
+    tier: Option<Tier>,
+    series: Arc<Series>,
+}
+
+impl fmt::Debug for Memo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Memo")
+            .field("agent", &self.agent)
+            .field("subject", &self.subject)
+            .field("tier", &self.tier)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Memo {
+    #[inline]
+    fn matches<R: ObservedRequest>(&self, req: &R) -> bool {
+        self.series.kind == R::KIND
+            && self.agent.as_str() == req.agent().as_str()
+            && self.subject.as_deref() == req.subject()
+            && self.tier.as_ref().map(Tier::as_str) == req.tier().map(Tier::as_str)
+    }
+}
+
 /// What a call records into: its series, or (until the response names the
 /// model) only its agent.
 enum Target {
@@ -608,16 +664,10 @@ impl Call {
             }
         }
 
-        let sample = Sample {
-            failure,
-            duration,
-            usage,
-            cost_usd: cost,
-            counterfactual_usd: counterfactual,
-        };
-        let (elapsed, wall_ms) = shared.registry.clock(end);
-        agent.stats.record(elapsed, end, &sample);
-        series.stats.record(elapsed, end, &sample);
+        let sample = Sample::new(failure, duration, usage, cost, counterfactual);
+        let (secs, wall_ms) = shared.registry.clock(end);
+        agent.stats.record(secs, end, &sample);
+        series.stats.record(secs, end, &sample);
 
         if shared.journal || !shared.sinks.is_empty() {
             let event = HealthEvent {

@@ -7,7 +7,7 @@ use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::layer::HealthLayer;
-use crate::record::Shared;
+use crate::record::{Memo, Shared};
 use crate::registry::HealthRegistry;
 use crate::request::{Classify, ObservedRequest};
 
@@ -19,6 +19,7 @@ use crate::request::{Classify, ObservedRequest};
 pub struct Health<S> {
     inner: S,
     shared: Arc<Shared>,
+    memo: Option<Memo>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for Health<S> {
@@ -37,7 +38,11 @@ impl<S> Health<S> {
     }
 
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
-        Self { inner, shared }
+        Self {
+            inner,
+            shared,
+            memo: None,
+        }
     }
 
     /// The registry this service feeds.
@@ -77,7 +82,7 @@ where
 
     fn call(&mut self, req: R) -> Self::Future {
         let start = Instant::now();
-        let call = self.shared.begin(&req, start);
+        let call = self.shared.begin(&req, start, &mut self.memo);
         ResponseFuture::new(self.inner.call(req), call)
     }
 }

@@ -48,10 +48,10 @@ use window::{Counts, Mark, Ring};
 
 use crate::events::EventJournal;
 
-const MINUTE_SLOT: Duration = Duration::from_secs(5);
-const MINUTE_SLOTS: usize = 12;
-const QUARTER_SLOT: Duration = Duration::from_secs(60);
-const QUARTER_SLOTS: usize = 15;
+/// The 1-minute window: 12 slots of 5 s.
+type MinuteRing = Ring<5, 12>;
+/// The 15-minute window: 15 slots of 60 s.
+type QuarterRing = Ring<60, 15>;
 /// EWMA weight of one successful call in the latency baseline.
 const BASELINE_ALPHA: f64 = 0.01;
 /// Recent median latency up to this multiple of the baseline costs no score.
@@ -64,8 +64,8 @@ const STREAK_DECAY: f64 = 0.8;
 pub(crate) const DEFAULT_JOURNAL: usize = 1024;
 
 struct State {
-    minute: Ring,
-    quarter: Ring,
+    minute: MinuteRing,
+    quarter: QuarterRing,
     consecutive_failures: u32,
     last_call: Option<Instant>,
     last_failure: Option<FailureClass>,
@@ -93,8 +93,8 @@ impl SubjectStats {
         Self {
             name,
             state: Mutex::new(State {
-                minute: Ring::new(MINUTE_SLOT, MINUTE_SLOTS),
-                quarter: Ring::new(QUARTER_SLOT, QUARTER_SLOTS),
+                minute: MinuteRing::new(),
+                quarter: QuarterRing::new(),
                 consecutive_failures: 0,
                 last_call: None,
                 last_failure: None,
@@ -105,10 +105,11 @@ impl SubjectStats {
         }
     }
 
-    pub(crate) fn record(&self, elapsed: Duration, now: Instant, s: &Sample) {
+    /// Records a call that ended `secs` whole seconds after the registry's epoch, at `now`.
+    pub(crate) fn record(&self, secs: u64, now: Instant, s: &Sample) {
         let mut st = self.state.lock();
-        st.minute.record(elapsed, s);
-        st.quarter.record(elapsed, s);
+        st.minute.record(secs, s);
+        st.quarter.record(secs, s);
         st.total_calls += 1;
         st.last_call = Some(now);
         match s.failure {
@@ -129,17 +130,17 @@ impl SubjectStats {
         }
     }
 
-    fn mark(&self, elapsed: Duration, m: Mark) {
+    fn mark(&self, secs: u64, m: Mark) {
         let mut st = self.state.lock();
-        st.minute.mark(elapsed, m);
-        st.quarter.mark(elapsed, m);
+        st.minute.mark(secs, m);
+        st.quarter.mark(secs, m);
     }
 
     fn health(&self, reg: &Inner, now: Instant) -> SubjectHealth {
         let elapsed = now.saturating_duration_since(reg.epoch);
         let st = self.state.lock();
-        let m = st.minute.sum(elapsed);
-        let q = st.quarter.sum(elapsed);
+        let m = st.minute.sum(elapsed.as_secs());
+        let q = st.quarter.sum(elapsed.as_secs());
         let last_1m = window_stats(&m, st.minute.span(), elapsed);
         let last_15m = window_stats(&q, st.quarter.span(), elapsed);
         let score = score(&last_15m, last_1m.p50_secs, st.baseline, st.consecutive_failures);
@@ -389,26 +390,26 @@ impl HealthRegistry {
     /// also add the registry as one of the layer's sinks, or calls count twice.
     pub fn record_event(&self, event: &HealthEvent) {
         let now = Instant::now();
-        let elapsed = now.saturating_duration_since(self.inner.epoch);
+        let secs = now.saturating_duration_since(self.inner.epoch).as_secs();
         let agent = self.inner.agents.get_or_insert(event.agent.as_str());
         match event.kind {
-            EventKind::ContextWarning => agent.mark(elapsed, Mark::Warning),
-            EventKind::ContextReset => agent.mark(elapsed, Mark::Reset),
+            EventKind::ContextWarning => agent.mark(secs, Mark::Warning),
+            EventKind::ContextReset => agent.mark(secs, Mark::Reset),
             EventKind::Llm | EventKind::Tool => {
                 let subject = if event.kind == EventKind::Llm {
                     self.inner.models.get_or_insert(&event.subject)
                 } else {
                     self.inner.tools.get_or_insert(&event.subject)
                 };
-                let sample = Sample {
-                    failure: event.outcome.failure(),
-                    duration: event.duration,
-                    usage: event.usage,
-                    cost_usd: event.cost_usd,
-                    counterfactual_usd: 0.0,
-                };
-                agent.record(elapsed, now, &sample);
-                subject.record(elapsed, now, &sample);
+                let sample = Sample::new(
+                    event.outcome.failure(),
+                    event.duration,
+                    event.usage,
+                    event.cost_usd,
+                    0.0,
+                );
+                agent.record(secs, now, &sample);
+                subject.record(secs, now, &sample);
             }
         }
         self.inner.journal.push(event.clone());
@@ -427,12 +428,11 @@ impl HealthRegistry {
         }
     }
 
-    /// Time since the registry's epoch, and the wall-clock time of `now`.
-    pub(crate) fn clock(&self, now: Instant) -> (Duration, u64) {
-        (
-            now.saturating_duration_since(self.inner.epoch),
-            self.inner.wall_ms(now),
-        )
+    /// Whole seconds since the registry's epoch, and the wall-clock time of `now`.
+    pub(crate) fn clock(&self, now: Instant) -> (u64, u64) {
+        let since = now.saturating_duration_since(self.inner.epoch);
+        let ms = u64::try_from(since.as_millis()).unwrap_or(u64::MAX);
+        (since.as_secs(), self.inner.epoch_wall_ms.saturating_add(ms))
     }
 
     pub(crate) fn journal(&self, event: HealthEvent) {
@@ -452,13 +452,13 @@ mod tests {
     use mantissa_core::Usage;
 
     fn sample(ms: u64, failure: Option<FailureClass>) -> Sample {
-        Sample {
+        Sample::new(
             failure,
-            duration: Duration::from_millis(ms),
-            usage: Usage::new(10, 5),
-            cost_usd: 0.001,
-            counterfactual_usd: 0.004,
-        }
+            Duration::from_millis(ms),
+            Usage::new(10, 5),
+            0.001,
+            0.004,
+        )
     }
 
     #[tokio::test(start_paused = true)]
@@ -466,13 +466,13 @@ mod tests {
         let reg = HealthRegistry::new();
         let stats = reg.subject_stats(EventKind::Llm, "m");
         for i in 0..20 {
-            let (elapsed, _) = reg.clock(Instant::now());
+            let (secs, _) = reg.clock(Instant::now());
             let failure = match i % 5 {
                 0 => Some(FailureClass::Timeout),
                 1 => Some(FailureClass::Cancelled),
                 _ => None,
             };
-            stats.record(elapsed, Instant::now(), &sample(100, failure));
+            stats.record(secs, Instant::now(), &sample(100, failure));
         }
         let h = reg.model("m").unwrap();
         assert_eq!(h.last_1m.calls, 20);

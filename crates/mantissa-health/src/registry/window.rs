@@ -130,6 +130,27 @@ pub(crate) struct Sample {
     pub(crate) usage: Usage,
     pub(crate) cost_usd: f64,
     pub(crate) counterfactual_usd: f64,
+    /// The latency bucket, computed once for every window the sample goes to.
+    bucket: usize,
+}
+
+impl Sample {
+    pub(crate) fn new(
+        failure: Option<FailureClass>,
+        duration: Duration,
+        usage: Usage,
+        cost_usd: f64,
+        counterfactual_usd: f64,
+    ) -> Self {
+        Self {
+            failure,
+            duration,
+            usage,
+            cost_usd,
+            counterfactual_usd,
+            bucket: bucket_of(duration),
+        }
+    }
 }
 
 /// Something other than a call to count.
@@ -144,33 +165,31 @@ struct Slot {
     counts: Counts,
 }
 
-/// A ring of `n` slots of `width` each: covers the last `n * width` (the
-/// current slot is partial, so between `(n - 1) * width` and `n * width`).
-pub(crate) struct Ring {
-    width_ms: u64,
+/// A ring of `N` slots of `W` seconds each: covers the last `N * W` seconds
+/// (the current slot is partial, so between `(N - 1) * W` and `N * W`).
+/// Times are whole seconds since the registry's epoch.
+pub(crate) struct Ring<const W: u64, const N: usize> {
     slots: Box<[Slot]>,
 }
 
-impl Ring {
-    pub(crate) fn new(width: Duration, n: usize) -> Self {
-        let width_ms = u64::try_from(width.as_millis()).unwrap_or(u64::MAX).max(1);
-        let slots = (0..n.max(1))
+impl<const W: u64, const N: usize> Ring<W, N> {
+    pub(crate) fn new() -> Self {
+        let slots = (0..N)
             .map(|_| Slot {
                 id: u64::MAX,
                 counts: Counts::default(),
             })
             .collect();
-        Self { width_ms, slots }
+        Self { slots }
     }
 
     pub(crate) fn span(&self) -> Duration {
-        Duration::from_millis(self.width_ms.saturating_mul(self.slots.len() as u64))
+        Duration::from_secs(W * N as u64)
     }
 
-    fn slot_mut(&mut self, elapsed: Duration) -> &mut Counts {
-        let id = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX) / self.width_ms;
-        let n = self.slots.len() as u64;
-        let slot = &mut self.slots[(id % n) as usize];
+    fn slot_mut(&mut self, secs: u64) -> &mut Counts {
+        let id = secs / W;
+        let slot = &mut self.slots[(id % N as u64) as usize];
         if slot.id != id {
             slot.id = id;
             slot.counts.clear();
@@ -178,15 +197,14 @@ impl Ring {
         &mut slot.counts
     }
 
-    pub(crate) fn record(&mut self, elapsed: Duration, s: &Sample) {
-        let c = self.slot_mut(elapsed);
+    pub(crate) fn record(&mut self, secs: u64, s: &Sample) {
+        let c = self.slot_mut(secs);
         c.calls += 1;
         if let Some(f) = s.failure {
             c.failures[f.index()] += 1;
         }
         if s.failure != Some(FailureClass::Cancelled) {
-            let b = bucket_of(s.duration);
-            c.latency[b] = c.latency[b].saturating_add(1);
+            c.latency[s.bucket] = c.latency[s.bucket].saturating_add(1);
         }
         c.input_tokens += s.usage.input_tokens;
         c.output_tokens += s.usage.output_tokens;
@@ -194,21 +212,20 @@ impl Ring {
         c.counterfactual_usd += s.counterfactual_usd;
     }
 
-    pub(crate) fn mark(&mut self, elapsed: Duration, m: Mark) {
-        let c = self.slot_mut(elapsed);
+    pub(crate) fn mark(&mut self, secs: u64, m: Mark) {
+        let c = self.slot_mut(secs);
         match m {
             Mark::Warning => c.context_warnings += 1,
             Mark::Reset => c.context_resets += 1,
         }
     }
 
-    /// Sum of the slots still inside the window at `elapsed`.
-    pub(crate) fn sum(&self, elapsed: Duration) -> Counts {
-        let now_id = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX) / self.width_ms;
-        let n = self.slots.len() as u64;
+    /// Sum of the slots still inside the window at `secs`.
+    pub(crate) fn sum(&self, secs: u64) -> Counts {
+        let now_id = secs / W;
         let mut out = Counts::default();
         for slot in self.slots.iter() {
-            if slot.id != u64::MAX && slot.id <= now_id && slot.id + n > now_id {
+            if slot.id != u64::MAX && slot.id <= now_id && slot.id + N as u64 > now_id {
                 out.add(&slot.counts);
             }
         }
@@ -242,18 +259,12 @@ mod tests {
 
     #[test]
     fn quantiles_of_uniform_latencies_are_within_the_stated_error() {
-        let mut ring = Ring::new(Duration::from_secs(5), 12);
+        let mut ring: Ring<5, 12> = Ring::new();
         for i in 1..=1000u64 {
-            let s = Sample {
-                failure: None,
-                duration: Duration::from_millis(i),
-                usage: Usage::default(),
-                cost_usd: 0.0,
-                counterfactual_usd: 0.0,
-            };
-            ring.record(Duration::from_secs(1), &s);
+            let s = Sample::new(None, Duration::from_millis(i), Usage::default(), 0.0, 0.0);
+            ring.record(1, &s);
         }
-        let c = ring.sum(Duration::from_secs(1));
+        let c = ring.sum(1);
         for (q, want) in [(0.5, 0.5), (0.95, 0.95), (0.99, 0.99)] {
             let got = c.quantile(q).unwrap();
             assert!((got - want).abs() / want < 0.125, "q{q}: {got} vs {want}");
@@ -262,20 +273,20 @@ mod tests {
 
     #[test]
     fn old_slots_leave_the_window() {
-        let mut ring = Ring::new(Duration::from_secs(5), 12);
-        let s = Sample {
-            failure: Some(FailureClass::Timeout),
-            duration: Duration::from_millis(10),
-            usage: Usage::new(3, 4),
-            cost_usd: 1.0,
-            counterfactual_usd: 2.0,
-        };
-        ring.record(Duration::from_secs(0), &s);
-        ring.record(Duration::from_secs(30), &s);
-        assert_eq!(ring.sum(Duration::from_secs(59)).calls, 2);
-        assert_eq!(ring.sum(Duration::from_secs(61)).calls, 1);
-        assert_eq!(ring.sum(Duration::from_secs(200)).calls, 0);
-        let c = ring.sum(Duration::from_secs(31));
+        let mut ring: Ring<5, 12> = Ring::new();
+        let s = Sample::new(
+            Some(FailureClass::Timeout),
+            Duration::from_millis(10),
+            Usage::new(3, 4),
+            1.0,
+            2.0,
+        );
+        ring.record(0, &s);
+        ring.record(30, &s);
+        assert_eq!(ring.sum(59).calls, 2);
+        assert_eq!(ring.sum(61).calls, 1);
+        assert_eq!(ring.sum(200).calls, 0);
+        let c = ring.sum(31);
         assert_eq!(c.failures[FailureClass::Timeout.index()], 2);
         assert_eq!(c.input_tokens, 6);
         assert!((c.counterfactual_usd - 4.0).abs() < 1e-12);
