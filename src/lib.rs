@@ -1,3 +1,67 @@
-//! mantissa facade (work in progress).
+//! # mantissa
+//!
+//! Tower middleware for LLM agent services. Wrap every LLM call and every
+//! tool call of an agent service in layers that:
+//!
+//! - **health** ([`health`]) — time each call, classify its failure, count
+//!   tokens and cost, keep queryable rolling windows and export to Prometheus;
+//! - **triage + router** ([`triage`]) — score each request, pick a precision
+//!   tier (low / medium / high → model ids), fall back to a neighbouring tier
+//!   when a model fails or is cooled down;
+//! - **reset** ([`reset`]) — track each session's turns, context tokens, error
+//!   streaks and latency drift, and compact its context when it turns brittle,
+//!   without breaking the conversation;
+//! - **monitor + toolkit** ([`monitor`]) — raise and resolve health alerts and
+//!   hand them to the manager agent; the same data as LLM-callable tools.
+//!
+//! [`AgentStack`] composes all of it for a team of agents in the right order:
+//!
+//! ```text
+//! LLM:   Reset -> Triage -> TierRouter -> [per model: Health -> client]
+//! tools: Health -> tool service   (tool failures -> session tracker)
+//! ```
+//!
+//! ```
+//! use mantissa::{AgentStack, core::{LlmRequest, Message}};
+//! use tower::ServiceExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), mantissa::core::BoxError> {
+//! let stack = AgentStack::builder().without_metrics().build()?;
+//! let reply = stack
+//!     .llm("trader")
+//!     .oneshot(LlmRequest::new("session-1", "trader", vec![Message::user("hi")]))
+//!     .await?;
+//! println!("{} answered: {}", reply.model, reply.message.text());
+//! # Ok(()) }
+//! ```
+//!
+//! Each crate can also be used on its own; see their docs.
+//!
+//! ## Features
+//!
+//! - `openai` (default): the OpenAI-compatible HTTP client ([`openai`]) and
+//!   [`Upstream::OpenAi`].
+
 #![forbid(unsafe_code)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod demo;
+pub mod stack;
+
 pub use mantissa_core as core;
+pub use mantissa_health as health;
+pub use mantissa_mock as mock;
+pub use mantissa_monitor as monitor;
+#[cfg(feature = "openai")]
+pub use mantissa_openai as openai;
+pub use mantissa_prometheus as prometheus;
+pub use mantissa_reset as reset;
+pub use mantissa_triage as triage;
+
+pub use mantissa_health::{HealthLayer, HealthRegistry};
+pub use mantissa_reset::ResetLayer;
+pub use mantissa_triage::{TierRouter, TriageLayer};
+pub use stack::{
+    AgentSpec, AgentStack, AgentStackBuilder, BuildError, LlmService, StackConfig, ToolService, Upstream,
+};

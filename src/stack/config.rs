@@ -1,0 +1,355 @@
+//! The stack's TOML configuration file.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mantissa_core::{ConfigError, TierConfig, TierSet};
+use mantissa_prometheus::PrometheusConfig;
+use mantissa_reset::BrittlenessPolicy;
+use mantissa_triage::{Boundaries, CooldownPolicy, RuleTriage};
+use serde::Deserialize;
+
+use super::{AgentSpec, AgentStackBuilder, BuildError, Upstream};
+
+/// The whole stack in one TOML file. Every section is optional.
+///
+/// ```toml
+/// [[agents]]
+/// name = "trader"
+/// role = "Trades on request"
+///
+/// [[agents]]
+/// name = "manager"
+/// tier = "high"              # pinned: skips triage
+///
+/// [[tiers]]
+/// name = "low"
+/// [[tiers.models]]
+/// id = "mock-small"
+/// provider = "mock"
+/// context_window = 16384
+/// input_per_mtok = 0.15
+/// output_per_mtok = 0.60
+/// # … more tiers, cheapest first
+///
+/// [upstream]
+/// kind = "mock"              # or "openai"
+/// # base_url = "http://127.0.0.1:8000/v1"
+/// # api_key_env = "OPENAI_API_KEY"
+///
+/// [triage]
+/// boundaries = [0.3, 0.6]    # score cut points between tiers
+/// sticky = true
+///
+/// [reset]
+/// max_turns = 50
+/// context_warn = 0.75
+/// context_compact = 0.85
+/// max_consecutive_errors = 3
+/// summarize_on_low_tier = true
+///
+/// [cooldown]
+/// consecutive_failures = 5
+/// base_cooldown_secs = 30
+///
+/// [metrics]
+/// install = true
+/// listen = "127.0.0.1:9464"
+///
+/// [monitor]
+/// enabled = true
+/// interval_secs = 15
+/// # webhook = "http://127.0.0.1:9093/api/v2/alerts"
+/// # [[monitor.rules]] … (see mantissa_monitor::Rule)
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackConfig {
+    /// The agents.
+    #[serde(default)]
+    pub agents: Vec<AgentSpec>,
+    /// The tier ladder, cheapest first. Defaults to [`TierSet::default`].
+    #[serde(default)]
+    pub tiers: Vec<TierConfig>,
+    /// Where the models live.
+    #[serde(default)]
+    pub upstream: UpstreamConfig,
+    /// Triage settings.
+    #[serde(default)]
+    pub triage: TriageConfig,
+    /// Reset policy.
+    #[serde(default)]
+    pub reset: ResetConfig,
+    /// Router cooldown.
+    #[serde(default)]
+    pub cooldown: CooldownConfig,
+    /// Metrics exporter.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Monitor.
+    #[serde(default)]
+    pub monitor: MonitorConfig,
+}
+
+/// `[upstream]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `mock` (default) or `openai`.
+    #[serde(default = "default_kind")]
+    pub kind: String,
+    /// Base URL of an OpenAI-compatible server (with `/v1`).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Environment variable holding the API key.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+}
+
+fn default_kind() -> String {
+    "mock".to_owned()
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            kind: default_kind(),
+            base_url: None,
+            api_key_env: None,
+        }
+    }
+}
+
+/// `[triage]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TriageConfig {
+    /// Score cut points between tiers (one fewer than tiers).
+    #[serde(default)]
+    pub boundaries: Option<Vec<f64>>,
+    /// Session stickiness (tier may rise, not fall). Defaults to `true`.
+    #[serde(default)]
+    pub sticky: Option<bool>,
+}
+
+/// `[reset]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetConfig {
+    /// Turns that trigger a reset (0 disables). Defaults to 50.
+    #[serde(default)]
+    pub max_turns: Option<u32>,
+    /// Context fraction that warns. Defaults to 0.75.
+    #[serde(default)]
+    pub context_warn: Option<f64>,
+    /// Context fraction that compacts. Defaults to 0.85.
+    #[serde(default)]
+    pub context_compact: Option<f64>,
+    /// Consecutive errors that trigger a reset (0 disables). Defaults to 3.
+    #[serde(default)]
+    pub max_consecutive_errors: Option<u32>,
+    /// Summarize with the lowest tier. Defaults to `true`.
+    #[serde(default)]
+    pub summarize_on_low_tier: Option<bool>,
+}
+
+/// `[cooldown]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CooldownConfig {
+    /// Failures in a row that cool a model down. Defaults to 5.
+    #[serde(default)]
+    pub consecutive_failures: Option<u32>,
+    /// Failure rate over the window that cools a model down. Defaults to 0.5.
+    #[serde(default)]
+    pub failure_rate_threshold: Option<f64>,
+    /// First cooldown in seconds. Defaults to 30.
+    #[serde(default)]
+    pub base_cooldown_secs: Option<f64>,
+    /// Longest cooldown in seconds. Defaults to 300.
+    #[serde(default)]
+    pub max_cooldown_secs: Option<f64>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Install mantissa's Prometheus recorder. Defaults to `true`.
+    #[serde(default = "yes")]
+    pub install: bool,
+    /// Where `/metrics` is served. Defaults to `127.0.0.1:9464`.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            install: true,
+            listen: None,
+        }
+    }
+}
+
+/// `[monitor]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorConfig {
+    /// Run the monitor. Defaults to `true`.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Evaluation interval in seconds.
+    #[serde(default)]
+    pub interval_secs: Option<f64>,
+    /// Alertmanager-compatible webhook URL.
+    #[serde(default)]
+    pub webhook: Option<String>,
+    /// Alert rules (defaults to the monitor's default rules).
+    #[serde(default)]
+    pub rules: Vec<mantissa_monitor::Rule>,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_secs: None,
+            webhook: None,
+            rules: Vec::new(),
+        }
+    }
+}
+
+fn secs(field: &str, v: f64) -> Result<Duration, ConfigError> {
+    Duration::try_from_secs_f64(v).map_err(|_| {
+        ConfigError::new(
+            field,
+            format!("must be a non-negative number of seconds, got {v}"),
+        )
+    })
+}
+
+impl StackConfig {
+    /// Parses TOML; errors name the field.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let field = e
+                .span()
+                .map(|s| format!("at byte {}", s.start))
+                .unwrap_or_else(|| "config".to_owned());
+            ConfigError::new(field, e.message().to_owned())
+        })
+    }
+
+    /// Turns the configuration into a builder (which can still be customised).
+    pub fn into_builder(self) -> Result<AgentStackBuilder, BuildError> {
+        let mut b = AgentStackBuilder::default();
+        let tiers = if self.tiers.is_empty() {
+            TierSet::default()
+        } else {
+            TierSet::new(self.tiers)?
+        };
+        for a in self.agents {
+            if let Some(t) = &a.tier {
+                if tiers.rank(t).is_none() {
+                    return Err(ConfigError::new(
+                        format!("agents.{}.tier", a.name),
+                        format!("unknown tier `{t}`"),
+                    )
+                    .into());
+                }
+            }
+            b = b.agent(a);
+        }
+        b = match self.upstream.kind.as_str() {
+            "mock" => b.upstream(Upstream::default()),
+            #[cfg(feature = "openai")]
+            "openai" => {
+                let mut cfg = mantissa_openai::OpenAiConfig::from_env();
+                if let Some(url) = &self.upstream.base_url {
+                    cfg = cfg.with_base_url(url.clone());
+                }
+                if let Some(var) = &self.upstream.api_key_env {
+                    cfg = cfg
+                        .api_key_from_env(var)
+                        .map_err(|e| ConfigError::new("upstream.api_key_env", e.to_string()))?;
+                }
+                b.upstream(Upstream::OpenAi(cfg))
+            }
+            other => {
+                return Err(ConfigError::new(
+                    "upstream.kind",
+                    format!("unknown upstream `{other}` (expected `mock` or `openai`)"),
+                )
+                .into());
+            }
+        };
+        if let Some(cuts) = self.triage.boundaries {
+            let boundaries =
+                Boundaries::new(cuts).map_err(|e| ConfigError::new("triage.boundaries", e.reason))?;
+            b = b.triage(RuleTriage::new(&tiers).boundaries(boundaries)?);
+        }
+        if let Some(sticky) = self.triage.sticky {
+            b = b.sticky_tiers(sticky);
+        }
+        let r = self.reset;
+        let mut policy = BrittlenessPolicy::default();
+        if let Some(t) = r.max_turns {
+            policy = policy.max_turns((t > 0).then_some(t));
+        }
+        if r.context_warn.is_some() || r.context_compact.is_some() {
+            policy =
+                policy.context_thresholds(r.context_warn.or(Some(0.75)), r.context_compact.or(Some(0.85)))?;
+        }
+        if let Some(e) = r.max_consecutive_errors {
+            policy = policy.max_consecutive_errors((e > 0).then_some(e));
+        }
+        b = b.reset_policy(policy);
+        if let Some(s) = r.summarize_on_low_tier {
+            b = b.summarize_on_low_tier(s);
+        }
+        let c = self.cooldown;
+        let mut cooldown = CooldownPolicy::default();
+        if let Some(n) = c.consecutive_failures {
+            cooldown.consecutive_failures = n;
+        }
+        if let Some(f) = c.failure_rate_threshold {
+            cooldown.failure_rate_threshold = f;
+        }
+        if let Some(s) = c.base_cooldown_secs {
+            cooldown.base_cooldown = secs("cooldown.base_cooldown_secs", s)?;
+        }
+        if let Some(s) = c.max_cooldown_secs {
+            cooldown.max_cooldown = secs("cooldown.max_cooldown_secs", s)?;
+        }
+        b = b.cooldown(cooldown);
+        b = if self.metrics.install {
+            let mut cfg = PrometheusConfig::new();
+            if let Some(addr) = self.metrics.listen {
+                cfg = cfg.listen_addr(addr);
+            }
+            b.metrics(cfg)
+        } else {
+            b.without_metrics()
+        };
+        if self.monitor.enabled {
+            if let Some(s) = self.monitor.interval_secs {
+                b = b.monitor_interval(secs("monitor.interval_secs", s)?);
+            }
+            if let Some(url) = self.monitor.webhook {
+                b = b.alert_webhook(url);
+            }
+            for rule in self.monitor.rules {
+                b = b.monitor_rule(rule);
+            }
+        } else {
+            b = b.without_monitor();
+        }
+        Ok(b.tiers(tiers))
+    }
+}
