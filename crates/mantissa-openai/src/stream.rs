@@ -216,7 +216,7 @@ where
         if event.event != "message" && event.event != "error" {
             return Ok(None);
         }
-        let parsed: serde_json::Value = serde_json::from_str(&event.data).map_err(|e| {
+        let mut chunk: StreamChunk = serde_json::from_str(&event.data).map_err(|e| {
             let inv = InvalidResponse::new(InvalidResponseKind::MalformedJson, "malformed stream chunk");
             LlmError::new(
                 FailureClass::InvalidResponse,
@@ -224,18 +224,15 @@ where
             )
             .with_source(inv.with_source(e))
         })?;
-        if event.event == "error" || parsed.get("error").is_some_and(|e| !e.is_null()) {
-            let (class, api) = embedded_api_error(&parsed, 200);
+        if let Some(error) = chunk.error.take().filter(|e| !e.is_null()) {
+            let (class, api) = embedded_api_error(&serde_json::json!({ "error": error }), 200);
             return Err(LlmError::new(class, api.message().to_owned()).with_source(api));
         }
-        let chunk: StreamChunk = serde_json::from_value(parsed).map_err(|e| {
-            let inv = InvalidResponse::new(InvalidResponseKind::MalformedJson, "malformed stream chunk");
-            LlmError::new(
-                FailureClass::InvalidResponse,
-                format!("malformed stream chunk: {e}"),
-            )
-            .with_source(inv.with_source(e))
-        })?;
+        if event.event == "error" {
+            let (class, api) =
+                embedded_api_error(&serde_json::from_str(&event.data).unwrap_or_default(), 200);
+            return Err(LlmError::new(class, api.message().to_owned()).with_source(api));
+        }
         if self.facts.upstream_model.is_none() {
             self.facts.upstream_model.clone_from(&chunk.model);
         }

@@ -94,19 +94,78 @@ impl From<WireUsage> for Usage {
     }
 }
 
-/// Text content: a string, or (some servers) an array of `{type, text}` parts.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// Text content: a string, or (some servers) an array of `{type, text}` parts;
+/// anything else is ignored. Deserialized by hand: an untagged enum would
+/// buffer every content delta before trying its variants.
+#[derive(Debug)]
 enum Content {
     Text(String),
     Parts(Vec<Part>),
-    Other(#[allow(dead_code)] serde::de::IgnoredAny),
+    Other,
 }
 
-#[derive(Debug, Deserialize)]
-struct Part {
-    #[serde(default)]
-    text: Option<String>,
+impl<'de> Deserialize<'de> for Content {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ContentVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for ContentVisitor {
+            type Value = Content;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an array of content parts")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Content, E> {
+                Ok(Content::Text(v.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Content, E> {
+                Ok(Content::Text(v))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Content, A::Error> {
+                let mut parts = Vec::new();
+                while let Some(part) = seq.next_element::<serde_json::Value>()? {
+                    let text = part
+                        .get("text")
+                        .and_then(serde_json::Value::as_str)
+                        .map(str::to_owned);
+                    parts.push(Part { text });
+                }
+                Ok(Content::Parts(parts))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Content, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(Content::Other)
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Content, E> {
+                Ok(Content::Other)
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Content, E> {
+                Ok(Content::Other)
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Content, E> {
+                Ok(Content::Other)
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Content, E> {
+                Ok(Content::Other)
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<Content, E> {
+                Ok(Content::Other)
+            }
+        }
+
+        deserializer.deserialize_any(ContentVisitor)
+    }
 }
 
 impl Content {
@@ -114,9 +173,14 @@ impl Content {
         match self {
             Content::Text(s) => Some(s),
             Content::Parts(parts) => Some(parts.into_iter().filter_map(|p| p.text).collect()),
-            Content::Other(_) => None,
+            Content::Other => None,
         }
     }
+}
+
+#[derive(Debug)]
+struct Part {
+    text: Option<String>,
 }
 
 /// Tool-call arguments: a JSON string per the API, an object from some servers.
@@ -265,6 +329,9 @@ pub(crate) struct StreamChunk {
     choices: Option<Vec<ChunkChoice>>,
     #[serde(default)]
     usage: Option<WireUsage>,
+    /// An error object sent in place of a chunk (vLLM, LiteLLM, OpenRouter).
+    #[serde(default)]
+    pub(crate) error: Option<serde_json::Value>,
 }
 
 impl StreamChunk {
@@ -544,6 +611,12 @@ mod tests {
             serde_json::from_value(json!({"choices": [{"message": {"content": null, "tool_calls": null}}]}))
                 .unwrap();
         assert_eq!(c.take_first().unwrap().message.content, None);
+        for odd in [json!(5), json!({"a": 1}), json!(true), json!([1, {"text": "t"}])] {
+            let mut c: Completion =
+                serde_json::from_value(json!({"choices": [{"message": {"content": odd.clone()}}]})).unwrap();
+            let text = c.take_first().unwrap().message.content;
+            assert_eq!(text.as_deref(), odd.is_array().then_some("t"), "{odd}");
+        }
         let mut c: Completion = serde_json::from_value(json!({"choices": []})).unwrap();
         assert!(c.take_first().is_none());
     }
