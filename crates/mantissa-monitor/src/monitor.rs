@@ -347,48 +347,56 @@ impl SystemMonitor {
                     SubjectKind::Model => &snapshot.models,
                     SubjectKind::Tool => &snapshot.tools,
                 };
+                // Only subjects that meet the condition touch the alert map;
+                // active alerts not met this tick are swept below.
                 for (name, h) in subjects {
                     if !rule.subject.matches(name) {
                         continue;
                     }
-                    let value = rule.condition.value(h);
-                    let met = value.is_some_and(|v| rule.condition.is_met(v));
-                    if !met && active.is_empty() {
+                    let Some(value) = rule.condition.value(h) else {
                         continue;
+                    };
+                    if rule.condition.is_met(value) {
+                        observe(rule, active, name, value, now, wall, tick, &mut transitions);
                     }
-                    observe(rule, active, name, value, met, now, wall, tick, &mut transitions);
                 }
-                if let Condition::Silence { expect, .. } = &rule.condition {
-                    let quiet = now.saturating_duration_since(inner.started).as_secs_f64();
+                let quiet = now.saturating_duration_since(inner.started).as_secs_f64();
+                let never_seen = |name: &str| -> Option<f64> {
+                    match &rule.condition {
+                        Condition::Silence { expect, .. }
+                            if expect.iter().any(|e| e == name) && !subjects.contains_key(name) =>
+                        {
+                            Some(quiet)
+                        }
+                        _ => None,
+                    }
+                };
+                if let Condition::Silence { expect, .. } = &rule.condition
+                    && rule.condition.is_met(quiet)
+                {
                     for name in expect {
-                        if subjects.contains_key(name) || !rule.subject.matches(name) {
-                            continue;
-                        }
-                        let met = rule.condition.is_met(quiet);
-                        if met || !active.is_empty() {
-                            observe(
-                                rule,
-                                active,
-                                name,
-                                Some(quiet),
-                                met,
-                                now,
-                                wall,
-                                tick,
-                                &mut transitions,
-                            );
+                        if rule.subject.matches(name) && !subjects.contains_key(name) {
+                            observe(rule, active, name, quiet, now, wall, tick, &mut transitions);
                         }
                     }
                 }
-                // Subjects with an active alert that this tick did not see
-                // (no verdict): a pending alert lapses, a firing one clears.
+                // Active alerts whose condition is not met this tick (or that
+                // have no verdict): a pending alert lapses, a firing one
+                // clears once back past the hysteresis bound.
                 if active.values().any(|e| e.seen != tick) {
-                    active.retain(|_, e| {
-                        e.seen == tick
-                            || matches!(
-                                advance(rule, e, None, false, now, wall, &mut transitions),
-                                Step::Keep
-                            )
+                    active.retain(|name, e| {
+                        if e.seen == tick {
+                            return true;
+                        }
+                        let value = match subjects.get(name) {
+                            Some(h) if rule.subject.matches(name) => rule.condition.value(h),
+                            Some(_) => None,
+                            None => never_seen(name),
+                        };
+                        matches!(
+                            advance(rule, e, value, false, now, wall, &mut transitions),
+                            Step::Keep
+                        )
                     });
                 }
                 firing_counts.push(
@@ -552,8 +560,16 @@ impl SystemMonitor {
     pub fn active_alerts(&self) -> Vec<Alert> {
         let st = self.inner.state.lock();
         let mut out = Vec::new();
-        for map in &st.active {
-            let mut v: Vec<Alert> = map.values().map(|e| e.alert.clone()).collect();
+        for (rule, map) in self.inner.rules.iter().zip(&st.active) {
+            let mut v: Vec<Alert> = map
+                .values()
+                .map(|e| {
+                    // Summaries are written on transitions; refresh the value.
+                    let mut a = e.alert.clone();
+                    a.summary = summary(rule, &a.subject, a.value, a.state);
+                    a
+                })
+                .collect();
             v.sort_by(|a, b| a.subject.cmp(&b.subject));
             out.extend(v);
         }
@@ -581,61 +597,55 @@ impl SystemMonitor {
     }
 }
 
-/// Applies one observation of a subject to the rule's active alerts.
+/// Applies an observation that meets the condition to the rule's active alerts.
 #[allow(clippy::too_many_arguments)]
 fn observe(
     rule: &Rule,
     active: &mut HashMap<String, Entry>,
     name: &str,
-    value: Option<f64>,
-    met: bool,
+    value: f64,
     now: Instant,
     wall: u64,
     tick: u64,
     out: &mut Vec<Alert>,
 ) {
-    match active.get_mut(name) {
-        Some(e) => {
-            e.seen = tick;
-            if let Step::Remove = advance(rule, e, value, met, now, wall, out) {
-                active.remove(name);
-            }
+    if let Some(e) = active.get_mut(name) {
+        e.seen = tick;
+        if let Step::Remove = advance(rule, e, Some(value), true, now, wall, out) {
+            active.remove(name);
         }
-        None if met => {
-            let v = value.unwrap_or(f64::NAN);
-            let subject = SubjectRef::new(rule.subject.kind, name);
-            let mut alert = Alert {
-                rule: rule.name.clone(),
-                severity: rule.severity,
-                state: AlertState::Pending,
-                value: v,
-                threshold: rule.condition.threshold(),
-                active_since_ms: wall,
-                firing_since_ms: None,
-                resolved_at_ms: None,
-                labels: rule.labels.clone(),
-                summary: summary(rule, &subject, v, AlertState::Pending),
-                subject,
-                actions: Vec::new(),
-            };
-            if rule.for_duration.is_zero() {
-                alert.state = AlertState::Firing;
-                alert.firing_since_ms = Some(wall);
-                alert.summary = summary(rule, &alert.subject, v, AlertState::Firing);
-            }
-            out.push(alert.clone());
-            active.insert(
-                name.to_owned(),
-                Entry {
-                    alert,
-                    pending_since: now,
-                    clear_since: None,
-                    seen: tick,
-                },
-            );
-        }
-        None => {}
+        return;
     }
+    let subject = SubjectRef::new(rule.subject.kind, name);
+    let mut alert = Alert {
+        rule: rule.name.clone(),
+        severity: rule.severity,
+        state: AlertState::Pending,
+        value,
+        threshold: rule.condition.threshold(),
+        active_since_ms: wall,
+        firing_since_ms: None,
+        resolved_at_ms: None,
+        labels: rule.labels.clone(),
+        summary: String::new(),
+        subject,
+        actions: Vec::new(),
+    };
+    if rule.for_duration.is_zero() {
+        alert.state = AlertState::Firing;
+        alert.firing_since_ms = Some(wall);
+    }
+    alert.summary = summary(rule, &alert.subject, value, alert.state);
+    out.push(alert.clone());
+    active.insert(
+        name.to_owned(),
+        Entry {
+            alert,
+            pending_since: now,
+            clear_since: None,
+            seen: tick,
+        },
+    );
 }
 
 /// Advances one active alert given this tick's value (`None`: no verdict).
@@ -662,8 +672,6 @@ fn advance(
                 e.alert.firing_since_ms = Some(wall);
                 e.alert.summary = summary(rule, &e.alert.subject, e.alert.value, AlertState::Firing);
                 out.push(e.alert.clone());
-            } else {
-                e.alert.summary = summary(rule, &e.alert.subject, e.alert.value, AlertState::Pending);
             }
             Step::Keep
         }
@@ -674,7 +682,6 @@ fn advance(
             let clear = value.is_none_or(|v| rule.condition.is_clear(v, rule.hysteresis));
             if !clear {
                 e.clear_since = None;
-                e.alert.summary = summary(rule, &e.alert.subject, e.alert.value, AlertState::Firing);
                 return Step::Keep;
             }
             let since = *e.clear_since.get_or_insert(now);
