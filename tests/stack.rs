@@ -1,0 +1,517 @@
+//! End-to-end tests of the composed stack ([`AgentStack`]) over the HTTP mock:
+//! real OpenAI-compatible HTTP on loopback, the whole layer order, the
+//! monitor, and the Prometheus exposition.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mantissa::core::{
+    BoxError, FailureClass, LlmRequest, Message, ModelId, ModelSpec, TierConfig, TierSet, ToolRequest,
+    catalog, classify_box,
+};
+use mantissa::mock::http::{HttpMockLlm, HttpReply};
+use mantissa::mock::{MockTools, ToolFault};
+use mantissa::monitor::{AlertState, ChannelSink, Condition, Rule, Selector, Window};
+use mantissa::openai::{OpenAiClient, OpenAiConfig};
+use mantissa::reset::{BrittlenessPolicy, ContextReset};
+use mantissa::triage::{CooldownPolicy, Routed, TierRouter};
+use mantissa::{AgentSpec, AgentStack, LlmService, Upstream};
+use tower::ServiceExt;
+use tower::util::BoxCloneSyncService;
+
+/// One HTTP mock server per model, so one model can fail alone.
+struct Upstreams {
+    servers: HashMap<String, HttpMockLlm>,
+}
+
+impl Upstreams {
+    async fn start(models: &[&str]) -> Self {
+        let mut servers = HashMap::new();
+        for m in models {
+            servers.insert((*m).to_owned(), HttpMockLlm::start().await);
+        }
+        Self { servers }
+    }
+
+    fn get(&self, model: &str) -> &HttpMockLlm {
+        &self.servers[model]
+    }
+
+    fn upstream(&self) -> Upstream {
+        let urls: HashMap<String, String> = self
+            .servers
+            .iter()
+            .map(|(m, s)| (m.clone(), s.base_url()))
+            .collect();
+        Upstream::Custom(Arc::new(
+            move |spec: &ModelSpec| -> Result<LlmService, BoxError> {
+                let url = urls.get(spec.id.as_str()).ok_or("no server for model")?;
+                let client = OpenAiClient::new(
+                    OpenAiConfig::new(url.clone())
+                        .api_key("sk-test-secret")
+                        .default_model(spec.id.clone()),
+                )?;
+                Ok(BoxCloneSyncService::new(client))
+            },
+        ))
+    }
+}
+
+fn small_tiers() -> TierSet {
+    TierSet::new(vec![
+        TierConfig::new(
+            "low",
+            vec![
+                ModelSpec::new("small")
+                    .provider("mock")
+                    .context_window(4_000)
+                    .pricing(0.15, 0.6),
+            ],
+        ),
+        TierConfig::new(
+            "medium",
+            vec![
+                ModelSpec::new("medium")
+                    .provider("mock")
+                    .context_window(16_000)
+                    .pricing(1.0, 4.0),
+            ],
+        ),
+        TierConfig::new(
+            "high",
+            vec![
+                ModelSpec::new("large")
+                    .provider("mock")
+                    .context_window(64_000)
+                    .pricing(5.0, 15.0),
+            ],
+        ),
+    ])
+    .unwrap()
+}
+
+fn user(session: &str, agent: &str, history: &[Message]) -> LlmRequest {
+    LlmRequest::new(session, agent, history.to_vec())
+}
+
+#[tokio::test]
+async fn a_long_session_is_compacted_and_the_reset_is_remembered() {
+    let ups = Upstreams::start(&["small", "medium", "large"]).await;
+    let stack = AgentStack::builder()
+        .agent(AgentSpec::new("trader"))
+        .tiers(small_tiers())
+        .upstream(ups.upstream())
+        .reset_policy(BrittlenessPolicy::default().max_turns(Some(6)))
+        .summarize_on_low_tier(false)
+        .without_monitor()
+        .build()
+        .unwrap();
+    let llm = stack.llm("trader");
+
+    let mut history = vec![Message::system("You are a trader.")];
+    let mut reset = None;
+    for turn in 1..=6 {
+        history.push(Message::user(format!("turn {turn}: anything new on ACME?")));
+        let resp = llm
+            .clone()
+            .oneshot(user("s-long", "trader", &history))
+            .await
+            .unwrap();
+        if let Some(r) = ContextReset::of(&resp) {
+            reset = Some(r.clone());
+        }
+        history.push(resp.message);
+    }
+    let reset = reset.expect("the sixth turn crosses max_turns = 6");
+    assert_eq!(reset.reason.as_str(), "turns");
+    assert!(reset.tokens_after < reset.tokens_before, "{reset}");
+    assert_eq!(reset.history[0], Message::system("You are a trader."));
+
+    // What reached the upstream on the reset turn is the compacted history.
+    let bodies = ups.get("small").request_bodies();
+    let last = bodies.last().unwrap();
+    assert_eq!(last["messages"].as_array().unwrap().len(), reset.messages_after);
+
+    // A caller that resends its full history gets the same compaction applied again.
+    history.push(Message::user("turn 7: and now?"));
+    llm.clone()
+        .oneshot(user("s-long", "trader", &history))
+        .await
+        .unwrap();
+    let sent = ups.get("small").request_bodies().last().unwrap()["messages"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(
+        sent < history.len(),
+        "remembered reset re-applied: sent {sent} of {}",
+        history.len()
+    );
+    assert_eq!(stack.sessions().snapshot(&"s-long".into(), 20).unwrap().resets, 1);
+}
+
+#[tokio::test]
+async fn a_failing_model_falls_back_cools_down_alerts_and_recovers() {
+    let ups = Upstreams::start(&["small", "medium", "large"]).await;
+    let (sink, mut alerts) = ChannelSink::new(16);
+    let stack = AgentStack::builder()
+        .agent(AgentSpec::new("trader"))
+        .tiers(small_tiers())
+        .upstream(ups.upstream())
+        .cooldown(CooldownPolicy {
+            base_cooldown: Duration::from_secs(3600),
+            max_cooldown: Duration::from_secs(3600),
+            ..CooldownPolicy::default()
+        })
+        .monitor_rule(Rule::new(
+            "model_down",
+            Selector::models(),
+            Condition::consecutive_failures(5),
+        ))
+        .monitor_interval(Duration::from_secs(3600))
+        .alert_receiver(sink)
+        .build()
+        .unwrap();
+    let llm = stack.llm("trader");
+    ups.get("small").fail_with_status(503);
+
+    // Easy requests go to the low tier; every one is still answered, by medium.
+    for i in 0..8 {
+        let resp = llm
+            .clone()
+            .oneshot(user(&format!("s{i}"), "trader", &[Message::user("hi")]))
+            .await
+            .unwrap();
+        let routed = resp.extensions.get::<Routed>().unwrap();
+        assert_eq!(routed.requested_tier.as_str(), "low");
+        assert_eq!(routed.model.as_str(), "medium");
+    }
+    // Five failures cooled `small` down: later requests skip it.
+    assert_eq!(ups.get("small").calls(), 5);
+    let state = stack.router().model_snapshot("small").unwrap();
+    assert_eq!(state.state.as_str(), "cooled_down");
+
+    let monitor = stack.monitor().unwrap();
+    monitor.tick();
+    let firing = alerts.try_recv().unwrap();
+    assert_eq!(
+        (firing.rule.as_str(), firing.state),
+        ("model_down", AlertState::Firing)
+    );
+    assert_eq!(firing.subject.name, "small");
+
+    // The model recovers; an operator (or a monitor action) ends the cooldown;
+    // the next low-tier request goes back to it and the alert resolves.
+    ups.get("small").respond_with_text("back");
+    use mantissa::core::control::ModelControl;
+    assert!(stack.router().restore(&ModelId::new("small")));
+    let resp = llm
+        .clone()
+        .oneshot(user("s-back", "trader", &[Message::user("hi")]))
+        .await
+        .unwrap();
+    assert_eq!(resp.model.as_str(), "small");
+    monitor.tick();
+    let resolved = alerts.try_recv().unwrap();
+    assert_eq!(
+        (resolved.rule.as_str(), resolved.state),
+        ("model_down", AlertState::Resolved)
+    );
+}
+
+#[tokio::test]
+async fn tool_failures_raise_a_sessions_brittleness() {
+    let ups = Upstreams::start(&["small", "medium", "large"]).await;
+    let tools = MockTools::demo();
+    tools.fail_tool("get_market_price", ToolFault::reported());
+    let stack = AgentStack::builder()
+        .agent(AgentSpec::new("trader"))
+        .tiers(small_tiers())
+        .upstream(ups.upstream())
+        .tools(tools, ["get_market_price", "assess_risk", "place_order"])
+        .without_monitor()
+        .build()
+        .unwrap();
+    let llm = stack.llm("trader");
+    let history = vec![Message::user("price of ACME?")];
+    llm.clone()
+        .oneshot(user("s-tools", "trader", &history))
+        .await
+        .unwrap();
+    let before = stack.sessions().snapshot(&"s-tools".into(), 20).unwrap();
+    assert_eq!(before.consecutive_tool_errors, 0);
+
+    let tool_svc = stack.tools("trader");
+    for i in 0..3 {
+        let req = ToolRequest::new(
+            "s-tools",
+            "trader",
+            format!("c{i}"),
+            "get_market_price",
+            serde_json::json!({"symbol": "ACME"}),
+        );
+        let out = tool_svc.clone().oneshot(req).await.unwrap();
+        assert!(out.is_error);
+    }
+    let after = stack.sessions().snapshot(&"s-tools".into(), 20).unwrap();
+    assert_eq!(after.consecutive_tool_errors, 3);
+    let tool = stack.registry().tool("get_market_price").unwrap();
+    assert_eq!(tool.last_1m.errors_of(FailureClass::ToolError), 3);
+
+    // The next LLM call of the session assesses the streak (brittleness is
+    // scored per call) and resets the context.
+    let resp = llm
+        .clone()
+        .oneshot(user("s-tools", "trader", &history))
+        .await
+        .unwrap();
+    let reset = ContextReset::of(&resp).expect("three tool errors in a row trigger a reset");
+    assert_eq!(reset.reason.as_str(), "consecutive_errors");
+}
+
+/// The router may fall back while no chunk has reached the caller, never after.
+#[tokio::test]
+async fn router_falls_back_before_the_first_chunk_but_not_after() {
+    let a = HttpMockLlm::start().await;
+    let b = HttpMockLlm::start().await;
+    let tiers = TierSet::new(vec![
+        TierConfig::new("low", vec![ModelSpec::new("a")]),
+        TierConfig::new("high", vec![ModelSpec::new("b")]),
+    ])
+    .unwrap();
+    let client = |url: String, model: &str| {
+        OpenAiClient::new(OpenAiConfig::new(url).api_key("k").default_model(model)).unwrap()
+    };
+    let router = TierRouter::builder(tiers)
+        .model("a", client(a.base_url(), "a"))
+        .model("b", client(b.base_url(), "b"))
+        .build()
+        .unwrap();
+    let streamed = || {
+        let mut req = LlmRequest::new("s", "agent", vec![Message::user("hi")]).with_tier("low");
+        req.params.stream = true;
+        req
+    };
+
+    // 503 before the stream starts: the router falls back to b.
+    a.fail_with_status(503);
+    b.stream_text(["Hel", "lo"]);
+    let mut resp = router.clone().oneshot(streamed()).await.unwrap();
+    assert_eq!(resp.model.as_str(), "b");
+    let mut text = String::new();
+    let mut stream = resp.stream.take().unwrap();
+    while let Some(chunk) = stream.next().await {
+        text.push_str(chunk.unwrap().content.as_deref().unwrap_or(""));
+    }
+    assert_eq!(text, "Hello");
+    assert_eq!(b.calls(), 1);
+
+    // a streams its first chunk, then the connection is cut: the caller sees
+    // the chunk and then a classified error; b is not called again.
+    a.set_default(HttpReply::truncated_stream("partial answer here", 1));
+    let mut resp = router.clone().oneshot(streamed()).await.unwrap();
+    assert_eq!(resp.model.as_str(), "a");
+    let mut stream = resp.stream.take().unwrap();
+    let first = stream.next().await.unwrap().unwrap();
+    assert!(first.content.is_some());
+    let mut failure = None;
+    while let Some(item) = stream.next().await {
+        if let Err(e) = item {
+            failure = Some(classify_box(&e));
+        }
+    }
+    assert!(
+        matches!(
+            failure,
+            Some(FailureClass::Transport | FailureClass::InvalidResponse)
+        ),
+        "{failure:?}"
+    );
+    assert_eq!(b.calls(), 1, "no retry after the first chunk");
+}
+
+#[tokio::test]
+async fn toml_configuration_builds_a_stack_and_names_bad_fields() {
+    let text = r#"
+        [[agents]]
+        name = "planner"
+        tier = "high"
+
+        [[agents]]
+        name = "clerk"
+
+        [reset]
+        max_turns = 30
+
+        [metrics]
+        install = false
+
+        [monitor]
+        enabled = false
+    "#;
+    let stack = AgentStack::from_toml(text).unwrap().build().unwrap();
+    let resp = stack
+        .llm("planner")
+        .oneshot(user("s", "planner", &[Message::user("hi")]))
+        .await
+        .unwrap();
+    assert_eq!(resp.model.as_str(), "mock-large");
+    assert_eq!(stack.agents().count(), 2);
+
+    let err = AgentStack::from_toml("[[agents]]\nname = \"x\"\ntier = \"ultra\"\n").unwrap_err();
+    assert!(err.to_string().contains("agents.x.tier"), "{err}");
+    let err = AgentStack::from_toml("[upstream]\nkind = \"carrier-pigeon\"\n").unwrap_err();
+    assert!(err.to_string().contains("upstream.kind"), "{err}");
+    let err = AgentStack::from_toml("[reset]\nmax_turns = \"many\"\n").unwrap_err();
+    assert!(err.to_string().contains("invalid type"), "{err}");
+}
+
+/// The main job's service on 127.0.0.1:0: `/metrics` over HTTP has labelled
+/// series for each agent, model and tool, and every catalogued metric.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_serves_labelled_series_for_every_agent_model_and_tool() {
+    let mut demo = mantissa::demo::Demo::start(mantissa::demo::DemoConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        duration: Duration::from_secs(4),
+        sessions: 12,
+        think_time: Duration::from_millis(20),
+        outage: Some((0.2, 0.5)),
+        progress: None,
+        monitor_interval: Duration::from_millis(200),
+        max_turns: 4,
+        seed: 1,
+    })
+    .await
+    .unwrap();
+    let report = demo.wait().await.unwrap();
+    assert!(report.turns > 0 && report.tool_calls > 0, "{report:?}");
+    assert!(report.resets > 0, "sessions crossed max_turns");
+    assert!(report.counterfactual_cost_usd > report.cost_usd);
+
+    let url = format!("http://{}/metrics", demo.metrics_addr());
+    let body = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    for agent in ["trader", "risk_analyst", "manager"] {
+        assert!(
+            body.contains(&format!("agent=\"{agent}\"")),
+            "no series for agent {agent}"
+        );
+    }
+    for model in ["mock-small", "mock-medium", "mock-large"] {
+        assert!(
+            body.contains(&format!("model=\"{model}\"")),
+            "no series for model {model}"
+        );
+    }
+    for tool in ["get_market_price", "assess_risk", "place_order"] {
+        assert!(
+            body.contains(&format!("tool=\"{tool}\"")),
+            "no series for tool {tool}"
+        );
+    }
+    // Histograms have buckets, never quantiles (summaries).
+    assert!(body.contains("gen_ai_client_operation_duration_seconds_bucket{"));
+    assert!(!body.contains("quantile=\""));
+    // Session ids never become labels.
+    assert!(!body.contains("trader-0"));
+    demo.shutdown().await.unwrap();
+}
+
+/// After a scenario that exercises every layer, the exposition contains every
+/// catalogued series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_shows_every_catalogued_series() {
+    let ups = Upstreams::start(&["small", "medium", "large"]).await;
+    let (sink, _alerts_rx) = ChannelSink::new(1); // never drained: drops are counted
+    let stack = AgentStack::builder()
+        .agent(AgentSpec::new("trader"))
+        .tiers(small_tiers())
+        .upstream(ups.upstream())
+        .reset_policy(BrittlenessPolicy::default().max_turns(Some(3)))
+        .monitor_rule(Rule::new(
+            "model_down",
+            Selector::models(),
+            Condition::consecutive_failures(5),
+        ))
+        .monitor_rule(Rule::new(
+            "resets",
+            Selector::agents(),
+            Condition::reset_spike(Window::OneMinute, 0),
+        ))
+        .monitor_interval(Duration::from_secs(3600))
+        .alert_receiver(sink)
+        .build()
+        .unwrap();
+    let server = stack.serve_metrics("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let llm = stack.llm("trader");
+
+    // Plain calls, a long prompt (context warning on the 4k-token model), and a session that resets.
+    let mut history = vec![Message::system("sys")];
+    for turn in 0..4 {
+        history.push(Message::user(format!("turn {turn}")));
+        let resp = llm
+            .clone()
+            .oneshot(user("s-all", "trader", &history))
+            .await
+            .unwrap();
+        history.push(resp.message);
+    }
+    let long = "word ".repeat(2_600);
+    llm.clone()
+        .oneshot(user("s-warn", "trader", &[Message::user(long)]).with_tier("low"))
+        .await
+        .unwrap();
+    // Streaming: time to first chunk.
+    let mut req = user("s-stream", "trader", &[Message::user("stream please")]);
+    req.params.stream = true;
+    ups.get("small").stream_text(["a", "b"]);
+    let mut resp = llm.clone().oneshot(req).await.unwrap();
+    if let Some(mut s) = resp.stream.take() {
+        while s.next().await.is_some() {}
+    }
+    // A failing model: fallbacks, cooldown, an alert.
+    ups.get("small").fail_with_status(500);
+    for i in 0..20 {
+        let _ = llm
+            .clone()
+            .oneshot(user(&format!("f{i}"), "trader", &[Message::user("hi")]))
+            .await;
+    }
+    // Tools.
+    stack
+        .tools("trader")
+        .oneshot(ToolRequest::new(
+            "s-all",
+            "trader",
+            "c1",
+            "get_market_price",
+            serde_json::json!({"symbol": "ACME"}),
+        ))
+        .await
+        .unwrap();
+    let monitor = stack.monitor().unwrap();
+    monitor.tick();
+    monitor.tick();
+
+    let body = reqwest::get(format!("http://{}/metrics", server.local_addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut missing = Vec::new();
+    for name in catalog::COUNTERS.iter().chain(catalog::GAUGES) {
+        if !body.lines().any(|l| l.starts_with(name) && !l.starts_with('#')) {
+            missing.push(*name);
+        }
+    }
+    for (name, _) in catalog::HISTOGRAMS {
+        if !body.contains(&format!("{name}_bucket{{")) {
+            missing.push(*name);
+        }
+    }
+    assert!(missing.is_empty(), "missing series: {missing:?}");
+    server.shutdown().await.unwrap();
+}
