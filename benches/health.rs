@@ -18,9 +18,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use mantissa_core::catalog;
-use mantissa_core::{
-    BoxError, LlmRequest, LlmResponse, Message, TierSet, ToolRequest, ToolResponse, Usage,
-};
+use mantissa_core::{BoxError, LlmRequest, LlmResponse, Message, TierSet, ToolRequest, ToolResponse, Usage};
 use mantissa_health::HealthLayer;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tower::{Layer, Service};
@@ -98,7 +96,7 @@ fn install_prometheus() {
 
 fn bench(c: &mut Criterion) {
     install_prometheus();
-    let layer = HealthLayer::with_tiers(TierSet::default()).agents(["trader"]);
+    let layer = HealthLayer::with_tiers(TierSet::default()).agents(["trader", "analyst", "risk"]);
 
     let llm_req = LlmRequest::new("session-1", "trader", vec![Message::user("price of XYZ?")])
         .with_model("mock-small")
@@ -111,6 +109,24 @@ fn bench(c: &mut Criterion) {
     let mut wrapped = layer.layer(NoopLlm);
     group.bench_function("health", |b| {
         b.iter(|| black_box(now(wrapped.call(black_box(llm_req.clone())))))
+    });
+    // One service shared by three agents: every call misses the service's
+    // memo of its last label tuple and looks the handles up in the cache.
+    let rotating: Vec<LlmRequest> = ["trader", "analyst", "risk"]
+        .into_iter()
+        .map(|agent| {
+            LlmRequest::new("session-1", agent, vec![Message::user("price of XYZ?")])
+                .with_model("mock-small")
+                .with_tier("low")
+        })
+        .collect();
+    let mut shared = layer.layer(NoopLlm);
+    let mut i = 0usize;
+    group.bench_function("health_agents_rotating", |b| {
+        b.iter(|| {
+            i = (i + 1) % rotating.len();
+            black_box(now(shared.call(black_box(rotating[i].clone()))))
+        })
     });
     let mut no_journal = layer.clone().journal(false).layer(NoopLlm);
     group.bench_function("health_no_journal", |b| {

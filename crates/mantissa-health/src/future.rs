@@ -57,26 +57,25 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let result = ready!(this.inner.poll(cx));
+        let mut result = ready!(this.inner.poll(cx));
         let Some(mut call) = this.call.take() else {
             return Poll::Ready(result);
         };
-        let mut resp = match result {
-            Ok(resp) => resp,
+        // Inspect the response in place: it can be large, so it is not moved.
+        match &mut result {
+            Ok(resp) => {
+                call.bind_model(R::response_model(resp));
+                match R::take_stream(resp) {
+                    Some(stream) => R::put_stream(resp, ChunkStream::new(ObservedStream::new(stream, call))),
+                    None => call.finish(R::response_failure(resp), R::usage(resp), None),
+                }
+            }
             Err(e) => {
                 let class = class_for(R::KIND, e.failure_class());
                 call.finish(Some(class), Usage::default(), Some(e.to_string()));
-                return Poll::Ready(Err(e));
             }
-        };
-        call.bind_model(R::response_model(&resp));
-        match R::take_stream(&mut resp) {
-            Some(stream) => {
-                R::put_stream(&mut resp, ChunkStream::new(ObservedStream::new(stream, call)));
-            }
-            None => call.finish(R::response_failure(&resp), R::usage(&resp), None),
         }
-        Poll::Ready(Ok(resp))
+        Poll::Ready(result)
     }
 }
 
