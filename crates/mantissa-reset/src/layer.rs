@@ -253,3 +253,43 @@ impl<S, St: SessionStore + Clone> Layer<S> for ResetLayer<St> {
         Reset::from_shared(inner, Arc::new(Shared::new(self.config.clone())))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use mantissa_core::{Message, ModelSpec};
+
+    use super::*;
+
+    fn req() -> LlmRequest {
+        LlmRequest::new("s", "a", vec![Message::user("hi")])
+    }
+
+    #[test]
+    fn window_comes_from_model_then_tier_then_default() {
+        // TierSet::default(): low 16,384 / medium 65,536 / high 200,000.
+        let layer = ResetLayer::new().tiers(&TierSet::default());
+        let w = &layer.config.windows;
+        assert_eq!(w.resolve(&req().with_model("mock-large")), 200_000);
+        assert_eq!(
+            w.resolve(&req().with_model("unknown").with_tier("medium")),
+            65_536
+        );
+        assert_eq!(w.resolve(&req()), 16_384, "smallest configured");
+        let layer = layer.default_window(50_000);
+        assert_eq!(layer.config.windows.resolve(&req()), 50_000);
+        assert_eq!(ResetLayer::new().config.windows.resolve(&req()), FALLBACK_WINDOW);
+    }
+
+    #[test]
+    fn catalog_tiers_take_their_smallest_model() {
+        let mut catalog = ModelCatalog::new();
+        catalog.insert_with_tier(ModelSpec::new("a").context_window(8_000), Some(Tier::low()));
+        catalog.insert_with_tier(ModelSpec::new("b").context_window(32_000), Some(Tier::low()));
+        catalog.insert(ModelSpec::new("c").context_window(4_000));
+        let layer = ResetLayer::new().catalog(&catalog);
+        let w = &layer.config.windows;
+        assert_eq!(w.resolve(&req().with_tier("low")), 8_000);
+        assert_eq!(w.resolve(&req().with_model("b")), 32_000);
+        assert_eq!(w.resolve(&req()), 4_000);
+    }
+}

@@ -311,6 +311,7 @@ where
     S::Future: Send + 'static,
     St: SessionStore,
 {
+    let mut inner = inner;
     let cfg = &shared.cfg;
     let now = Instant::now();
     let window = cfg.windows.resolve(&req);
@@ -326,7 +327,6 @@ where
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "session store failed; call goes out untracked");
-            let mut inner = inner;
             return inner.call(req).await.map_err(Into::into);
         }
     };
@@ -345,6 +345,89 @@ where
         req.messages = Arc::new(v);
     }
     let mut caller_len = pre.caller_len;
+
+    // Warnings and compaction are rare: they run in their own boxed future so
+    // that the common path's future stays small.
+    let mut started = now;
+    let mut notices = None;
+    if !pre.warnings.is_empty() || pre.action.is_some() {
+        let rare = Box::pin(warn_and_compact(&shared, req, &raw, pre, window)).await?;
+        req = rare.req;
+        caller_len = rare.caller_len.unwrap_or(caller_len);
+        notices = Some(rare.notices);
+        started = Instant::now();
+    }
+
+    let session = req.session.clone();
+    let result = inner.call(req).await.map_err(Into::into);
+    let done = Instant::now();
+    let latency_ms = done.saturating_duration_since(started).as_secs_f64() as f32 * 1000.0;
+    let warmup = cfg.policy.min_latency_samples();
+    let committed = match &result {
+        Ok(resp) => {
+            let usage = resp.usage;
+            let streaming = resp.is_streaming();
+            cfg.store
+                .update(&session, done, |st| {
+                    st.record_llm(None);
+                    st.record_latency(latency_ms, warmup);
+                    if !streaming && usage.input_tokens > 0 {
+                        // The provider's count covers what was sent; the reply
+                        // is the next message the caller will send back.
+                        st.set_accounting(
+                            usage.input_tokens.saturating_add(usage.output_tokens),
+                            caller_len + 1,
+                        );
+                    }
+                })
+                .await
+        }
+        Err(e) => {
+            let class = classify(&**e);
+            cfg.store
+                .update(&session, done, |st| st.record_llm(Some(class)))
+                .await
+        }
+    };
+    if let Err(e) = committed {
+        tracing::warn!(error = %e, "session store failed to record a call outcome");
+    }
+    let mut resp = result?;
+    if let Some(n) = notices {
+        let Notices { reset, warning } = *n;
+        if let Some(r) = reset {
+            resp.extensions.insert(r);
+        }
+        if let Some(w) = warning {
+            resp.extensions.insert(w);
+        }
+    }
+    Ok(resp)
+}
+
+struct Notices {
+    reset: Option<ContextReset>,
+    warning: Option<ContextWarning>,
+}
+
+struct Rare {
+    req: LlmRequest,
+    caller_len: Option<usize>,
+    notices: Box<Notices>,
+}
+
+/// The warn stage and the compaction stages, with their metrics, events and
+/// the commit of a reset.
+async fn warn_and_compact<St: SessionStore>(
+    shared: &Shared<St>,
+    mut req: LlmRequest,
+    raw: &Arc<Vec<Message>>,
+    pre: Pre,
+    window: u32,
+) -> Result<Rare, BoxError> {
+    let cfg = &shared.cfg;
+    let est: &dyn TokenEstimator = &*cfg.estimator;
+    let mut caller_len = None;
 
     // Warn stage.
     let mut warning = None;
@@ -387,7 +470,7 @@ where
         let started = Instant::now();
         let target = cfg.policy.target_tokens(window);
         let effective = req.messages.clone();
-        let compacted = compact_stages(&shared, &req, &effective, stage, target, pre.resets).await;
+        let compacted = compact_stages(shared, &req, &effective, stage, target, pre.resets).await;
         let tokens_after = compact::tokens(est, &compacted.messages);
         let fits = tokens_after <= target;
         let mut note = compacted.note;
@@ -404,10 +487,10 @@ where
             }));
         }
         let history = Arc::new(compacted.messages);
-        let distinguish = first_difference(&raw, &history);
+        let distinguish = first_difference(raw, &history);
         let remembered = (history.as_slice() != raw.as_slice()).then(|| {
             Arc::new(RememberedReset {
-                covered: PrefixFingerprint::of(&raw, distinguish),
+                covered: PrefixFingerprint::of(raw, distinguish),
                 replacement_fp: PrefixFingerprint::of(&history, distinguish),
                 replacement: history.clone(),
                 replacement_tokens: tokens_after,
@@ -475,7 +558,7 @@ where
         ev.detail = Some(notice.to_string());
         shared.emit(&ev);
         tracing::info!(target: "mantissa_reset", "{notice}");
-        caller_len = history.len();
+        caller_len = Some(history.len());
         req.messages = history;
         if let Some(new) = compacted.new_session {
             req.session = new;
@@ -490,51 +573,14 @@ where
         m.name = Some("mantissa_note".to_owned());
         req.messages_mut().push(m);
     }
-
-    let session = req.session.clone();
-    let started = Instant::now();
-    let mut inner = inner;
-    let result = inner.call(req).await.map_err(Into::into);
-    let done = Instant::now();
-    let latency_ms = done.saturating_duration_since(started).as_secs_f64() as f32 * 1000.0;
-    let warmup = cfg.policy.min_latency_samples();
-    let committed = match &result {
-        Ok(resp) => {
-            let usage = resp.usage;
-            let streaming = resp.is_streaming();
-            cfg.store
-                .update(&session, done, |st| {
-                    st.record_llm(None);
-                    st.record_latency(latency_ms, warmup);
-                    if !streaming && usage.input_tokens > 0 {
-                        // The provider's count covers what was sent; the reply
-                        // is the next message the caller will send back.
-                        st.set_accounting(
-                            usage.input_tokens.saturating_add(usage.output_tokens),
-                            caller_len + 1,
-                        );
-                    }
-                })
-                .await
-        }
-        Err(e) => {
-            let class = classify(&**e);
-            cfg.store
-                .update(&session, done, |st| st.record_llm(Some(class)))
-                .await
-        }
-    };
-    if let Err(e) = committed {
-        tracing::warn!(error = %e, "session store failed to record a call outcome");
-    }
-    let mut resp = result?;
-    if let Some(n) = reset_notice {
-        resp.extensions.insert(n);
-    }
-    if let Some(w) = warning {
-        resp.extensions.insert(w);
-    }
-    Ok(resp)
+    Ok(Rare {
+        req,
+        caller_len,
+        notices: Box::new(Notices {
+            reset: reset_notice,
+            warning,
+        }),
+    })
 }
 
 /// Runs the stages from `stage` upward until the target is met (clear →

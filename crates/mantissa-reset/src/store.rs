@@ -39,7 +39,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 
 use std::future::Future;
-use std::hash::BuildHasher;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -562,35 +562,78 @@ pub trait SessionStore: Send + Sync + 'static {
     }
 }
 
-const NIL: u32 = u32::MAX;
+/// A session id with its (keyed, DoS-resistant) hash computed once: the same
+/// hash picks the shard and probes the shard's index.
+#[derive(Debug, Clone)]
+struct Key {
+    hash: u64,
+    id: SessionId,
+}
+
+impl PartialEq for Key {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.id == other.id
+    }
+}
+
+impl Eq for Key {}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Passes a precomputed hash through.
+#[derive(Debug, Default, Clone, Copy)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.0 = i;
+    }
+}
 
 #[derive(Debug)]
 struct Node {
-    key: SessionId,
+    key: Key,
     state: SessionState,
-    prev: u32,
-    next: u32,
 }
 
-/// One shard: a map from id to slot, slots in a slab, and an intrusive
-/// doubly-linked list of slots ordered by last activity (head = newest).
+/// Sessions examined to choose a capacity victim (the least recently active
+/// of the sample; all of them when the shard holds no more).
+const EVICTION_SAMPLE: usize = 16;
+
+/// One shard: an index from id to slot and the sessions in a slab. There is
+/// no recency list to maintain on each access (that would touch two more
+/// sessions' memory per call): idle sessions are found by a clock hand that
+/// advances one slot per access, and a capacity victim is the least recently
+/// active of a sample.
 #[derive(Debug)]
 struct Shard {
-    index: HashMap<SessionId, u32, RandomState>,
+    index: HashMap<Key, u32, BuildHasherDefault<PassThrough>>,
     slots: Vec<Option<Node>>,
     free: Vec<u32>,
-    head: u32,
-    tail: u32,
+    hand: usize,
 }
 
 impl Shard {
-    fn new(hasher: RandomState) -> Self {
+    fn new() -> Self {
         Self {
-            index: HashMap::with_hasher(hasher),
+            index: HashMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
-            head: NIL,
-            tail: NIL,
+            hand: 0,
         }
     }
 
@@ -598,48 +641,17 @@ impl Shard {
         self.slots.get_mut(i as usize).and_then(Option::as_mut)
     }
 
-    fn unlink(&mut self, i: u32) {
-        let (prev, next) = match self.node(i) {
-            Some(n) => (n.prev, n.next),
-            None => return,
-        };
-        match self.node(prev) {
-            Some(p) => p.next = next,
-            None => self.head = next,
-        }
-        match self.node(next) {
-            Some(n) => n.prev = prev,
-            None => self.tail = prev,
-        }
-    }
-
-    fn push_front(&mut self, i: u32) {
-        let old = self.head;
-        if let Some(n) = self.node(i) {
-            n.prev = NIL;
-            n.next = old;
-        }
-        match self.node(old) {
-            Some(o) => o.prev = i,
-            None => self.tail = i,
-        }
-        self.head = i;
-    }
-
     fn remove_slot(&mut self, i: u32) -> Option<Node> {
-        self.unlink(i);
         let node = self.slots.get_mut(i as usize).and_then(Option::take)?;
         self.index.remove(&node.key);
         self.free.push(i);
         Some(node)
     }
 
-    fn insert(&mut self, key: SessionId, state: SessionState) -> u32 {
+    fn insert(&mut self, key: Key, state: SessionState) -> u32 {
         let node = Node {
             key: key.clone(),
             state,
-            prev: NIL,
-            next: NIL,
         };
         let i = match self.free.pop() {
             Some(i) => {
@@ -650,12 +662,38 @@ impl Shard {
             }
             None => {
                 self.slots.push(Some(node));
-                u32::try_from(self.slots.len() - 1).unwrap_or(NIL)
+                u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
             }
         };
         self.index.insert(key, i);
-        self.push_front(i);
         i
+    }
+
+    /// The least recently active of up to [`EVICTION_SAMPLE`] sessions,
+    /// starting at a position derived from `seed`.
+    fn victim(&self, seed: u64) -> Option<u32> {
+        let n = self.slots.len();
+        if n == 0 {
+            return None;
+        }
+        let start = (seed as usize) % n;
+        let mut best: Option<(Instant, u32)> = None;
+        let mut seen = 0;
+        let exact = self.len() <= EVICTION_SAMPLE;
+        let limit = if exact { n } else { n.min(4 * EVICTION_SAMPLE) };
+        for k in 0..limit {
+            let i = (start + k) % n;
+            if let Some(node) = &self.slots[i] {
+                if best.is_none_or(|(t, _)| node.state.last_activity < t) {
+                    best = Some((node.state.last_activity, u32::try_from(i).unwrap_or(u32::MAX)));
+                }
+                seen += 1;
+                if seen == EVICTION_SAMPLE && !exact {
+                    break;
+                }
+            }
+        }
+        best.map(|(_, i)| i)
     }
 
     fn len(&self) -> usize {
@@ -664,10 +702,10 @@ impl Shard {
 
     fn bytes(&self) -> usize {
         use std::mem::size_of;
-        // hashbrown: one control byte per bucket plus a group of trailing ones;
-        // buckets = capacity rounded up to a power of two at 7/8 load.
+        // hashbrown: one control byte per bucket; buckets = capacity rounded
+        // up to a power of two at 7/8 load.
         let buckets = (self.index.capacity() * 8 / 7).next_power_of_two();
-        buckets * (size_of::<(SessionId, u32)>() + 1)
+        buckets * (size_of::<(Key, u32)>() + 1)
             + self.slots.capacity() * size_of::<Option<Node>>()
             + self.free.capacity() * size_of::<u32>()
     }
@@ -689,11 +727,15 @@ struct Inner {
 /// active sessions.
 ///
 /// Eviction is per shard: each of the `shards` shards holds at most
-/// `capacity / shards` sessions (rounded up) and evicts its least recently
-/// active session when full, so eviction may begin a little before the global
-/// count reaches `capacity`. Idle sessions are evicted lazily (every access to
-/// a shard drops up to 8 expired sessions from its cold end) and by
-/// [`MemorySessionStore::evict_idle`].
+/// `capacity / shards` sessions (rounded up), so eviction may begin a little
+/// before the global count reaches `capacity`. A full shard evicts the least
+/// recently active of a sample of 16 of its sessions (exact when the shard
+/// holds 16 or fewer; approximate otherwise, as Redis's `allkeys-lru` is) —
+/// keeping an exact recency list would touch two more sessions' memory on
+/// every call. Idle sessions are evicted by a clock hand that checks one
+/// slot of the shard on every access (so a busy shard is swept in as many
+/// accesses as it holds sessions), and by [`MemorySessionStore::evict_idle`]
+/// for shards that see no traffic.
 ///
 /// Cloning is cheap and shares the sessions.
 #[derive(Debug, Clone)]
@@ -707,9 +749,6 @@ impl Default for MemorySessionStore {
     }
 }
 
-/// Expired sessions dropped per shard access (bounds the per-call cost).
-const LAZY_EVICTIONS: usize = 8;
-
 impl MemorySessionStore {
     /// A store holding up to 100,000 sessions with a 1-hour idle TTL.
     pub fn new() -> Self {
@@ -721,36 +760,48 @@ impl MemorySessionStore {
         MemorySessionStoreBuilder::default()
     }
 
-    fn shard(&self, session: &SessionId) -> &Mutex<Shard> {
-        let h = self.inner.hasher.hash_one(session.as_str());
+    fn locate(&self, session: &SessionId) -> (&Mutex<Shard>, Key) {
+        let hash = self.inner.hasher.hash_one(session.as_str());
         let n = self.inner.shards.len();
-        // n is a power of two; the high bits are the best mixed.
-        let i = ((h >> 32) as usize) & (n - 1);
-        &self.inner.shards[i]
+        // n is a power of two; the index uses the low bits, the shard the high ones.
+        let i = ((hash >> 40) as usize) & (n - 1);
+        (
+            &self.inner.shards[i],
+            Key {
+                hash,
+                id: session.clone(),
+            },
+        )
     }
 
-    fn expire(&self, shard: &mut Shard, now: Instant, limit: usize) -> usize {
-        let Some(ttl) = self.inner.idle_ttl else {
+    fn expired(&self, node: &Node, now: Instant) -> bool {
+        self.inner
+            .idle_ttl
+            .is_some_and(|ttl| now.saturating_duration_since(node.state.last_activity) >= ttl)
+    }
+
+    /// Advances the shard's clock hand by `steps` slots, evicting expired
+    /// sessions it passes. Returns how many were evicted.
+    fn sweep(&self, shard: &mut Shard, now: Instant, steps: usize) -> usize {
+        if self.inner.idle_ttl.is_none() || shard.slots.is_empty() {
             return 0;
-        };
-        let mut n = 0;
-        while n < limit {
-            let tail = shard.tail;
-            let expired = match shard.node(tail) {
-                Some(node) => now.saturating_duration_since(node.state.last_activity) >= ttl,
-                None => false,
-            };
-            if !expired {
-                break;
+        }
+        let mut evicted = 0;
+        for _ in 0..steps.min(shard.slots.len()) {
+            shard.hand = (shard.hand + 1) % shard.slots.len();
+            let i = shard.hand;
+            let expired = shard.slots[i].as_ref().is_some_and(|n| self.expired(n, now));
+            if expired && shard.remove_slot(u32::try_from(i).unwrap_or(u32::MAX)).is_some() {
+                evicted += 1;
             }
-            shard.remove_slot(tail);
-            n += 1;
         }
-        if n > 0 {
-            self.inner.len.fetch_sub(n, Ordering::Relaxed);
-            self.inner.idle_evictions.fetch_add(n as u64, Ordering::Relaxed);
+        if evicted > 0 {
+            self.inner.len.fetch_sub(evicted, Ordering::Relaxed);
+            self.inner
+                .idle_evictions
+                .fetch_add(evicted as u64, Ordering::Relaxed);
         }
-        n
+        evicted
     }
 
     /// The synchronous core of every update.
@@ -761,30 +812,55 @@ impl MemorySessionStore {
         create: bool,
         f: impl FnOnce(&mut SessionState) -> R,
     ) -> Option<R> {
-        let mut shard = self.shard(session).lock();
-        self.expire(&mut shard, now, LAZY_EVICTIONS);
-        let i = match shard.index.get(session.as_str()) {
+        let (shard, key) = self.locate(session);
+        let mut shard = shard.lock();
+        self.sweep(&mut shard, now, 1);
+        let i = match shard.index.get(&key) {
             Some(&i) => {
-                shard.unlink(i);
-                shard.push_front(i);
-                i
-            }
-            None if create => {
-                if shard.len() >= self.inner.shard_capacity {
-                    let tail = shard.tail;
-                    if shard.remove_slot(tail).is_some() {
-                        self.inner.len.fetch_sub(1, Ordering::Relaxed);
-                        self.inner.capacity_evictions.fetch_add(1, Ordering::Relaxed);
+                // A session idle past its TTL that the hand has not reached
+                // yet starts afresh.
+                let stale = shard.slots[i as usize]
+                    .as_ref()
+                    .is_some_and(|n| self.expired(n, now));
+                if stale {
+                    shard.remove_slot(i);
+                    self.inner.len.fetch_sub(1, Ordering::Relaxed);
+                    self.inner.idle_evictions.fetch_add(1, Ordering::Relaxed);
+                    if !create {
+                        return None;
                     }
+                    self.insert(&mut shard, key, now)
+                } else {
+                    i
                 }
-                self.inner.len.fetch_add(1, Ordering::Relaxed);
-                shard.insert(session.clone(), SessionState::new(now))
             }
+            None if create => self.insert(&mut shard, key, now),
             None => return None,
         };
         let node = shard.node(i)?;
         node.state.touch(now);
         Some(f(&mut node.state))
+    }
+
+    fn insert(&self, shard: &mut Shard, key: Key, now: Instant) -> u32 {
+        if shard.len() >= self.inner.shard_capacity
+            && let Some(victim) = shard.victim(key.hash.rotate_left(17))
+        {
+            let idle = shard.slots[victim as usize]
+                .as_ref()
+                .is_some_and(|n| self.expired(n, now));
+            if shard.remove_slot(victim).is_some() {
+                self.inner.len.fetch_sub(1, Ordering::Relaxed);
+                let counter = if idle {
+                    &self.inner.idle_evictions
+                } else {
+                    &self.inner.capacity_evictions
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.inner.len.fetch_add(1, Ordering::Relaxed);
+        shard.insert(key, SessionState::new(now))
     }
 
     /// Evicts every session idle for the TTL or longer, in every shard.
@@ -794,7 +870,11 @@ impl MemorySessionStore {
         self.inner
             .shards
             .iter()
-            .map(|s| self.expire(&mut s.lock(), now, usize::MAX))
+            .map(|s| {
+                let mut shard = s.lock();
+                let steps = shard.slots.len();
+                self.sweep(&mut shard, now, steps)
+            })
             .sum()
     }
 
@@ -809,8 +889,9 @@ impl MemorySessionStore {
     /// A snapshot of a session's tracked state (not marking it active);
     /// error counts over the last `window` calls.
     pub fn snapshot(&self, session: &SessionId, window: u32) -> Option<SessionSnapshot> {
-        let shard = self.shard(session).lock();
-        let i = *shard.index.get(session.as_str())?;
+        let (shard, key) = self.locate(session);
+        let shard = shard.lock();
+        let i = *shard.index.get(&key)?;
         shard
             .slots
             .get(i as usize)?
@@ -868,10 +949,11 @@ impl SessionStore for MemorySessionStore {
         &self,
         session: &SessionId,
     ) -> impl Future<Output = Result<Option<SessionState>, StoreError>> + Send {
-        let shard = self.shard(session).lock();
+        let (shard, key) = self.locate(session);
+        let shard = shard.lock();
         let state = shard
             .index
-            .get(session.as_str())
+            .get(&key)
             .and_then(|&i| shard.slots.get(i as usize))
             .and_then(|n| n.as_ref().map(|n| n.state.clone()));
         drop(shard);
@@ -879,8 +961,9 @@ impl SessionStore for MemorySessionStore {
     }
 
     fn remove(&self, session: &SessionId) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        let mut shard = self.shard(session).lock();
-        let removed = match shard.index.get(session.as_str()) {
+        let (shard, key) = self.locate(session);
+        let mut shard = shard.lock();
+        let removed = match shard.index.get(&key) {
             Some(&i) => shard.remove_slot(i).is_some(),
             None => false,
         };
@@ -971,9 +1054,7 @@ impl MemorySessionStoreBuilder {
         let shard_capacity = self.capacity.div_ceil(shards).max(1);
         MemorySessionStore {
             inner: Arc::new(Inner {
-                shards: (0..shards)
-                    .map(|_| Mutex::new(Shard::new(hasher.clone())))
-                    .collect(),
+                shards: (0..shards).map(|_| Mutex::new(Shard::new())).collect(),
                 hasher,
                 idle_ttl: self.idle_ttl,
                 shard_capacity,
@@ -991,7 +1072,7 @@ impl MemorySessionStoreBuilder {
 /// and vector slack. The crate docs and the `reset` bench report it.
 pub fn bytes_per_session_lower_bound() -> usize {
     use std::mem::size_of;
-    size_of::<Option<Node>>() + size_of::<(SessionId, u32)>() + 1
+    size_of::<Option<Node>>() + size_of::<(Key, u32)>() + 1
 }
 
 #[cfg(test)]
@@ -1040,12 +1121,13 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn lru_list_stays_consistent() {
+    async fn small_shards_evict_the_least_recently_active_exactly() {
         let store = MemorySessionStore::builder().capacity(3).idle_ttl(None).build();
         let t = Instant::now();
-        for id in ["a", "b", "c", "a", "d", "e"] {
+        for (k, id) in ["a", "b", "c", "a", "d", "e"].into_iter().enumerate() {
+            let at = t + Duration::from_secs(k as u64);
             store
-                .update(&SessionId::new(id), t, |s| s.begin_turn())
+                .update(&SessionId::new(id), at, |s| s.begin_turn())
                 .await
                 .unwrap();
         }
