@@ -3,7 +3,7 @@
 //! # Design: asynchronous triage
 //!
 //! [`Triage`] is synchronous because rule triage runs on every call and must
-//! cost nanoseconds. Asking a model is asynchronous, so [`TriageLayer`]
+//! cost nanoseconds. Asking a model is asynchronous, so [`TriageLayer`](crate::TriageLayer)
 //! runs an [`AsyncTriage`] — a strategy that returns a future of a
 //! [`TierDecision`]. Every [`Triage`] is an [`AsyncTriage`] with an
 //! already-complete future, so one layer serves both kinds and synchronous

@@ -25,7 +25,7 @@
 //! tools alone 0.15 (bottom: nearly every agent call offers tools).
 //!
 //! An explicit stakes hint in `metadata["stakes"]`
-//! ([`METADATA_STAKES`](mantissa_core::METADATA_STAKES)) then sets a floor:
+//! ([`mantissa_core::METADATA_STAKES`]) then sets a floor:
 //! `high` / `critical` → the top tier, `medium` → at least the middle tier,
 //! `low` → no floor (reason `stakes` when the floor changed the tier).
 //!
@@ -35,7 +35,7 @@
 //! numbered-list items) are taken over the whole turn in one branch-free,
 //! vectorisable pass. Word markers need a scalar scan, so they are searched
 //! in the first and last [`keyword_window`](RuleTriage::keyword_window)
-//! bytes (512 by default), where instructions ("compare…", "step by step")
+//! bytes (128 by default), where instructions ("compare…", "step by step")
 //! sit. No regular expressions, no allocation per call.
 //!
 //! # Example
@@ -126,12 +126,12 @@ impl RuleTriage {
             tiers,
             weights: RuleWeights::default(),
             length_saturation: 1500.0,
-            keyword_window: 512,
+            keyword_window: 128,
         }
     }
 
     /// Sets the score cut points (one fewer than tiers), for example from
-    /// [`calibrate`](crate::calibrate). Defaults to
+    /// [`calibrate`](crate::calibrate()). Defaults to
     /// [`Boundaries::default_for`] the number of tiers.
     pub fn boundaries(mut self, boundaries: Boundaries) -> Result<Self, ConfigError> {
         boundaries.check_len(self.tiers.len())?;
@@ -168,7 +168,7 @@ impl RuleTriage {
     }
 
     /// Sets how many bytes at the start and at the end of the turn are
-    /// searched for word markers. Defaults to 512.
+    /// searched for word markers. Defaults to 128 (about the first and the last sentence).
     pub fn keyword_window(mut self, bytes: usize) -> Self {
         self.keyword_window = bytes;
         self
@@ -255,32 +255,40 @@ struct ByteCounts {
     list_items: u32,
 }
 
-/// One pass of byte-class counts; written so that the compiler vectorises it
-/// (u8 lane counters over chunks of 255 bytes, no branches).
+/// One pass of byte-class counts, written so that the compiler vectorises
+/// it: three shifted views of the bytes zipped together (so a numbered-list
+/// item, `\n<digit>[.)]`, is seen in the same pass), u8 lane counters over
+/// chunks of 255 bytes, no branches.
 fn count_bytes(bytes: &[u8]) -> ByteCounts {
     let mut out = ByteCounts::default();
-    for chunk in bytes.chunks(255) {
-        let (mut q, mut t, mut p) = (0u8, 0u8, 0u8);
-        for &b in chunk {
-            q += u8::from(b == b'?');
-            t += u8::from(b == b'`');
-            p += u8::from((b == b'{') | (b == b'}') | (b == b';'));
+    // Pad the shifted views with two separators so every byte is counted once.
+    let n = bytes.len();
+    let starts_item = |d: u8, p: u8| d.is_ascii_digit() & ((p == b'.') | (p == b')'));
+    if n >= 2 && starts_item(bytes[0], bytes[1]) {
+        out.list_items += 1;
+    }
+    let body = n.saturating_sub(2);
+    let mut i = 0;
+    while i < body {
+        let e = (i + 255).min(body);
+        let (a, d, p) = (&bytes[i..e], &bytes[i + 1..e + 1], &bytes[i + 2..e + 2]);
+        let (mut q, mut t, mut c, mut l) = (0u8, 0u8, 0u8, 0u8);
+        for ((&a, &d), &p) in a.iter().zip(d).zip(p) {
+            q += u8::from(a == b'?');
+            t += u8::from(a == b'`');
+            c += u8::from((a == b'{') | (a == b'}') | (a == b';'));
+            l += u8::from((a == b'\n') & starts_item(d, p));
         }
         out.questions += u32::from(q);
         out.backticks += u32::from(t);
-        out.code_punct += u32::from(p);
+        out.code_punct += u32::from(c);
+        out.list_items += u32::from(l);
+        i = e;
     }
-    // Numbered-list items: a line that starts with a digit then `.` or `)`.
-    let starts_item = |d: u8, p: u8| d.is_ascii_digit() & ((p == b'.') | (p == b')'));
-    if bytes.len() >= 2 && starts_item(bytes[0], bytes[1]) {
-        out.list_items += 1;
-    }
-    if bytes.len() >= 3 {
-        let mut n = 0u32;
-        for ((&a, &d), &p) in bytes.iter().zip(&bytes[1..]).zip(&bytes[2..]) {
-            n += u32::from((a == b'\n') & starts_item(d, p));
-        }
-        out.list_items += n;
+    for &a in &bytes[body..] {
+        out.questions += u32::from(a == b'?');
+        out.backticks += u32::from(a == b'`');
+        out.code_punct += u32::from((a == b'{') | (a == b'}') | (a == b';'));
     }
     out
 }
@@ -373,74 +381,53 @@ fn classify_word(w: u64) -> (u32, u32) {
     }
 }
 
-#[derive(Debug, Default)]
-struct WordScanner {
-    word: u64,
-    len: u32,
-    prev1: u64,
-    prev2: u64,
-    out: WordCounts,
-}
-
-impl WordScanner {
-    #[inline]
-    fn feed(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            let l = b | 0x20;
-            if l.is_ascii_lowercase() {
-                if self.len < 8 {
-                    self.word |= u64::from(l) << (8 * self.len);
-                }
-                self.len += 1;
-            } else if self.len > 0 {
-                self.end_word();
+/// Counts markers and code words in `bytes`. The state lives in locals so
+/// it stays in registers; a word is classified only when it ends.
+#[inline]
+fn scan_span(bytes: &[u8], out: &mut WordCounts) {
+    let (mut word, mut len) = (0u64, 0u32);
+    let (mut prev1, mut prev2) = (0u64, 0u64);
+    let (mut markers, mut code_words) = (0u32, 0u32);
+    // A trailing separator flushes the last word without a second code path.
+    for &b in bytes.iter().chain(std::iter::once(&b' ')) {
+        let l = b | 0x20;
+        if l.wrapping_sub(b'a') < 26 {
+            if len < 8 {
+                word |= u64::from(l) << (8 * len);
             }
+            len += 1;
+        } else if len > 0 {
+            let (m, c) = classify_word(word);
+            markers += m;
+            code_words += c;
+            if word == STEP && prev1 == BY && prev2 == STEP {
+                markers += 2;
+            }
+            prev2 = prev1;
+            prev1 = word;
+            word = 0;
+            len = 0;
         }
     }
-
-    #[inline]
-    fn end_word(&mut self) {
-        let w = self.word;
-        let (m, c) = classify_word(w);
-        self.out.markers += m;
-        self.out.code_words += c;
-        if w == STEP && self.prev1 == BY && self.prev2 == STEP {
-            self.out.markers += 2;
-        }
-        self.prev2 = self.prev1;
-        self.prev1 = w;
-        self.word = 0;
-        self.len = 0;
-    }
-
-    fn finish(mut self) -> WordCounts {
-        if self.len > 0 {
-            self.end_word();
-        }
-        self.out
-    }
+    out.markers += markers;
+    out.code_words += code_words;
 }
 
 /// Word markers in the head and tail windows of `bytes`.
 fn scan_words(bytes: &[u8], window: usize) -> WordCounts {
-    let mut scanner = WordScanner::default();
+    let mut out = WordCounts::default();
     if bytes.len() <= window.saturating_mul(2) {
-        scanner.feed(bytes);
-        return scanner.finish();
+        scan_span(bytes, &mut out);
+        return out;
     }
-    scanner.feed(&bytes[..window]);
-    if scanner.len > 0 {
-        scanner.end_word();
-    }
-    scanner.prev1 = 0;
-    scanner.prev2 = 0;
+    scan_span(&bytes[..window], &mut out);
     // Start the tail on a word boundary so a cut word is not mistaken for a marker.
     let mut start = bytes.len() - window;
     while start < bytes.len() && (bytes[start] | 0x20).is_ascii_lowercase() {
         start += 1;
     }
-    scanner.feed(&bytes[start..]);
-    scanner.finish()
+    scan_span(&bytes[start..], &mut out);
+    out
 }
 
 #[cfg(test)]

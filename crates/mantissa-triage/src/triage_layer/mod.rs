@@ -18,7 +18,7 @@
 //! extensions (so inner layers can read it) and into the response's, and
 //! emits `mantissa_triage_decisions_total{agent,tier,reason}` and, for
 //! strategy decisions only, `mantissa_triage_score{agent}` (the sample that
-//! [`calibrate`](crate::calibrate) works from). Handles are held per agent.
+//! [`calibrate`](crate::calibrate()) works from). Handles are held per agent.
 //!
 //! The layer adds no way to fail: errors of the inner service pass through.
 //! It needs the inner service to be `Clone` (to drive an asynchronous
