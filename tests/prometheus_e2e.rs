@@ -6,7 +6,8 @@
 //! - every catalogued metric the demo exports is stored by Prometheus,
 //! - every PromQL expression of the Grafana dashboard
 //!   (`deploy/grafana/mantissa.json`) returns data, and so does every
-//!   recording rule the dashboard reads,
+//!   recording rule of `deploy/prometheus/recording_rules.yml`,
+//! - every rule (recording and alerting) is loaded and evaluates without error,
 //! - the dashboard's template variables find values.
 //!
 //! It needs the `prometheus` server binary (Debian: `apt-get install
@@ -438,15 +439,31 @@ async fn demo_metrics_rules_and_dashboard_work_in_prometheus() {
         .expect("rules JSON");
     let groups = rules["data"]["groups"].as_array().cloned().unwrap_or_default();
     assert!(groups.len() >= 2, "rule groups not loaded: {rules}");
+    let mut recorded = Vec::new();
     for rule in groups.iter().filter_map(|g| g["rules"].as_array()).flatten() {
         assert_eq!(rule["health"], "ok", "rule {} is unhealthy: {rule}", rule["name"]);
+        if rule["type"] == "recording" {
+            let name = rule["name"].as_str().unwrap_or_default().to_owned();
+            recorded.push((name.clone(), name));
+        }
     }
+    // Every recording rule has data on the demo's traffic.
+    assert!(recorded.len() >= 20, "recording rules not loaded: {rules}");
+    let empty = until_all_have_data(&http, &prom, &recorded, settle).await;
+    assert!(
+        empty.is_empty(),
+        "{} of {} recording rules have no data:\n{}",
+        empty.len(),
+        recorded.len(),
+        empty.join("\n")
+    );
 
     eprintln!(
         "prometheus_e2e: target up after {up_after:?}; {} catalogued metrics stored, {} dashboard queries \
-         with data; not produced by the demo: {not_produced:?}; total {:?}",
+         and {} recording rules with data; not produced by the demo: {not_produced:?}; total {:?}",
         produced.len(),
         dashboard.len(),
+        recorded.len(),
         started.elapsed()
     );
     drop(prom);
