@@ -43,7 +43,9 @@
 //! successful probe makes it healthy, a failed one cools it down again for
 //! twice as long (jittered, capped). [`TierRouter::snapshot`] shows the state;
 //! `mantissa_model_state{model}` exports it (0 healthy, 1 degraded, 2 cooled
-//! down). [`ModelControl`] lets the monitor cool a model down or restore it.
+//! down; the gauge leaves 2 when the next request probes the model, while
+//! `snapshot()` reads the clock). [`ModelControl`] lets the monitor cool a
+//! model down (for exactly the given time, then a probe) or restore it.
 //!
 //! # Backpressure
 //!
