@@ -460,10 +460,14 @@ async fn demo_metrics_rules_and_dashboard_work_in_prometheus() {
 
     eprintln!(
         "prometheus_e2e: target up after {up_after:?}; {} catalogued metrics stored, {} dashboard queries \
-         and {} recording rules with data; not produced by the demo: {not_produced:?}; total {:?}",
+         and {} recording rules with data; not produced by the demo: {not_produced:?}; demo: {} LLM calls, \
+         {} fallbacks, {} resets; total {:?}",
         produced.len(),
         dashboard.len(),
         recorded.len(),
+        report.llm_calls,
+        report.fallbacks,
+        report.resets,
         started.elapsed()
     );
     drop(prom);
