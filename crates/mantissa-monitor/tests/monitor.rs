@@ -995,6 +995,37 @@ mod webhook {
     }
 
     #[tokio::test]
+    async fn retries_transport_errors_with_backoff_then_gives_up() {
+        // A port nobody listens on: connection refused, a transport error.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let s = WebhookSink::builder(format!("http://127.0.0.1:{port}/alerts"))
+            .backoff(Duration::from_millis(1), Duration::from_millis(2))
+            .max_attempts(3)
+            .build()
+            .unwrap();
+        use mantissa_monitor::HealthAlertReceiver;
+        s.receive_health_alert(&sample_alert(AlertState::Resolved));
+        s.close().await;
+        let st = s.stats();
+        assert_eq!((st.queued, st.sent, st.retries, st.dropped), (1, 0, 2, 1));
+    }
+
+    #[test]
+    fn building_needs_a_valid_url_and_a_runtime() {
+        let err = WebhookSink::builder("not a url").build().unwrap_err();
+        assert!(
+            err.to_string().starts_with("invalid webhook url `not a url`"),
+            "{err}"
+        );
+        let err = WebhookSink::builder("http://127.0.0.1:9/").build().unwrap_err();
+        assert_eq!(err.to_string(), "webhook sink needs a tokio runtime");
+    }
+
+    #[tokio::test]
     async fn bounded_queue_drops_and_counts_while_the_webhook_is_down() {
         use metrics_util::debugging::{DebugValue, DebuggingRecorder};
         let server = MockServer::start().await;
