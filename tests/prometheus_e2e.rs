@@ -354,7 +354,10 @@ async fn demo_metrics_rules_and_dashboard_work_in_prometheus() {
     let up_after = started.elapsed();
 
     // 2. Let the load run to the end (outage, fallbacks, cooldown, resets).
-    let report = demo.wait().await.expect("the demo runs");
+    let report = tokio::time::timeout(LOAD + Duration::from_secs(30), demo.wait())
+        .await
+        .expect("the demo finishes within 30 s of its load")
+        .expect("the demo runs");
     assert!(report.llm_calls > 0 && report.resets > 0, "{}", report.text);
     let exposition = http
         .get(format!("http://{target}/metrics"))
