@@ -29,7 +29,7 @@ use mantissa::demo::{Demo, DemoConfig};
 use mantissa_core::catalog;
 use serde_json::Value;
 
-/// Seconds of demo load. The demo's outage of `mock-medium` runs from 30 %
+/// Demo load. The demo's outage of `mock-medium` runs from 30 %
 /// to 60 % of it, so fallbacks and cooldowns happen well inside the run.
 const LOAD: Duration = Duration::from_secs(14);
 /// Upper bound for Prometheus to start and see the target up.
@@ -71,7 +71,10 @@ const REQUIRED: &[&str] = &[
     catalog::SESSION_TURNS_AT_RESET,
     catalog::SESSION_CONTEXT_TOKENS_AT_RESET,
     catalog::SESSION_BRITTLENESS,
+    catalog::GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK,
+    catalog::CONTEXT_WARNINGS_TOTAL,
     catalog::ALERTS_FIRING,
+    catalog::ALERTS_TOTAL,
 ];
 
 fn repo_path(rel: &str) -> PathBuf {
