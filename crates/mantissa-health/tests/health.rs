@@ -565,6 +565,35 @@ async fn model_comes_from_request_then_layer_then_response() {
     assert!(close(cf, 5.0), "{cf}");
 }
 
+#[tokio::test(start_paused = true)]
+async fn one_service_attributes_alternating_labels_correctly() {
+    let layer = HealthLayer::with_tiers(TierSet::default());
+    let registry = layer.get_registry().clone();
+    let mut svc = layer.layer(llm("mock-small", Usage::new(1, 1), Duration::ZERO));
+    for (agent, model, tier) in [
+        ("a", "mock-small", None),
+        ("b", "mock-small", None),
+        ("a", "mock-large", None),
+        ("a", "mock-large", Some("low")),
+        ("a", "mock-large", Some("low")),
+    ] {
+        let mut req = chat("s", agent, Some(model));
+        if let Some(t) = tier {
+            req = req.with_tier(t);
+        }
+        svc.ready().await.unwrap().call(req).await.unwrap();
+    }
+    assert_eq!(registry.agent("a").unwrap().last_1m.calls, 4);
+    assert_eq!(registry.agent("b").unwrap().last_1m.calls, 1);
+    assert_eq!(registry.model("mock-small").unwrap().last_1m.calls, 2);
+    let tiers: Vec<_> = registry
+        .recent(10)
+        .iter()
+        .map(|e| e.tier.clone().unwrap().to_string())
+        .collect();
+    assert_eq!(tiers, ["low", "low", "high", "low", "low"]);
+}
+
 // ---- drop-safety and streams ----
 
 #[tokio::test(start_paused = true)]
