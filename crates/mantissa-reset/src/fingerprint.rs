@@ -36,6 +36,12 @@ pub(crate) struct FastHasher(u64);
 
 const K: u64 = 0x517c_c1b7_2722_0a95;
 
+impl Default for FastHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl FastHasher {
     pub(crate) fn new() -> Self {
         Self(0x2545_f491_4f6c_dd1d)

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
+use std::hash::BuildHasherDefault;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,7 +21,7 @@ use tower::ServiceExt;
 use tower_service::Service;
 
 use crate::compact;
-use crate::fingerprint::{PrefixFingerprint, first_difference};
+use crate::fingerprint::{FastHasher, PrefixFingerprint, first_difference};
 use crate::layer::Config;
 use crate::notice::{ContextReset, ContextWarning};
 use crate::policy::{Assessment, BrittlenessPolicy, Signals, Stage, Strategy, Trigger, TriggerSet};
@@ -44,7 +45,9 @@ const HISTOGRAM_CACHE_LIMIT: usize = 1024;
 
 pub(crate) struct Shared<St> {
     pub(crate) cfg: Config<St>,
-    histograms: RwLock<HashMap<AgentName, metrics::Histogram>>,
+    // Agent names come from the application's configuration, not from end
+    // users, so a fast unkeyed hash is fine here.
+    histograms: RwLock<HashMap<AgentName, metrics::Histogram, BuildHasherDefault<FastHasher>>>,
     published_sessions: AtomicUsize,
 }
 
@@ -52,7 +55,7 @@ impl<St> Shared<St> {
     pub(crate) fn new(cfg: Config<St>) -> Self {
         Self {
             cfg,
-            histograms: RwLock::new(HashMap::new()),
+            histograms: RwLock::new(HashMap::default()),
             published_sessions: AtomicUsize::new(usize::MAX),
         }
     }
