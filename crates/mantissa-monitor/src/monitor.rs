@@ -499,11 +499,17 @@ impl SystemMonitor {
                     .is_some_and(|m| m.restore(&ModelId::new(name)));
                 vec![record("restore", name.clone(), ok)]
             }
-            (AlertState::Firing, Action::ResetSessions { select }) => {
-                let mut targets: Vec<String> = select.sessions.clone();
-                if select.from_journal > 0 {
+            (
+                AlertState::Firing,
+                Action::ResetSessions {
+                    sessions,
+                    from_journal,
+                },
+            ) => {
+                let mut targets: Vec<String> = sessions.clone();
+                if *from_journal > 0 {
                     let mut seen: HashSet<String> = targets.iter().cloned().collect();
-                    for e in inner.registry.recent(select.from_journal).iter().rev() {
+                    for e in inner.registry.recent(*from_journal).iter().rev() {
                         let relevant = match alert.subject.kind {
                             SubjectKind::Agent => e.agent.as_str() == name,
                             SubjectKind::Model => e.kind == EventKind::Llm && &*e.subject == name,

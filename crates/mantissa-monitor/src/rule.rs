@@ -604,21 +604,6 @@ impl Condition {
     }
 }
 
-/// Which sessions a [`Action::ResetSessions`] resets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SessionSelector {
-    /// These sessions, by id.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub sessions: Vec<String>,
-    /// Also the sessions of the alert's subject among the registry's latest
-    /// `from_journal` events (for an agent: its sessions; for a model or tool:
-    /// the sessions that called it). The registry keeps no per-session
-    /// windows, so its event journal is where sessions are found. `0`: none.
-    #[serde(default)]
-    pub from_journal: usize,
-}
-
 /// What the monitor does when an alert starts firing. Executed once per
 /// firing, through the controls given to the monitor's builder; the outcome is
 /// recorded in the alert's [`actions`](crate::Alert::actions).
@@ -638,9 +623,16 @@ pub enum Action {
     /// Ask the reset layer to compact sessions' context, through
     /// [`SessionControl`](mantissa_core::control::SessionControl).
     ResetSessions {
-        /// Which sessions.
-        #[serde(flatten)]
-        select: SessionSelector,
+        /// These sessions, by id.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        sessions: Vec<String>,
+        /// Also the sessions of the alert's subject among the registry's
+        /// latest `from_journal` events (for an agent: its sessions; for a
+        /// model or tool: the sessions that called it). The registry keeps no
+        /// per-session windows, so its event journal is where sessions are
+        /// found. Defaults to 0: none.
+        #[serde(default)]
+        from_journal: usize,
     },
     /// Pin the alert's agent to a tier (agent rules only), through
     /// [`TierControl`](mantissa_core::control::TierControl): lower it to
@@ -670,10 +662,8 @@ impl Action {
     /// Reset the alert subject's sessions among the latest `events` journal events.
     pub fn reset_recent_sessions(events: usize) -> Self {
         Action::ResetSessions {
-            select: SessionSelector {
-                sessions: Vec::new(),
-                from_journal: events,
-            },
+            sessions: Vec::new(),
+            from_journal: events,
         }
     }
 
@@ -684,10 +674,8 @@ impl Action {
         S: Into<String>,
     {
         Action::ResetSessions {
-            select: SessionSelector {
-                sessions: sessions.into_iter().map(Into::into).collect(),
-                from_journal: 0,
-            },
+            sessions: sessions.into_iter().map(Into::into).collect(),
+            from_journal: 0,
         }
     }
 
@@ -725,8 +713,11 @@ impl Action {
                 }
                 Ok(())
             }
-            Action::ResetSessions { select } => {
-                if select.sessions.is_empty() && select.from_journal == 0 {
+            Action::ResetSessions {
+                sessions,
+                from_journal,
+            } => {
+                if sessions.is_empty() && *from_journal == 0 {
                     return Err(ConfigError::new(
                         field.to_owned(),
                         "reset_sessions needs `sessions` or `from_journal`",
@@ -1133,10 +1124,8 @@ mod tests {
         assert_eq!(
             set.rules[7].action,
             Some(Action::ResetSessions {
-                select: SessionSelector {
-                    sessions: vec!["s1".into()],
-                    from_journal: 100
-                }
+                sessions: vec!["s1".into()],
+                from_journal: 100
             })
         );
     }
@@ -1171,6 +1160,14 @@ mod tests {
             (
                 "[[rule]]\nname = \"x\"\nsubject = { kind = \"agent\" }\ncondition = { type = \"silence\", after = \"soon\" }",
                 "rule[0].condition",
+            ),
+            (
+                "[[rule]]\nname = \"x\"\nsubject = { kind = \"agent\" }\ncondition = { type = \"score_below\", below = 0.5, abov = 1 }",
+                "rule[0].condition",
+            ),
+            (
+                "[[rule]]\nname = \"x\"\nsubject = { kind = \"agent\" }\ncondition = { type = \"score_below\", below = 0.5 }\naction = { type = \"reset_sessions\", session = [\"s1\"], from_journal = 5 }",
+                "rule[0].action",
             ),
             (
                 "[[rule]]\nname = \"x\"\nsubject = { kind = \"agent\" }\ncondition = { type = \"score_below\", below = 0.5 }\nfour = \"1m\"",

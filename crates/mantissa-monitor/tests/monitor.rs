@@ -14,7 +14,6 @@ use mantissa_core::{
 };
 use mantissa_health::{HealthLayer, HealthRegistry};
 use mantissa_mock::MockLlm;
-use mantissa_monitor::rule::SessionSelector;
 use mantissa_monitor::sink::alertmanager_payload;
 use mantissa_monitor::{
     Action, Alert, AlertState, ChannelSink, Condition, HealthToolkit, Rule, RuleSet, Selector, Severity,
@@ -551,10 +550,8 @@ async fn actions_run_on_firing_and_undo_on_resolve() {
         .rule(
             Rule::new("reset", Selector::agents(), Condition::consecutive_failures(3)).action(
                 Action::ResetSessions {
-                    select: SessionSelector {
-                        sessions: vec!["gone".into()],
-                        from_journal: 100,
-                    },
+                    sessions: vec!["gone".into()],
+                    from_journal: 100,
                 },
             ),
         )
