@@ -628,6 +628,39 @@ async fn a_stream_cut_mid_way_is_a_transport_error_through_the_stream() {
 }
 
 #[tokio::test]
+async fn a_reset_before_the_response_is_transport() {
+    let addr = raw_server(|socket| async move {
+        socket.set_zero_linger().unwrap();
+        drop(socket); // RST instead of FIN
+    })
+    .await;
+    let err = call(&client(&format!("http://{addr}")), request())
+        .await
+        .unwrap_err();
+    assert_eq!(classify(&*err), FailureClass::Transport, "{err}");
+}
+
+#[tokio::test]
+async fn headers_then_silence_is_a_first_chunk_timeout_returned_from_the_call() {
+    let addr = raw_server(|mut socket| async move {
+        socket.write_all(SSE_HEAD).await.unwrap();
+        // A role-only delta is not a chunk with content.
+        write_chunk(
+            &mut socket,
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}\n\n",
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    })
+    .await;
+    let client =
+        OpenAiClient::new(config(&format!("http://{addr}")).first_chunk_timeout(Duration::from_millis(50)))
+            .unwrap();
+    let err = call(&client, stream_request()).await.unwrap_err();
+    assert_eq!(timeout_error(&*err).unwrap().kind(), TimeoutKind::FirstChunk);
+}
+
+#[tokio::test]
 async fn a_stream_closed_cleanly_before_done_is_an_invalid_response() {
     let addr = raw_server(|mut socket| async move {
         socket
