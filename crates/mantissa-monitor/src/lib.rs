@@ -147,6 +147,6 @@ pub use alert::{ActionRecord, Alert, AlertState, SubjectRef};
 pub use monitor::{
     DEFAULT_INTERVAL, DEFAULT_TIMELINE_CAPACITY, MonitorHandle, SystemMonitor, SystemMonitorBuilder,
 };
-pub use rule::{Action, Condition, Rule, RuleSet, Selector, Severity, SubjectKind, Window};
+pub use rule::{Action, Condition, Rule, RuleSet, Selector, Severity, SubjectKind, Window, default_rules};
 pub use sink::{ChannelSink, HealthAlertReceiver, TracingSink, WebhookSink};
 pub use toolkit::{HealthToolkit, LoggedAction, SessionHealthProvider};
