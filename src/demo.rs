@@ -27,8 +27,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use mantissa_core::{
-    AgentName, BoxError, FailureClass, LlmRequest, METADATA_STAKES, Message, Role, ToolRequest, ToolSpec,
+    AgentName, BoxError, FailureClass, LlmRequest, METADATA_STAKES, Message, Role, StreamAssembler,
+    ToolRequest, ToolSpec,
 };
 use mantissa_mock::{Latency, MockFailure, MockLlm, MockReply, MockTools, demo as mock_demo};
 use mantissa_monitor::{Alert, AlertState, Condition, Rule, Selector, Severity, Window, rule::default_rules};
@@ -461,8 +463,10 @@ async fn session_loop(
             if let Some(s) = stakes {
                 req = req.with_metadata(METADATA_STAKES, s);
             }
+            // Every other risk-analyst turn streams its answer.
+            req.params.stream = agent == "risk_analyst" && turn % 2 == 0;
             counters.llm_calls.fetch_add(1, Ordering::Relaxed);
-            let resp = match llm.clone().oneshot(req).await {
+            let mut resp = match llm.clone().oneshot(req).await {
                 Ok(resp) => resp,
                 Err(e) => {
                     counters.llm_errors.fetch_add(1, Ordering::Relaxed);
@@ -495,6 +499,21 @@ async fn session_loop(
                         r.push(reset.to_string());
                     }
                 }
+            }
+            // A streamed answer: read the chunks as they arrive and assemble them.
+            if let Some(mut stream) = resp.stream.take() {
+                let mut assembler = StreamAssembler::new();
+                while let Some(chunk) = stream.next().await {
+                    match chunk {
+                        Ok(chunk) => assembler.push(&chunk),
+                        Err(e) => {
+                            counters.llm_errors.fetch_add(1, Ordering::Relaxed);
+                            tracing::debug!(error = %e, agent, "stream failed");
+                            break;
+                        }
+                    }
+                }
+                resp.message = assembler.message();
             }
             let message = resp.message;
             let calls = message.tool_calls.clone();

@@ -279,7 +279,7 @@ impl StackConfig {
                         .api_key_from_env(var)
                         .map_err(|e| ConfigError::new("upstream.api_key_env", e.to_string()))?;
                 }
-                b.upstream(Upstream::OpenAi(cfg))
+                b.upstream(Upstream::OpenAi(Box::new(cfg)))
             }
             other => {
                 return Err(ConfigError::new(

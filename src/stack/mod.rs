@@ -135,7 +135,7 @@ pub enum Upstream {
     Mock(MockLlm),
     /// An OpenAI-compatible chat-completions server.
     #[cfg(feature = "openai")]
-    OpenAi(mantissa_openai::OpenAiConfig),
+    OpenAi(Box<mantissa_openai::OpenAiConfig>),
     /// Any service per model.
     Custom(ModelFactory),
 }
@@ -452,7 +452,7 @@ impl AgentStackBuilder {
         let health = self.sinks.iter().cloned().fold(health, |h, s| h.sink(s));
 
         // Router over per-model health-measured upstreams.
-        let mut router = TierRouter::builder(self.tiers.clone()).cooldown(self.cooldown.clone());
+        let mut router = TierRouter::builder(self.tiers.clone()).cooldown(self.cooldown);
         for tier in self.tiers.iter() {
             for spec in &tier.models {
                 let leaf = self
