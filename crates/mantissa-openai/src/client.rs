@@ -136,6 +136,31 @@ impl OpenAiClient {
         })
     }
 
+    /// A client like this one but with `model` as its default model, sharing
+    /// this client's connection pool and settings: one pool for all the models
+    /// a server hosts.
+    ///
+    /// ```
+    /// use mantissa_openai::{OpenAiClient, OpenAiConfig};
+    /// let base = OpenAiClient::new(OpenAiConfig::new("http://127.0.0.1:8000/v1"))?;
+    /// let small = base.with_default_model("small");
+    /// let large = base.with_default_model("large");
+    /// assert_eq!(small.endpoint(), large.endpoint());
+    /// # Ok::<(), mantissa_openai::BuildError>(())
+    /// ```
+    pub fn with_default_model(&self, model: impl Into<ModelId>) -> Self {
+        let inner = &*self.inner;
+        Self {
+            inner: Arc::new(Inner {
+                http: inner.http.clone(),
+                url: inner.url.clone(),
+                hide_url: inner.hide_url,
+                headers: inner.headers.clone(),
+                config: inner.config.clone().default_model(model),
+            }),
+        }
+    }
+
     /// A client configured by [`OpenAiConfig::from_env`].
     pub fn from_env() -> Result<Self, BuildError> {
         Self::new(OpenAiConfig::from_env())

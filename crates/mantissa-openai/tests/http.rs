@@ -748,6 +748,10 @@ async fn connections_are_reused_across_calls_and_clones() {
         let response = call(&client.clone(), request()).await.unwrap();
         assert_eq!(response.message.text(), "ok");
     }
+    // A sibling client for another model shares the pool.
+    let large = client.with_default_model("large");
+    let response = call(&large, request()).await.unwrap();
+    assert_eq!(response.model.as_str(), "large");
     assert_eq!(*accepts.lock().unwrap(), 1);
 }
 
