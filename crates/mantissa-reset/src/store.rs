@@ -604,9 +604,11 @@ impl Hasher for PassThrough {
     }
 }
 
+/// A session in its slot. The id is kept without its hash (8 bytes less per
+/// session); the rare removals recompute the hash.
 #[derive(Debug)]
 struct Node {
-    key: Key,
+    id: SessionId,
     state: SessionState,
 }
 
@@ -641,16 +643,20 @@ impl Shard {
         self.slots.get_mut(i as usize).and_then(Option::as_mut)
     }
 
-    fn remove_slot(&mut self, i: u32) -> Option<Node> {
+    fn remove_slot(&mut self, i: u32, hasher: &RandomState) -> Option<Node> {
         let node = self.slots.get_mut(i as usize).and_then(Option::take)?;
-        self.index.remove(&node.key);
+        let key = Key {
+            hash: hasher.hash_one(node.id.as_str()),
+            id: node.id.clone(),
+        };
+        self.index.remove(&key);
         self.free.push(i);
         Some(node)
     }
 
     fn insert(&mut self, key: Key, state: SessionState) -> u32 {
         let node = Node {
-            key: key.clone(),
+            id: key.id.clone(),
             state,
         };
         let i = match self.free.pop() {
@@ -791,7 +797,11 @@ impl MemorySessionStore {
             shard.hand = (shard.hand + 1) % shard.slots.len();
             let i = shard.hand;
             let expired = shard.slots[i].as_ref().is_some_and(|n| self.expired(n, now));
-            if expired && shard.remove_slot(u32::try_from(i).unwrap_or(u32::MAX)).is_some() {
+            if expired
+                && shard
+                    .remove_slot(u32::try_from(i).unwrap_or(u32::MAX), &self.inner.hasher)
+                    .is_some()
+            {
                 evicted += 1;
             }
         }
@@ -823,7 +833,7 @@ impl MemorySessionStore {
                     .as_ref()
                     .is_some_and(|n| self.expired(n, now));
                 if stale {
-                    shard.remove_slot(i);
+                    shard.remove_slot(i, &self.inner.hasher);
                     self.inner.len.fetch_sub(1, Ordering::Relaxed);
                     self.inner.idle_evictions.fetch_add(1, Ordering::Relaxed);
                     if !create {
@@ -849,7 +859,7 @@ impl MemorySessionStore {
             let idle = shard.slots[victim as usize]
                 .as_ref()
                 .is_some_and(|n| self.expired(n, now));
-            if shard.remove_slot(victim).is_some() {
+            if shard.remove_slot(victim, &self.inner.hasher).is_some() {
                 self.inner.len.fetch_sub(1, Ordering::Relaxed);
                 let counter = if idle {
                     &self.inner.idle_evictions
@@ -964,7 +974,7 @@ impl SessionStore for MemorySessionStore {
         let (shard, key) = self.locate(session);
         let mut shard = shard.lock();
         let removed = match shard.index.get(&key) {
-            Some(&i) => shard.remove_slot(i).is_some(),
+            Some(&i) => shard.remove_slot(i, &self.inner.hasher).is_some(),
             None => false,
         };
         drop(shard);
