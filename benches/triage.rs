@@ -9,7 +9,7 @@
 //! handles) and the router (candidate choice, cooldown check, request clone,
 //! boxed per-model service) add. No metrics recorder is installed.
 
-#![allow(missing_docs)]
+#![allow(missing_docs, clippy::expect_used)]
 
 use std::future::{Ready, ready};
 use std::hint::black_box;
