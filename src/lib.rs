@@ -62,6 +62,11 @@ pub use mantissa_triage as triage;
 pub use mantissa_health::{HealthLayer, HealthRegistry};
 pub use mantissa_reset::ResetLayer;
 pub use mantissa_triage::{TierRouter, TriageLayer};
+/// The README's code blocks, compiled as doctests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 pub use stack::{
     AgentSpec, AgentStack, AgentStackBuilder, BuildError, LlmService, StackConfig, ToolService, Upstream,
 };
