@@ -132,7 +132,7 @@ fn overhead(c: &mut Criterion) {
             assert_eq!(store.len(), sessions);
             let name = format!("{sessions}s_{len}m");
             // A multiplicative walk over the sessions, the same in both arms.
-            let step = 2_654_435_761usize % sessions.max(1) | 1;
+            let step = (2_654_435_761usize % sessions.max(1)) | 1;
             let mut i = 0usize;
             group.bench_function(BenchmarkId::new(&name, "bare"), |b| {
                 b.iter(|| {

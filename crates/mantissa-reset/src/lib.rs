@@ -38,7 +38,7 @@
 //! | compaction target | 0.6 of the window |
 //! | consecutive errors | 3 → summarize |
 //! | error rate | ≥ 50 % of the last 20 calls (≥ 10 seen) → warn |
-//! | latency drift | recent ≥ 2 × baseline after 5 samples → warn |
+//! | latency drift | recent ≥ 2 × baseline (and ≥ 50 ms above it) after 5 samples → warn |
 //! | combination | any |
 //! | window | request's model, else smallest of its tier's models, else smallest configured, else 128k |
 //! | clear stage | keep last 3 tool results and the current turn's; act only if ≥ 1,024 tokens freed |
@@ -175,6 +175,6 @@ pub use stage::{
     SummaryConfig, ToolResultClearer, WarningNote,
 };
 pub use store::{
-    MemorySessionStore, MemorySessionStoreBuilder, RememberedReset, SessionSnapshot, SessionState,
-    SessionStore, StoreError, bytes_per_session_lower_bound, counts_against_session,
+    LATENCY_DRIFT_FLOOR_MS, MemorySessionStore, MemorySessionStoreBuilder, RememberedReset, SessionSnapshot,
+    SessionState, SessionStore, StoreError, bytes_per_session_lower_bound, counts_against_session,
 };

@@ -9,7 +9,7 @@
 //! | `context_tokens` | context tokens ≥ 0.85 × the window | clear old tool results (escalating to summarize, then trim) |
 //! | `consecutive_errors` | ≥ 3 LLM or tool errors in a row | summarize |
 //! | `error_rate` | ≥ 50 % errors over the last 20 calls (at least 10 seen) | warn |
-//! | `latency_drift` | recent latency ≥ 2 × the session's own baseline (after 5 samples) | warn |
+//! | `latency_drift` | recent latency ≥ 2 × the session's own baseline and ≥ 50 ms above it (after 5 samples) | warn |
 //! | `requested` | [`SessionControl::request_reset`](mantissa_core::control::SessionControl) | summarize |
 //! | `context_length_exceeded` | the provider rejected the previous call as too long | summarize |
 //!

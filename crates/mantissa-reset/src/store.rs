@@ -180,6 +180,9 @@ enum PendingTrigger {
 const RECENT_ALPHA: f32 = 0.5;
 /// Weight of a new sample in the baseline after warm-up (a slow EWMA).
 const BASELINE_ALPHA: f32 = 0.05;
+/// The smallest absolute increase of the recent latency over the baseline
+/// that counts as drift, in milliseconds.
+pub const LATENCY_DRIFT_FLOOR_MS: f32 = 50.0;
 /// Samples above this multiple of the baseline do not move the baseline, so
 /// a sustained drift is not absorbed into it.
 const BASELINE_GATE: f32 = 1.5;
@@ -403,9 +406,17 @@ impl SessionState {
     }
 
     /// Recent latency over the baseline, once more than `warmup` samples exist.
+    /// Drifts smaller than [`LATENCY_DRIFT_FLOOR_MS`] in absolute terms do not
+    /// count (a 0.2 ms call taking 0.5 ms is noise, not brittleness).
     pub(crate) fn latency_drift(&self, warmup: u32) -> Option<f64> {
-        (u32::from(self.latency_samples) > warmup && self.latency_baseline_ms > 0.0)
-            .then(|| f64::from(self.latency_recent_ms) / f64::from(self.latency_baseline_ms))
+        let (base, recent) = (self.latency_baseline_ms, self.latency_recent_ms);
+        if u32::from(self.latency_samples) <= warmup || base <= 0.0 {
+            return None;
+        }
+        if recent - base < LATENCY_DRIFT_FLOOR_MS {
+            return Some(f64::from(recent.min(base)) / f64::from(base));
+        }
+        Some(f64::from(recent) / f64::from(base))
     }
 
     /// Commits a reset: remembers it, rebases token accounting on the
