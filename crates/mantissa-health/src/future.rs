@@ -13,6 +13,7 @@ use pin_project_lite::pin_project;
 
 use crate::record::Call;
 use crate::request::{Classify, ObservedRequest, class_for};
+use crate::trace::{self, StreamTrace};
 
 pin_project! {
     /// Response future of [`Health`](crate::Health).
@@ -21,6 +22,10 @@ pin_project! {
     /// it records the call as cancelled and lowers the in-flight gauge. A
     /// streamed response hands the bookkeeping to its body, which records the
     /// call when the stream ends or is dropped.
+    ///
+    /// The inner future is polled inside the call's span (entered for each
+    /// poll only, never across a suspension), and the span closes when the
+    /// call is recorded.
     pub struct ResponseFuture<F, R> {
         #[pin]
         inner: F,
@@ -57,7 +62,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
-        let mut result = ready!(this.inner.poll(cx));
+        let mut result = {
+            let _entered = this.call.as_ref().map(|c| c.span().enter());
+            ready!(this.inner.poll(cx))
+        };
         let Some(mut call) = this.call.take() else {
             return Poll::Ready(result);
         };
@@ -65,6 +73,7 @@ where
         match &mut result {
             Ok(resp) => {
                 call.bind_model(R::response_model(resp));
+                trace::record_response(call.span(), resp, call.trace_settings());
                 match R::take_stream(resp) {
                     Some(stream) => R::put_stream(resp, ChunkStream::new(ObservedStream::new(stream, call))),
                     None => call.finish(R::response_failure(resp), R::usage(resp), None),
@@ -82,20 +91,25 @@ where
 /// A streamed body under observation: time to first chunk at the first
 /// chunk; duration, usage (from the chunk that carries it, usually the last)
 /// and outcome when the stream ends, fails, or is dropped early (cancelled).
+/// The call's span stays open until then and is entered while the inner
+/// stream is polled.
 struct ObservedStream {
     inner: ChunkStream,
     call: Option<Call>,
     seen_chunk: bool,
     usage: Usage,
+    trace: StreamTrace,
 }
 
 impl ObservedStream {
     fn new(inner: ChunkStream, call: Call) -> Self {
+        let trace = StreamTrace::new(call.span(), call.trace_settings());
         Self {
             inner,
             call: Some(call),
             seen_chunk: false,
             usage: Usage::default(),
+            trace,
         }
     }
 }
@@ -105,7 +119,10 @@ impl Stream for ObservedStream {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        let item = ready!(Pin::new(&mut this.inner).poll_next(cx));
+        let item = {
+            let _entered = this.call.as_ref().map(|c| c.span().enter());
+            ready!(Pin::new(&mut this.inner).poll_next(cx))
+        };
         let Some(call) = this.call.as_mut() else {
             return Poll::Ready(item);
         };
@@ -118,12 +135,15 @@ impl Stream for ObservedStream {
                 if let Some(u) = chunk.usage {
                     this.usage = u;
                 }
+                this.trace.chunk(call.span(), chunk);
             }
             Some(Err(e)) => {
+                this.trace.end(call.span());
                 call.finish(Some(classify_box(e)), this.usage, Some(e.to_string()));
                 this.call = None;
             }
             None => {
+                this.trace.end(call.span());
                 call.finish(None, this.usage, None);
                 this.call = None;
             }

@@ -8,6 +8,7 @@ use tower_layer::Layer;
 use crate::record::{Settings, Shared};
 use crate::registry::HealthRegistry;
 use crate::service::Health;
+use crate::trace::TraceSettings;
 
 /// Applies [`Health`] to LLM and tool services. See the [crate docs](crate).
 ///
@@ -25,6 +26,7 @@ pub struct HealthLayer {
     tools: Option<HashSet<String>>,
     sinks: Vec<Arc<dyn EventSink>>,
     journal: bool,
+    trace: TraceSettings,
     shared: OnceLock<Arc<Shared>>,
 }
 
@@ -39,6 +41,7 @@ impl fmt::Debug for HealthLayer {
             .field("tools", &self.tools)
             .field("sinks", &self.sinks.len())
             .field("journal", &self.journal)
+            .field("record_content", &self.trace.content)
             .finish()
     }
 }
@@ -62,6 +65,7 @@ impl HealthLayer {
             tools: None,
             sinks: Vec::new(),
             journal: true,
+            trace: TraceSettings::default(),
             shared: OnceLock::new(),
         }
     }
@@ -157,6 +161,17 @@ impl HealthLayer {
         self.changed()
     }
 
+    /// Records message content on the call spans (see the [crate docs](crate),
+    /// "Traces"): the latest user message as `gen_ai.prompt` and the
+    /// completion as `gen_ai.completion`, each truncated to `max_bytes` (on a
+    /// char boundary). Content is personal data: opt in only where traces
+    /// may hold it. Tool arguments and results are never recorded.
+    /// Defaults to off: no message content in any span.
+    pub fn record_content(mut self, max_bytes: usize) -> Self {
+        self.trace.content = Some(max_bytes);
+        self.changed()
+    }
+
     /// The registry this layer feeds.
     pub fn get_registry(&self) -> &HealthRegistry {
         &self.registry
@@ -182,6 +197,7 @@ impl HealthLayer {
                     tools: self.tools.clone(),
                     sinks: self.sinks.clone(),
                     journal: self.journal,
+                    trace: self.trace,
                 }))
             })
             .clone()

@@ -202,6 +202,7 @@ mod record;
 pub mod registry;
 mod request;
 mod service;
+mod trace;
 
 pub use events::JsonLinesSink;
 pub use layer::HealthLayer;

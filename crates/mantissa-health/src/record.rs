@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use crate::cache::{CowMap, LabelMap, LabelSet};
 use crate::registry::{HealthRegistry, Sample, SubjectStats};
 use crate::request::ObservedRequest;
+use crate::trace::{self, TraceSettings};
 
 /// The label value of `layer` on the overhead histogram.
 pub(crate) const LAYER_NAME: &str = "health";
@@ -48,6 +49,7 @@ pub(crate) struct Shared {
     tools: Option<LabelSet<String>>,
     sinks: Box<[Arc<dyn EventSink>]>,
     journal: bool,
+    pub(crate) trace: TraceSettings,
     other_agent: AgentName,
     series: CowMap<SeriesKey, Arc<Series>>,
     agent_series: CowMap<AgentName, Arc<AgentSeries>>,
@@ -79,6 +81,7 @@ pub(crate) struct Settings {
     pub(crate) tools: Option<HashSet<String>>,
     pub(crate) sinks: Vec<Arc<dyn EventSink>>,
     pub(crate) journal: bool,
+    pub(crate) trace: TraceSettings,
 }
 
 impl Shared {
@@ -112,6 +115,7 @@ impl Shared {
             tools: s.tools.map(|t| t.into_iter().collect()),
             sinks: s.sinks.into_boxed_slice(),
             journal: s.journal,
+            trace: s.trace,
             other_agent: AgentName::new(OTHER_LABEL),
             series: CowMap::new(),
             agent_series: CowMap::new(),
@@ -183,6 +187,7 @@ impl Shared {
             }
         };
         target.agent().in_flight(R::KIND).increment(1.0);
+        let span = self.open_span(req, &target);
         let sampled = sample_overhead();
         let pre_overhead = if sampled { start.elapsed() } else { Duration::ZERO };
         Call {
@@ -194,7 +199,22 @@ impl Shared {
             sampled,
             pre_overhead,
             done: false,
+            span,
         }
+    }
+
+    /// Opens the call's span (a no-op span when no subscriber wants it).
+    #[inline]
+    fn open_span<R: ObservedRequest>(&self, req: &R, target: &Target) -> tracing::Span {
+        let model = match R::KIND {
+            EventKind::Tool => None,
+            _ => req.subject().or(self.fixed_model.as_ref().map(ModelId::as_str)),
+        };
+        let provider = match target {
+            Target::Bound(s) => &*s.provider,
+            Target::Unbound { .. } => OTHER_LABEL,
+        };
+        trace::open(req, model, provider, self.trace)
     }
 
     /// Folds the request's labels and finds (or creates) their series.
@@ -583,6 +603,7 @@ pub(crate) struct Call {
     sampled: bool,
     pre_overhead: Duration,
     done: bool,
+    span: tracing::Span,
 }
 
 impl fmt::Debug for Call {
@@ -601,6 +622,16 @@ impl fmt::Debug for Call {
 }
 
 impl Call {
+    /// The call's span (disabled when no subscriber wants it).
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// The layer's trace settings.
+    pub(crate) fn trace_settings(&self) -> TraceSettings {
+        self.shared.trace
+    }
+
     /// Binds the call to the model of its response when the request named
     /// none (`None`: the model stays unknown and is recorded as `other`).
     pub(crate) fn bind_model(&mut self, model: Option<&ModelId>) {
@@ -631,6 +662,7 @@ impl Call {
             return;
         }
         self.done = true;
+        trace::record_end(&self.span, failure, usage, self.kind == EventKind::Llm);
         let end = Instant::now();
         self.bind_model(None);
         let Target::Bound(series) = &self.target else {

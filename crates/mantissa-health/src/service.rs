@@ -83,6 +83,12 @@ where
     fn call(&mut self, req: R) -> Self::Future {
         let start = Instant::now();
         let call = self.shared.begin(&req, start, &mut self.memo);
-        ResponseFuture::new(self.inner.call(req), call)
+        // The inner service's own `call` (often where a client builds its
+        // request) runs inside the span, so its spans and events nest.
+        let inner = {
+            let _entered = call.span().enter();
+            self.inner.call(req)
+        };
+        ResponseFuture::new(inner, call)
     }
 }
