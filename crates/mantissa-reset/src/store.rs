@@ -144,7 +144,7 @@ impl RememberedReset {
 
 /// Everything the tracker keeps about one session. All operations are O(1).
 ///
-/// Size: 128 bytes on 64-bit targets (see the crate docs for the per-session
+/// Size: 120 bytes on 64-bit targets (see the crate docs for the per-session
 /// memory including the store's index).
 #[derive(Debug, Clone)]
 pub struct SessionState {
@@ -623,6 +623,9 @@ struct Node {
     state: SessionState,
 }
 
+/// Shard accesses per step of the idle-sweeping clock hand.
+const SWEEP_EVERY: u32 = 4;
+
 /// Sessions examined to choose a capacity victim (the least recently active
 /// of the sample; all of them when the shard holds no more).
 const EVICTION_SAMPLE: usize = 16;
@@ -638,6 +641,7 @@ struct Shard {
     slots: Vec<Option<Node>>,
     free: Vec<u32>,
     hand: usize,
+    ticks: u32,
 }
 
 impl Shard {
@@ -647,6 +651,7 @@ impl Shard {
             slots: Vec::new(),
             free: Vec::new(),
             hand: 0,
+            ticks: 0,
         }
     }
 
@@ -750,9 +755,11 @@ struct Inner {
 /// holds 16 or fewer; approximate otherwise, as Redis's `allkeys-lru` is) —
 /// keeping an exact recency list would touch two more sessions' memory on
 /// every call. Idle sessions are evicted by a clock hand that checks one
-/// slot of the shard on every access (so a busy shard is swept in as many
-/// accesses as it holds sessions), and by [`MemorySessionStore::evict_idle`]
-/// for shards that see no traffic.
+/// slot of the shard every 4 accesses (so a busy shard is swept in four
+/// times as many accesses as it holds sessions); a session found idle past
+/// its TTL when accessed starts afresh; and [`MemorySessionStore::evict_idle`]
+/// sweeps every shard (run it periodically, e.g. from a `tokio` interval, when
+/// some shards may see no traffic).
 ///
 /// Cloning is cheap and shares the sessions.
 #[derive(Debug, Clone)]
@@ -835,7 +842,13 @@ impl MemorySessionStore {
     ) -> Option<R> {
         let (shard, key) = self.locate(session);
         let mut shard = shard.lock();
-        self.sweep(&mut shard, now, 1);
+        // The clock hand moves one slot every SWEEP_EVERY accesses: a slot it
+        // checks is usually not in cache, so checking on every access would
+        // add a cache miss to every call.
+        shard.ticks = shard.ticks.wrapping_add(1);
+        if shard.ticks % SWEEP_EVERY == 0 {
+            self.sweep(&mut shard, now, 1);
+        }
         let i = match shard.index.get(&key) {
             Some(&i) => {
                 // A session idle past its TTL that the hand has not reached
