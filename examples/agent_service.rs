@@ -14,13 +14,20 @@
 //! cargo run --example agent_service -- --duration 10 --sessions 50
 //! cargo run --example agent_service -- --serve           # keep /metrics up until Ctrl-C
 //! cargo run --example agent_service -- --listen 127.0.0.1:9000
+//! # a real OpenAI-compatible server (vLLM, Ollama, llama.cpp, LiteLLM, OpenAI);
+//! # the key comes from OPENAI_API_KEY, models are low,medium,high:
+//! cargo run --example agent_service -- --upstream http://127.0.0.1:8000/v1 \
+//!     --models qwen2.5-0.5b,qwen2.5-7b,qwen2.5-32b --duration 20 --sessions 4
 //! ```
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use mantissa::Upstream;
+use mantissa::core::{BoxError, ModelSpec, TierConfig, TierSet};
 use mantissa::demo::{Demo, DemoConfig};
+use mantissa::openai::OpenAiConfig;
 
 /// Command-line flags.
 #[derive(Debug, Parser)]
@@ -44,17 +51,54 @@ struct Args {
     /// No model outage midway.
     #[arg(long)]
     no_outage: bool,
+    /// Base URL of an OpenAI-compatible server (with `/v1`) to use instead of
+    /// the embedded mock. The API key is read from OPENAI_API_KEY.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// Model ids of the low, medium and high tiers, comma-separated (with --upstream).
+    #[arg(long, default_value = "gpt-4o-mini,gpt-4o,o3")]
+    models: String,
+}
+
+/// The upstream and the tier ladder for `--upstream URL --models a,b,c`.
+fn upstream_config(url: &str, models: &str) -> Result<(Option<Upstream>, Option<TierSet>), BoxError> {
+    let ids: Vec<&str> = models
+        .split(',')
+        .map(str::trim)
+        .filter(|m| !m.is_empty())
+        .collect();
+    if ids.is_empty() {
+        return Err("--models needs at least one model id".into());
+    }
+    let names = ["low", "medium", "high"];
+    let tiers = ids
+        .iter()
+        .take(3)
+        .zip(names)
+        .map(|(id, tier)| TierConfig::new(tier, vec![ModelSpec::new(*id)]))
+        .collect();
+    let config = OpenAiConfig::from_env().with_base_url(url);
+    Ok((
+        Some(Upstream::OpenAi(Box::new(config))),
+        Some(TierSet::new(tiers)?),
+    ))
 }
 
 #[tokio::main]
-async fn main() -> Result<(), mantissa::core::BoxError> {
+async fn main() -> Result<(), BoxError> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
     let args = Args::parse();
+    let (upstream, tiers) = match &args.upstream {
+        None => (None, None),
+        Some(url) => upstream_config(url, &args.models)?,
+    };
     let config = DemoConfig {
+        upstream,
+        tiers,
         listen: args.listen,
         duration: Duration::from_secs(args.duration),
         sessions: args.sessions,

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use mantissa_core::{
-    AgentName, BoxError, FailureClass, LlmRequest, METADATA_STAKES, Message, Role, StreamAssembler,
+    AgentName, BoxError, FailureClass, LlmRequest, METADATA_STAKES, Message, Role, StreamAssembler, TierSet,
     ToolRequest, ToolSpec,
 };
 use mantissa_mock::{Latency, MockFailure, MockLlm, MockReply, MockTools, demo as mock_demo};
@@ -64,6 +64,12 @@ pub struct DemoConfig {
     pub max_turns: u32,
     /// Seed of the mock's latency and failure draws. Defaults to 7.
     pub seed: u64,
+    /// Run against this upstream instead of the embedded mock (the outage is
+    /// then not simulated). Defaults to `None`: the embedded mock.
+    pub upstream: Option<Upstream>,
+    /// The tier ladder (model ids per tier). Defaults to `None`: the mock's
+    /// `mock-small` / `mock-medium` / `mock-large`.
+    pub tiers: Option<TierSet>,
 }
 
 impl Default for DemoConfig {
@@ -78,6 +84,8 @@ impl Default for DemoConfig {
             monitor_interval: Duration::from_secs(1),
             max_turns: 20,
             seed: 7,
+            upstream: None,
+            tiers: None,
         }
     }
 }
@@ -237,7 +245,13 @@ impl Demo {
                     .role("Supervises the desk; receives health alerts")
                     .tier("high"),
             )
-            .upstream(Upstream::Mock(mock.clone()))
+            .upstream(
+                config
+                    .upstream
+                    .clone()
+                    .unwrap_or_else(|| Upstream::Mock(mock.clone())),
+            )
+            .tiers(config.tiers.clone().unwrap_or_default())
             .tools(
                 MockTools::demo()
                     .with_seed(config.seed)

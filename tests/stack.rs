@@ -383,6 +383,7 @@ async fn the_demo_serves_labelled_series_for_every_agent_model_and_tool() {
         monitor_interval: Duration::from_millis(200),
         max_turns: 4,
         seed: 1,
+        ..Default::default()
     })
     .await
     .unwrap();
@@ -514,4 +515,43 @@ async fn a_scrape_shows_every_catalogued_series() {
     }
     assert!(missing.is_empty(), "missing series: {missing:?}");
     server.shutdown().await.unwrap();
+}
+
+/// The main job against a real OpenAI-compatible server (here the HTTP mock)
+/// instead of the embedded mock: `--upstream URL --models a,b,c`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_against_an_openai_compatible_upstream() {
+    let server = HttpMockLlm::start().await;
+    server.respond_with_text("Holding; nothing to do.");
+    let tiers = TierSet::new(vec![
+        TierConfig::new("low", vec![ModelSpec::new("m-low")]),
+        TierConfig::new("medium", vec![ModelSpec::new("m-mid")]),
+        TierConfig::new("high", vec![ModelSpec::new("m-high")]),
+    ])
+    .unwrap();
+    let mut demo = mantissa::demo::Demo::start(mantissa::demo::DemoConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        duration: Duration::from_millis(1500),
+        sessions: 3,
+        progress: None,
+        upstream: Some(Upstream::OpenAi(Box::new(
+            OpenAiConfig::new(server.base_url()).api_key("sk-x"),
+        ))),
+        tiers: Some(tiers),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let report = demo.wait().await.unwrap();
+    assert!(report.turns > 0 && report.llm_errors == 0, "{report:?}");
+    let models: std::collections::BTreeSet<String> = server
+        .request_bodies()
+        .iter()
+        .filter_map(|b| b["model"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        models.contains("m-low") && models.contains("m-high"),
+        "{models:?}"
+    );
+    demo.shutdown().await.unwrap();
 }

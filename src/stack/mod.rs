@@ -158,17 +158,22 @@ impl Default for Upstream {
 }
 
 impl Upstream {
-    fn service_for(&self, spec: &ModelSpec) -> Result<LlmService, BoxError> {
-        match self {
-            Upstream::Mock(mock) => Ok(BoxCloneSyncService::new(mock.clone())),
+    /// Turns the upstream into a per-model factory. An OpenAI-compatible
+    /// upstream builds one client (one connection pool) shared by every model.
+    fn into_factory(self) -> Result<ModelFactory, BoxError> {
+        Ok(match self {
+            Upstream::Mock(mock) => {
+                Arc::new(move |_spec: &ModelSpec| Ok(BoxCloneSyncService::new(mock.clone())))
+            }
             #[cfg(feature = "openai")]
             Upstream::OpenAi(config) => {
-                let client =
-                    mantissa_openai::OpenAiClient::new(config.clone().default_model(spec.id.clone()))?;
-                Ok(BoxCloneSyncService::new(client))
+                let base = mantissa_openai::OpenAiClient::new(*config)?;
+                Arc::new(move |spec: &ModelSpec| {
+                    Ok(BoxCloneSyncService::new(base.with_default_model(spec.id.clone())))
+                })
             }
-            Upstream::Custom(factory) => factory(spec),
-        }
+            Upstream::Custom(factory) => factory,
+        })
     }
 }
 
@@ -452,16 +457,21 @@ impl AgentStackBuilder {
         let health = self.sinks.iter().cloned().fold(health, |h, s| h.sink(s));
 
         // Router over per-model health-measured upstreams.
+        let factory = self
+            .upstream
+            .clone()
+            .into_factory()
+            .map_err(|source| BuildError::Upstream {
+                model: "*".to_owned(),
+                source,
+            })?;
         let mut router = TierRouter::builder(self.tiers.clone()).cooldown(self.cooldown);
         for tier in self.tiers.iter() {
             for spec in &tier.models {
-                let leaf = self
-                    .upstream
-                    .service_for(spec)
-                    .map_err(|source| BuildError::Upstream {
-                        model: spec.id.to_string(),
-                        source,
-                    })?;
+                let leaf = factory(spec).map_err(|source| BuildError::Upstream {
+                    model: spec.id.to_string(),
+                    source,
+                })?;
                 router = router.model(spec.id.clone(), health.clone().model(spec.clone()).layer(leaf));
             }
         }
