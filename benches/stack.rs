@@ -111,7 +111,7 @@ fn bench(c: &mut Criterion) {
                         }
                     }
                     while let Some(r) = set.join_next().await {
-                        black_box(r.unwrap().unwrap());
+                        r.unwrap().unwrap();
                     }
                 }
             })
