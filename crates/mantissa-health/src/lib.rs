@@ -140,6 +140,33 @@
 //! counts in `mantissa_calls_total{outcome="cancelled"}` and the windows'
 //! `cancelled`, but neither counts as a failure nor breaks a failure streak.
 //!
+//! ## Traces
+//!
+//! Every call also opens a [`tracing`] span (target `mantissa_health`, level
+//! `INFO`) named and attributed after the OpenTelemetry GenAI semantic
+//! conventions; `tracing-opentelemetry` exports `otel.name` as the span name
+//! and `otel.kind` as its kind. The span is a child of the caller's current
+//! span (or of the router's `route` span), the inner future and a streamed
+//! body are polled inside it, and it closes when the call is recorded: for a
+//! stream, when the body ends or is dropped.
+//!
+//! | span | `otel.name` | attributes |
+//! |---|---|---|
+//! | `chat` (kind client) | `chat {model}` | `gen_ai.operation.name="chat"`, `gen_ai.provider.name`, `gen_ai.request.model`, `gen_ai.response.model`, `gen_ai.agent.name`, `gen_ai.conversation.id` (the session), `gen_ai.usage.input_tokens`, `gen_ai.usage.output_tokens`, `gen_ai.response.finish_reasons`, `mantissa.tier`, `error.type` |
+//! | `execute_tool` (kind internal) | `execute_tool {tool}` | `gen_ai.operation.name="execute_tool"`, `gen_ai.tool.name`, `gen_ai.tool.call.id`, `gen_ai.agent.name`, `gen_ai.conversation.id`, `error.type` |
+//!
+//! `error.type` is the [`FailureClass`](mantissa_core::FailureClass) name,
+//! with `otel.status_code="ERROR"` for failures; a cancelled call (future or
+//! stream dropped early) records `error.type="cancelled"` without the error
+//! status. Unlike metric labels, span attributes carry the raw model id and
+//! the session id. Message content is not recorded unless enabled with
+//! [`HealthLayer::record_content`] (then `gen_ai.prompt`, the latest user
+//! message, and `gen_ai.completion`, each truncated on a char boundary);
+//! tool arguments and results, headers and client configuration never are.
+//!
+//! With no subscriber interested, the span is a disabled no-op: nothing is
+//! formatted or allocated (every record checks `Span::is_disabled` first).
+//!
 //! ## Handles and recorders
 //!
 //! The layer does not look labelled metrics up per call: it caches the
