@@ -6,9 +6,10 @@ use std::task::{Context, Poll};
 
 use mantissa_core::{BoxError, FailureClass, LlmRequest, LlmResponse, ModelId, classify_box};
 use tower::util::Oneshot;
+use tracing::Span;
 
 use super::health::Admission;
-use super::{AllModelsFailed, Candidates, ModelService, Routed, RouterInner, fallback_reason};
+use super::{AllModelsFailed, Candidates, ModelService, Routed, RouterInner, TRACE_TARGET, fallback_reason};
 
 /// Holds a model's half-open probe slot; releasing it on drop means a
 /// cancelled probe never leaves the model stuck half-open.
@@ -40,8 +41,12 @@ struct InFlight {
 
 /// Response future of [`TierRouter`](super::TierRouter): tries candidates
 /// until one answers or none is left.
+///
+/// Every poll runs inside the request's `route` span, so each attempt's
+/// inner spans (the per-model health spans) are its children.
 pub struct ResponseFuture {
     router: Arc<RouterInner>,
+    span: Span,
     /// The request each attempt is cloned from; `None` once finished.
     req: Option<LlmRequest>,
     early: Option<BoxError>,
@@ -70,12 +75,14 @@ impl fmt::Debug for ResponseFuture {
 impl ResponseFuture {
     pub(super) fn new(
         router: Arc<RouterInner>,
+        span: Span,
         req: LlmRequest,
         requested: usize,
         cands: Candidates,
     ) -> Self {
         Self {
             router,
+            span,
             req: Some(req),
             early: None,
             requested,
@@ -98,7 +105,13 @@ impl ResponseFuture {
             step: usize::MAX,
             pos: 0,
         };
-        let mut f = Self::new(router, LlmRequest::new("", "", Vec::new()), 0, cands);
+        let mut f = Self::new(
+            router,
+            Span::none(),
+            LlmRequest::new("", "", Vec::new()),
+            0,
+            cands,
+        );
         f.req = None;
         f.early = Some(err);
         f
@@ -124,6 +137,13 @@ impl ResponseFuture {
                     armed: true,
                 }),
                 Admission::No => {
+                    tracing::event!(
+                        target: TRACE_TARGET,
+                        tracing::Level::INFO,
+                        gen_ai.request.model = s.spec.id.as_str(),
+                        reason = "cooled_down",
+                        "model skipped"
+                    );
                     self.cooled.push(s.spec.id.clone());
                     self.moved_because = Some(fallback_reason(None));
                     continue;
@@ -146,13 +166,29 @@ impl ResponseFuture {
         false
     }
 
-    fn exhausted(&mut self) -> BoxError {
+    fn exhausted(&mut self, span: &Span) -> BoxError {
         self.req = None;
-        Box::new(AllModelsFailed {
+        let err: BoxError = Box::new(AllModelsFailed {
             tried: std::mem::take(&mut self.tried),
             cooled_down: std::mem::take(&mut self.cooled),
             last: self.last_error.take(),
-        })
+        });
+        if !span.is_disabled() {
+            span.record("mantissa.fallback.attempts", self.attempts);
+            span.record("error.type", classify_box(&err).as_str());
+            span.record("otel.status_code", "ERROR");
+        }
+        err
+    }
+}
+
+impl Drop for ResponseFuture {
+    fn drop(&mut self) {
+        // Dropped before an answer: the caller cancelled.
+        if self.req.is_some() && !self.span.is_disabled() {
+            self.span.record("mantissa.fallback.attempts", self.attempts);
+            self.span.record("error.type", FailureClass::Cancelled.as_str());
+        }
     }
 }
 
@@ -161,6 +197,20 @@ impl Future for ResponseFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        // Entered for this poll only; taken out so `this` stays borrowable.
+        let span = std::mem::replace(&mut this.span, Span::none());
+        let out = {
+            let _entered = span.enter();
+            this.poll_attempts(cx, &span)
+        };
+        this.span = span;
+        out
+    }
+}
+
+impl ResponseFuture {
+    fn poll_attempts(&mut self, cx: &mut Context<'_>, span: &Span) -> Poll<Result<LlmResponse, BoxError>> {
+        let this = self;
         if let Some(e) = this.early.take() {
             return Poll::Ready(Err(e));
         }
@@ -180,6 +230,19 @@ impl Future for ResponseFuture {
                         s.health.on_success();
                         if let Some(p) = probe {
                             p.disarm();
+                        }
+                        tracing::event!(
+                            target: TRACE_TARGET,
+                            tracing::Level::INFO,
+                            mantissa.fallback.attempt = this.attempts,
+                            gen_ai.request.model = s.spec.id.as_str(),
+                            outcome = "success",
+                            "attempt"
+                        );
+                        if !span.is_disabled() {
+                            span.record("mantissa.tier", router.tier_names[s.tier].as_str());
+                            span.record("gen_ai.response.model", resp.model.as_str());
+                            span.record("mantissa.fallback.attempts", this.attempts);
                         }
                         resp.extensions.insert(Routed {
                             model: s.spec.id.clone(),
@@ -222,8 +285,23 @@ impl Future for ResponseFuture {
                             _ => drop(probe),
                         }
                         let moves_on = class.is_retryable() || class == FailureClass::ContextLengthExceeded;
+                        tracing::event!(
+                            target: TRACE_TARGET,
+                            tracing::Level::INFO,
+                            mantissa.fallback.attempt = this.attempts,
+                            gen_ai.request.model = s.spec.id.as_str(),
+                            outcome = "error",
+                            error.type = class.as_str(),
+                            moves_on,
+                            "attempt"
+                        );
                         if !moves_on {
                             this.req = None;
+                            if !span.is_disabled() {
+                                span.record("mantissa.fallback.attempts", this.attempts);
+                                span.record("error.type", class.as_str());
+                                span.record("otel.status_code", "ERROR");
+                            }
                             return Poll::Ready(Err(err));
                         }
                         this.tried.push((s.spec.id.clone(), class));
@@ -233,7 +311,7 @@ impl Future for ResponseFuture {
                 }
             }
             if !this.start_next() {
-                return Poll::Ready(Err(this.exhausted()));
+                return Poll::Ready(Err(this.exhausted(span)));
             }
         }
     }

@@ -68,6 +68,21 @@
 //! Cloning a request for each attempt is cheap: its history is an
 //! `Arc<Vec<Message>>`, so the cost does not grow with the history.
 //!
+//! # Traces
+//!
+//! Each routed request runs in a [`tracing`] span `route` (target
+//! `mantissa_triage`, `otel.name = "route {requested tier}"`) with
+//! `mantissa.tier.requested`, `mantissa.triage.score` and
+//! `mantissa.triage.reason` (from the request's [`TierDecision`](crate::TierDecision),
+//! if triage ran), `gen_ai.agent.name`, `gen_ai.conversation.id`, and at the
+//! end `mantissa.fallback.attempts`, the serving `mantissa.tier` and
+//! `gen_ai.response.model`, or `error.type` (`cancelled` when dropped). Every
+//! attempt is polled inside it, so the per-model health spans are its
+//! children, and each attempt ends with an `attempt` event
+//! (`mantissa.fallback.attempt`, `gen_ai.request.model`, `outcome`,
+//! `error.type`); a cooled-down model skipped is a `model skipped` event.
+//! With no subscriber, nothing is formatted.
+//!
 //! # Example
 //!
 //! ```
@@ -353,6 +368,7 @@ impl Service<LlmRequest> for TierRouter {
         match self.resolve(&req) {
             Ok((start, pinned)) => ResponseFuture::new(
                 self.inner.clone(),
+                route_span(&req, &self.inner.tier_names[start]),
                 req,
                 start,
                 Candidates {
@@ -471,6 +487,42 @@ impl TierRouterBuilder {
     }
 }
 
+/// The `target` of the router's spans and events.
+const TRACE_TARGET: &str = "mantissa_triage";
+
+/// Opens the span of one routed request (see the module docs, "Traces").
+/// Nothing is formatted when no subscriber wants it.
+fn route_span(req: &LlmRequest, requested: &Tier) -> tracing::Span {
+    use tracing::field::{Empty, display};
+    let span = tracing::info_span!(
+        target: TRACE_TARGET,
+        "route",
+        otel.name = Empty,
+        otel.status_code = Empty,
+        gen_ai.agent.name = Empty,
+        gen_ai.conversation.id = Empty,
+        mantissa.tier.requested = Empty,
+        mantissa.triage.score = Empty,
+        mantissa.triage.reason = Empty,
+        mantissa.tier = Empty,
+        gen_ai.response.model = Empty,
+        mantissa.fallback.attempts = Empty,
+        error.type = Empty,
+    );
+    if span.is_disabled() {
+        return span;
+    }
+    span.record("otel.name", display(format_args!("route {requested}")));
+    span.record("gen_ai.agent.name", req.agent.as_str());
+    span.record("gen_ai.conversation.id", req.session.as_str());
+    span.record("mantissa.tier.requested", requested.as_str());
+    if let Some(d) = req.extensions.get::<crate::TierDecision>() {
+        span.record("mantissa.triage.score", d.score);
+        span.record("mantissa.triage.reason", d.reason.as_str());
+    }
+    span
+}
+
 /// The label for a reason to move on from a model.
 pub(crate) fn fallback_reason(class: Option<FailureClass>) -> &'static str {
     match class {
@@ -481,3 +533,6 @@ pub(crate) fn fallback_reason(class: Option<FailureClass>) -> &'static str {
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+#[cfg(test)]
+mod trace_tests;
