@@ -47,6 +47,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod demo;
+#[cfg(feature = "otel")]
+pub mod otel;
 pub mod stack;
 
 pub use mantissa_core as core;
