@@ -143,12 +143,41 @@
 //! caller copies the compacted history plus the new messages: bounded by the
 //! compaction budget, not by how long the caller's history grew.
 //!
-//! ## Memory per idle session
+//! ## Streaming responses
 //!
-//! [`SessionState`] is 128 bytes; with its slot (id, list links) and index
-//! entry [`bytes_per_session_lower_bound`] gives 177 bytes before hash-table
-//! and vector slack; the `reset` bench measures the real figure (resident
-//! memory growth per session, including the id strings).
+//! For a streamed response the provider's usage arrives with the end of the
+//! stream, after this layer's future has completed; the tracker then keeps
+//! its estimate (earlier count plus estimated new messages) until a
+//! non-streaming response reports usage again. Latency is measured to the
+//! response (for a stream: to its first byte of headers).
+//!
+//! ## Cost and memory (figures from `benches/reset.rs`)
+//!
+//! `cargo bench --bench reset -- --warm-up-time 1 --measurement-time 3`, on a
+//! shared 2-core VM under load from parallel builds (medians; the bare
+//! service is measured in the same run):
+//!
+//! * added cost per call without a reset, 1 session: about 0.8 µs over a
+//!   0.15–0.18 µs bare call, the same for 10- and 1,000-message histories
+//!   (nothing on the per-call path depends on the history length);
+//! * 10,000 sessions: 0.8–1.0 µs added (in one run under heavier load the
+//!   1,000-message case measured 1.7 µs; a rerun gave 0.84 µs against 0.96 µs
+//!   for 10 messages);
+//! * 1,000,000 sessions: 1.8–2.7 µs added — the session's slot and index
+//!   entry are cache and TLB misses at that size (the target of ≤ 1 µs is not
+//!   met there on this machine);
+//! * one compaction of a 1,000-message history: ~0.16 ms (trim) and ~0.27 ms
+//!   (summarize, with an immediate summarizer) including the first-call
+//!   token estimate of the whole history;
+//! * memory per idle session: [`SessionState`] is 120 bytes; with its slot
+//!   and index entry [`bytes_per_session_lower_bound`] is 169 bytes; measured
+//!   with 1,000,000 idle sessions, the store's structures take 211 bytes per
+//!   session and the resident set grows by 253 bytes per session including
+//!   the 15-character session-id strings.
+//!
+//! The per-call path does two store updates (one sharded lock and one keyed
+//! hash each), reads two clocks, evaluates the policy (a few comparisons),
+//! and allocates one future; the compaction path is boxed separately.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
