@@ -137,12 +137,19 @@ impl SubjectStats {
     }
 
     fn health(&self, reg: &Inner, now: Instant) -> SubjectHealth {
+        self.health_with(reg, now, &mut Counts::default())
+    }
+
+    /// The health of the subject at `now`, summing windows into `scratch`
+    /// (reused across subjects by a snapshot, so nothing is allocated for it).
+    fn health_with(&self, reg: &Inner, now: Instant, scratch: &mut Counts) -> SubjectHealth {
         let elapsed = now.saturating_duration_since(reg.epoch);
+        let secs = elapsed.as_secs();
         let st = self.state.lock();
-        let m = st.minute.sum(elapsed.as_secs());
-        let q = st.quarter.sum(elapsed.as_secs());
-        let last_1m = window_stats(&m, st.minute.span(), elapsed);
-        let last_15m = window_stats(&q, st.quarter.span(), elapsed);
+        st.minute.sum_into(secs, scratch);
+        let last_1m = window_stats(scratch, st.minute.span(), elapsed);
+        st.quarter.sum_into(secs, scratch);
+        let last_15m = window_stats(scratch, st.quarter.span(), elapsed);
         let score = score(&last_15m, last_1m.p50_secs, st.baseline, st.consecutive_failures);
         SubjectHealth {
             name: self.name.to_string(),
@@ -166,11 +173,16 @@ fn window_stats(c: &Counts, span: Duration, elapsed: Duration) -> WindowStats {
     let cancelled = c.failures[FailureClass::Cancelled.index()];
     let failures = c.failures.iter().sum::<u64>() - cancelled;
     let successes = c.calls.saturating_sub(failures + cancelled);
-    let errors = FailureClass::ALL
-        .iter()
-        .filter(|f| c.failures[f.index()] > 0)
-        .map(|f| (f.as_str(), c.failures[f.index()]))
-        .collect();
+    let errors = if failures + cancelled == 0 {
+        BTreeMap::new()
+    } else {
+        FailureClass::ALL
+            .iter()
+            .filter(|f| c.failures[f.index()] > 0)
+            .map(|f| (f.as_str(), c.failures[f.index()]))
+            .collect()
+    };
+    let [p50_secs, p95_secs, p99_secs] = c.quantiles([0.50, 0.95, 0.99]);
     let covered = span.min(elapsed).max(Duration::from_secs(1)).as_secs_f64();
     let tokens = (c.input_tokens + c.output_tokens) as f64;
     WindowStats {
@@ -182,9 +194,9 @@ fn window_stats(c: &Counts, span: Duration, elapsed: Duration) -> WindowStats {
         cancelled,
         error_rate: snapshot::per(failures as f64, (successes + failures) as f64),
         errors,
-        p50_secs: c.quantile(0.50),
-        p95_secs: c.quantile(0.95),
-        p99_secs: c.quantile(0.99),
+        p50_secs,
+        p95_secs,
+        p99_secs,
         input_tokens: c.input_tokens,
         output_tokens: c.output_tokens,
         cost_usd: c.cost_usd,
@@ -206,27 +218,38 @@ fn score(w15: &WindowStats, p50_1m: Option<f64>, baseline: Option<f64>, streak: 
         }
         _ => 1.0,
     };
-    let streak = STREAK_DECAY.powi(i32::try_from(streak).unwrap_or(i32::MAX));
+    let streak = match streak {
+        0 => 1.0,
+        n => STREAK_DECAY.powi(i32::try_from(n).unwrap_or(i32::MAX)),
+    };
     (success * latency * streak).clamp(0.0, 1.0)
+}
+
+/// The subjects of one kind: by label, and the same ones sorted by label (a
+/// snapshot walks them in order, so building its sorted map is linear).
+#[derive(Default)]
+struct Subjects {
+    by_name: HashMap<Arc<str>, Arc<SubjectStats>>,
+    sorted: Vec<Arc<SubjectStats>>,
 }
 
 /// A copy-on-write map from label to subject: reads are a lock-free load;
 /// inserts (once per new label) copy the map under a writer lock.
 struct SubjectMap {
-    map: ArcSwap<HashMap<Arc<str>, Arc<SubjectStats>>>,
+    map: ArcSwap<Subjects>,
     write: Mutex<()>,
 }
 
 impl SubjectMap {
     fn new() -> Self {
         Self {
-            map: ArcSwap::from_pointee(HashMap::new()),
+            map: ArcSwap::from_pointee(Subjects::default()),
             write: Mutex::new(()),
         }
     }
 
     fn get(&self, name: &str) -> Option<Arc<SubjectStats>> {
-        self.map.load().get(name).cloned()
+        self.map.load().by_name.get(name).cloned()
     }
 
     fn get_or_insert(&self, name: &str) -> Arc<SubjectStats> {
@@ -235,23 +258,36 @@ impl SubjectMap {
         }
         let _w = self.write.lock();
         let current = self.map.load_full();
-        if let Some(s) = current.get(name) {
+        if let Some(s) = current.by_name.get(name) {
             return s.clone();
         }
-        let mut next = HashMap::clone(&current);
         let key: Arc<str> = Arc::from(name);
         let stats = Arc::new(SubjectStats::new(key.clone()));
-        next.insert(key, stats.clone());
-        self.map.store(Arc::new(next));
+        let mut by_name = current.by_name.clone();
+        by_name.insert(key, stats.clone());
+        let mut sorted = Vec::with_capacity(current.sorted.len() + 1);
+        let at = current.sorted.partition_point(|s| *s.name < *name);
+        sorted.extend_from_slice(&current.sorted[..at]);
+        sorted.push(stats.clone());
+        sorted.extend_from_slice(&current.sorted[at..]);
+        self.map.store(Arc::new(Subjects { by_name, sorted }));
         stats
     }
 
-    fn health(&self, reg: &Inner, now: Instant) -> BTreeMap<String, SubjectHealth> {
+    fn health(&self, reg: &Inner, now: Instant, scratch: &mut Counts) -> BTreeMap<String, SubjectHealth> {
         self.map
             .load()
+            .sorted
             .iter()
-            .map(|(k, v)| (k.to_string(), v.health(reg, now)))
+            .map(|s| {
+                let h = s.health_with(reg, now, scratch);
+                (h.name.clone(), h)
+            })
             .collect()
+    }
+
+    fn len(&self) -> usize {
+        self.map.load().sorted.len()
     }
 }
 
@@ -281,9 +317,9 @@ pub struct HealthRegistry {
 impl fmt::Debug for HealthRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HealthRegistry")
-            .field("agents", &self.inner.agents.map.load().len())
-            .field("models", &self.inner.models.map.load().len())
-            .field("tools", &self.inner.tools.map.load().len())
+            .field("agents", &self.inner.agents.len())
+            .field("models", &self.inner.models.len())
+            .field("tools", &self.inner.tools.len())
             .field("journal_capacity", &self.inner.journal.capacity())
             .finish()
     }
@@ -320,11 +356,12 @@ impl HealthRegistry {
     pub fn snapshot(&self) -> HealthSnapshot {
         let now = Instant::now();
         let reg = &*self.inner;
+        let mut scratch = Counts::default();
         HealthSnapshot {
             taken_at_ms: reg.wall_ms(now),
-            agents: reg.agents.health(reg, now),
-            models: reg.models.health(reg, now),
-            tools: reg.tools.health(reg, now),
+            agents: reg.agents.health(reg, now, &mut scratch),
+            models: reg.models.health(reg, now, &mut scratch),
+            tools: reg.tools.health(reg, now, &mut scratch),
         }
     }
 
@@ -348,16 +385,14 @@ impl HealthRegistry {
 
     /// The agents seen so far, sorted.
     pub fn agent_names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .inner
+        self.inner
             .agents
             .map
             .load()
-            .keys()
-            .map(|k| k.to_string())
-            .collect();
-        v.sort();
-        v
+            .sorted
+            .iter()
+            .map(|s| s.name.to_string())
+            .collect()
     }
 
     /// The health score of `agent` (1.0 for an agent never seen).
@@ -376,9 +411,10 @@ impl HealthRegistry {
     pub fn publish_scores(&self) {
         let now = Instant::now();
         let reg = &*self.inner;
-        for (name, stats) in reg.agents.map.load().iter() {
-            let score = stats.health(reg, now).score;
-            metrics::gauge!(catalog::AGENT_HEALTH_SCORE, labels::AGENT => name.to_string()).set(score);
+        let mut scratch = Counts::default();
+        for stats in reg.agents.map.load().sorted.iter() {
+            let score = stats.health_with(reg, now, &mut scratch).score;
+            metrics::gauge!(catalog::AGENT_HEALTH_SCORE, labels::AGENT => stats.name.to_string()).set(score);
         }
     }
 

@@ -23,22 +23,30 @@ fn bucket_of(d: Duration) -> usize {
     (msb - MIN_EXP) as usize * SUBS + sub
 }
 
-/// Lower and upper bound of a bucket, in seconds.
+/// Lower and upper bound of a bucket, in seconds (exact: integer nanoseconds).
 fn bucket_bounds(i: usize) -> (f64, f64) {
-    let exp = MIN_EXP as i32 + (i / SUBS) as i32;
-    let base = 2f64.powi(exp);
-    let sub = (i % SUBS) as f64;
-    let lo = base * (1.0 + sub / SUBS as f64);
-    let hi = base * (1.0 + (sub + 1.0) / SUBS as f64);
+    let shift = MIN_EXP - SUB_BITS + (i / SUBS) as u32;
+    let sub = (SUBS + i % SUBS) as u64;
+    let lo = (sub << shift) as f64;
+    let hi = ((sub + 1) << shift) as f64;
     (lo * 1e-9, hi * 1e-9)
 }
 
 /// Aggregated counts of one slot or of a whole window.
+///
+/// The latency histogram is a fixed array (no allocation to sum windows) and
+/// remembers the range of buckets that may be non-zero, `lat_lo..lat_hi`, plus
+/// how many samples it holds: clearing, adding and quantiles touch only that
+/// range, which is a handful of buckets for a subject with steady latency.
+/// Every bucket outside the range is zero.
 #[derive(Clone)]
 pub(crate) struct Counts {
     pub(crate) calls: u64,
     pub(crate) failures: [u64; 10],
-    pub(crate) latency: Box<[u32; LATENCY_BUCKETS]>,
+    latency: [u32; LATENCY_BUCKETS],
+    lat_lo: usize,
+    lat_hi: usize,
+    lat_count: u64,
     pub(crate) input_tokens: u64,
     pub(crate) output_tokens: u64,
     pub(crate) cost_usd: f64,
@@ -52,7 +60,10 @@ impl Default for Counts {
         Self {
             calls: 0,
             failures: [0; 10],
-            latency: Box::new([0; LATENCY_BUCKETS]),
+            latency: [0; LATENCY_BUCKETS],
+            lat_lo: LATENCY_BUCKETS,
+            lat_hi: 0,
+            lat_count: 0,
             input_tokens: 0,
             output_tokens: 0,
             cost_usd: 0.0,
@@ -64,10 +75,15 @@ impl Default for Counts {
 }
 
 impl Counts {
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.calls = 0;
         self.failures = [0; 10];
-        self.latency.fill(0);
+        if self.lat_lo < self.lat_hi {
+            self.latency[self.lat_lo..self.lat_hi].fill(0);
+        }
+        self.lat_lo = LATENCY_BUCKETS;
+        self.lat_hi = 0;
+        self.lat_count = 0;
         self.input_tokens = 0;
         self.output_tokens = 0;
         self.cost_usd = 0.0;
@@ -76,13 +92,29 @@ impl Counts {
         self.context_resets = 0;
     }
 
+    /// Counts one latency sample in bucket `b`.
+    fn add_latency(&mut self, b: usize) {
+        if let Some(c) = self.latency.get_mut(b).filter(|c| **c < u32::MAX) {
+            *c += 1;
+            self.lat_count += 1;
+            self.lat_lo = self.lat_lo.min(b);
+            self.lat_hi = self.lat_hi.max(b + 1);
+        }
+    }
+
     fn add(&mut self, other: &Counts) {
         self.calls += other.calls;
         for (a, b) in self.failures.iter_mut().zip(other.failures.iter()) {
             *a += b;
         }
-        for (a, b) in self.latency.iter_mut().zip(other.latency.iter()) {
-            *a = a.saturating_add(*b);
+        let (lo, hi) = (other.lat_lo, other.lat_hi);
+        if lo < hi {
+            for (a, b) in self.latency[lo..hi].iter_mut().zip(&other.latency[lo..hi]) {
+                *a = a.saturating_add(*b);
+            }
+            self.lat_lo = self.lat_lo.min(lo);
+            self.lat_hi = self.lat_hi.max(hi);
+            self.lat_count += other.lat_count;
         }
         self.input_tokens += other.input_tokens;
         self.output_tokens += other.output_tokens;
@@ -92,34 +124,56 @@ impl Counts {
         self.context_resets += other.context_resets;
     }
 
-    /// Number of calls in the latency histogram.
-    pub(crate) fn latency_count(&self) -> u64 {
-        self.latency.iter().map(|&c| u64::from(c)).sum()
-    }
-
     /// The `q` quantile (0..=1) of recorded latencies in seconds, by linear
     /// interpolation inside the bucket that holds the rank.
+    #[cfg(test)]
     pub(crate) fn quantile(&self, q: f64) -> Option<f64> {
-        let total = self.latency_count();
-        if total == 0 {
-            return None;
-        }
-        let rank = q.clamp(0.0, 1.0) * total as f64;
-        let mut seen = 0u64;
-        for (i, &c) in self.latency.iter().enumerate() {
-            if c == 0 {
-                continue;
-            }
-            let c = u64::from(c);
-            if (seen + c) as f64 >= rank {
-                let (lo, hi) = bucket_bounds(i);
-                let frac = ((rank - seen as f64) / c as f64).clamp(0.0, 1.0);
-                return Some(lo + frac * (hi - lo));
-            }
-            seen += c;
-        }
-        None
+        self.quantiles([q])[0]
     }
+
+    /// Several quantiles (each in 0..=1, in increasing order) of recorded
+    /// latencies in seconds, in one pass over the histogram; each by linear
+    /// interpolation inside the bucket that holds its rank.
+    pub(crate) fn quantiles<const K: usize>(&self, qs: [f64; K]) -> [Option<f64>; K] {
+        let mut out = [None; K];
+        let total = self.lat_count;
+        if total == 0 || K == 0 {
+            return out;
+        }
+        let ranks = qs.map(|q| q.clamp(0.0, 1.0) * total as f64);
+        // `seen + c >= rank` on integers: the smallest count that reaches each rank.
+        let reach = ranks.map(|r| r.ceil() as u64);
+        let (base, buckets) = (self.lat_lo, &self.latency[self.lat_lo..self.lat_hi]);
+        let mut k = 0;
+        let mut seen = 0u64;
+        for (i, &c) in buckets.iter().enumerate() {
+            let next = seen + u64::from(c);
+            // Integer-only test per bucket; the interpolation runs K times in all.
+            if c > 0 && next >= reach[k] {
+                loop {
+                    out[k] = Some(interpolate(base + i, ranks[k], seen, c));
+                    k += 1;
+                    if k == K {
+                        return out;
+                    }
+                    if next < reach[k] {
+                        break;
+                    }
+                }
+            }
+            seen = next;
+        }
+        out
+    }
+}
+
+/// The value at `rank` in bucket `i`, which holds `c` samples above the
+/// `seen` below it: linear interpolation between the bucket's bounds.
+#[inline(never)]
+fn interpolate(i: usize, rank: f64, seen: u64, c: u32) -> f64 {
+    let (lo, hi) = bucket_bounds(i);
+    let frac = ((rank - seen as f64) / f64::from(c)).clamp(0.0, 1.0);
+    lo + frac * (hi - lo)
 }
 
 /// One sample: what a finished call adds to a window.
@@ -204,7 +258,7 @@ impl<const W: u64, const N: usize> Ring<W, N> {
             c.failures[f.index()] += 1;
         }
         if s.failure != Some(FailureClass::Cancelled) {
-            c.latency[s.bucket] = c.latency[s.bucket].saturating_add(1);
+            c.add_latency(s.bucket);
         }
         c.input_tokens += s.usage.input_tokens;
         c.output_tokens += s.usage.output_tokens;
@@ -221,15 +275,23 @@ impl<const W: u64, const N: usize> Ring<W, N> {
     }
 
     /// Sum of the slots still inside the window at `secs`.
+    #[cfg(test)]
     pub(crate) fn sum(&self, secs: u64) -> Counts {
-        let now_id = secs / W;
         let mut out = Counts::default();
+        self.sum_into(secs, &mut out);
+        out
+    }
+
+    /// Writes the sum of the slots still inside the window at `secs` into
+    /// `out` (cleared first), without allocating.
+    pub(crate) fn sum_into(&self, secs: u64, out: &mut Counts) {
+        out.clear();
+        let now_id = secs / W;
         for slot in self.slots.iter() {
             if slot.id != u64::MAX && slot.id <= now_id && slot.id + N as u64 > now_id {
                 out.add(&slot.counts);
             }
         }
-        out
     }
 }
 
