@@ -18,6 +18,9 @@
 //! # the key comes from OPENAI_API_KEY, models are low,medium,high:
 //! cargo run --example agent_service -- --upstream http://127.0.0.1:8000/v1 \
 //!     --models qwen2.5-0.5b,qwen2.5-7b,qwen2.5-32b --duration 20 --sessions 4
+//! # export the call spans to an OTLP/HTTP collector (OTEL_EXPORTER_OTLP_ENDPOINT,
+//! # default http://localhost:4318; OTEL_SERVICE_NAME, default mantissa):
+//! cargo run --example agent_service --features otel -- --otel --duration 10
 //! ```
 
 use std::net::SocketAddr;
@@ -58,6 +61,41 @@ struct Args {
     /// Model ids of the low, medium and high tiers, comma-separated (with --upstream).
     #[arg(long, default_value = "gpt-4o-mini,gpt-4o,o3")]
     models: String,
+    /// Export traces with OpenTelemetry (OTLP over HTTP, configured by the
+    /// OTEL_* environment variables). Needs the `otel` feature.
+    #[arg(long)]
+    otel: bool,
+}
+
+/// Installs the log subscriber and, with `--otel`, the OpenTelemetry export.
+/// The returned guard flushes the exporter when dropped at the end of `main`.
+#[cfg(feature = "otel")]
+fn init_tracing(otel: bool) -> Result<Option<mantissa::otel::OtelGuard>, BoxError> {
+    if otel {
+        let guard = mantissa::otel::init()?;
+        println!("exporting traces over OTLP/HTTP (see OTEL_EXPORTER_OTLP_ENDPOINT)");
+        return Ok(Some(guard));
+    }
+    init_logs();
+    Ok(None)
+}
+
+/// Installs the log subscriber; `--otel` needs the `otel` feature.
+#[cfg(not(feature = "otel"))]
+fn init_tracing(otel: bool) -> Result<Option<()>, BoxError> {
+    if otel {
+        println!("--otel: this binary was built without the `otel` feature; no traces are exported");
+    }
+    init_logs();
+    Ok(None)
+}
+
+fn init_logs() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
 }
 
 /// The upstream and the tier ladder for `--upstream URL --models a,b,c`.
@@ -86,12 +124,8 @@ fn upstream_config(url: &str, models: &str) -> Result<(Option<Upstream>, Option<
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
     let args = Args::parse();
+    let _tracing = init_tracing(args.otel)?;
     let (upstream, tiers) = match &args.upstream {
         None => (None, None),
         Some(url) => upstream_config(url, &args.models)?,
