@@ -32,96 +32,119 @@ fn bucket_bounds(i: usize) -> (f64, f64) {
     (lo * 1e-9, hi * 1e-9)
 }
 
-/// Aggregated counts of one slot or of a whole window.
-///
-/// The latency histogram is a fixed array (no allocation to sum windows) and
-/// remembers the range of buckets that may be non-zero, `lat_lo..lat_hi`, plus
-/// how many samples it holds: clearing, adding and quantiles touch only that
-/// range, which is a handful of buckets for a subject with steady latency.
-/// Every bucket outside the range is zero.
-#[derive(Clone)]
-pub(crate) struct Counts {
+/// The scalar counts of one slot or of a whole window, with the range of
+/// latency buckets that may be non-zero, `lat_lo..lat_hi`, and how many
+/// latency samples the histogram holds. Every bucket outside the range is
+/// zero, so clearing, adding and quantiles touch only that range (a handful
+/// of buckets for a subject with steady latency).
+#[derive(Clone, Copy)]
+pub(crate) struct Totals {
     pub(crate) calls: u64,
     pub(crate) failures: [u64; 10],
-    latency: [u32; LATENCY_BUCKETS],
-    lat_lo: usize,
-    lat_hi: usize,
-    lat_count: u64,
     pub(crate) input_tokens: u64,
     pub(crate) output_tokens: u64,
     pub(crate) cost_usd: f64,
     pub(crate) counterfactual_usd: f64,
     pub(crate) context_warnings: u64,
     pub(crate) context_resets: u64,
+    lat_lo: usize,
+    lat_hi: usize,
+    lat_count: u64,
+}
+
+impl Totals {
+    const EMPTY: Totals = Totals {
+        calls: 0,
+        failures: [0; 10],
+        input_tokens: 0,
+        output_tokens: 0,
+        cost_usd: 0.0,
+        counterfactual_usd: 0.0,
+        context_warnings: 0,
+        context_resets: 0,
+        lat_lo: LATENCY_BUCKETS,
+        lat_hi: 0,
+        lat_count: 0,
+    };
+
+    fn add(&mut self, o: &Totals) {
+        self.calls += o.calls;
+        for (a, b) in self.failures.iter_mut().zip(o.failures.iter()) {
+            *a += b;
+        }
+        self.input_tokens += o.input_tokens;
+        self.output_tokens += o.output_tokens;
+        self.cost_usd += o.cost_usd;
+        self.counterfactual_usd += o.counterfactual_usd;
+        self.context_warnings += o.context_warnings;
+        self.context_resets += o.context_resets;
+        if o.lat_lo < o.lat_hi {
+            self.lat_lo = self.lat_lo.min(o.lat_lo);
+            self.lat_hi = self.lat_hi.max(o.lat_hi);
+            self.lat_count += o.lat_count;
+        }
+    }
+}
+
+type Histogram = [u32; LATENCY_BUCKETS];
+
+/// Counts one latency sample in bucket `b` of `hist`.
+fn add_latency(t: &mut Totals, hist: &mut Histogram, b: usize) {
+    if let Some(c) = hist.get_mut(b).filter(|c| **c < u32::MAX) {
+        *c += 1;
+        t.lat_count += 1;
+        t.lat_lo = t.lat_lo.min(b);
+        t.lat_hi = t.lat_hi.max(b + 1);
+    }
+}
+
+/// Zeroes the live range of `hist`.
+fn clear_latency(t: &Totals, hist: &mut Histogram) {
+    if t.lat_lo < t.lat_hi {
+        hist[t.lat_lo..t.lat_hi].fill(0);
+    }
+}
+
+/// The counts of a whole window: totals and a latency histogram in a fixed
+/// array (summing windows allocates nothing).
+#[derive(Clone)]
+pub(crate) struct Counts {
+    totals: Totals,
+    latency: Histogram,
+}
+
+impl std::ops::Deref for Counts {
+    type Target = Totals;
+
+    fn deref(&self) -> &Totals {
+        &self.totals
+    }
 }
 
 impl Default for Counts {
     fn default() -> Self {
         Self {
-            calls: 0,
-            failures: [0; 10],
+            totals: Totals::EMPTY,
             latency: [0; LATENCY_BUCKETS],
-            lat_lo: LATENCY_BUCKETS,
-            lat_hi: 0,
-            lat_count: 0,
-            input_tokens: 0,
-            output_tokens: 0,
-            cost_usd: 0.0,
-            counterfactual_usd: 0.0,
-            context_warnings: 0,
-            context_resets: 0,
         }
     }
 }
 
 impl Counts {
     pub(crate) fn clear(&mut self) {
-        self.calls = 0;
-        self.failures = [0; 10];
-        if self.lat_lo < self.lat_hi {
-            self.latency[self.lat_lo..self.lat_hi].fill(0);
-        }
-        self.lat_lo = LATENCY_BUCKETS;
-        self.lat_hi = 0;
-        self.lat_count = 0;
-        self.input_tokens = 0;
-        self.output_tokens = 0;
-        self.cost_usd = 0.0;
-        self.counterfactual_usd = 0.0;
-        self.context_warnings = 0;
-        self.context_resets = 0;
+        clear_latency(&self.totals, &mut self.latency);
+        self.totals = Totals::EMPTY;
     }
 
-    /// Counts one latency sample in bucket `b`.
-    fn add_latency(&mut self, b: usize) {
-        if let Some(c) = self.latency.get_mut(b).filter(|c| **c < u32::MAX) {
-            *c += 1;
-            self.lat_count += 1;
-            self.lat_lo = self.lat_lo.min(b);
-            self.lat_hi = self.lat_hi.max(b + 1);
-        }
-    }
-
-    fn add(&mut self, other: &Counts) {
-        self.calls += other.calls;
-        for (a, b) in self.failures.iter_mut().zip(other.failures.iter()) {
-            *a += b;
-        }
-        let (lo, hi) = (other.lat_lo, other.lat_hi);
+    /// Adds one slot.
+    fn add(&mut self, t: &Totals, hist: &Histogram) {
+        let (lo, hi) = (t.lat_lo, t.lat_hi);
         if lo < hi {
-            for (a, b) in self.latency[lo..hi].iter_mut().zip(&other.latency[lo..hi]) {
+            for (a, b) in self.latency[lo..hi].iter_mut().zip(&hist[lo..hi]) {
                 *a = a.saturating_add(*b);
             }
-            self.lat_lo = self.lat_lo.min(lo);
-            self.lat_hi = self.lat_hi.max(hi);
-            self.lat_count += other.lat_count;
         }
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
-        self.cost_usd += other.cost_usd;
-        self.counterfactual_usd += other.counterfactual_usd;
-        self.context_warnings += other.context_warnings;
-        self.context_resets += other.context_resets;
+        self.totals.add(t);
     }
 
     /// The `q` quantile (0..=1) of recorded latencies in seconds, by linear
@@ -136,14 +159,15 @@ impl Counts {
     /// interpolation inside the bucket that holds its rank.
     pub(crate) fn quantiles<const K: usize>(&self, qs: [f64; K]) -> [Option<f64>; K] {
         let mut out = [None; K];
-        let total = self.lat_count;
+        let total = self.totals.lat_count;
         if total == 0 || K == 0 {
             return out;
         }
         let ranks = qs.map(|q| q.clamp(0.0, 1.0) * total as f64);
         // `seen + c >= rank` on integers: the smallest count that reaches each rank.
         let reach = ranks.map(|r| r.ceil() as u64);
-        let (base, buckets) = (self.lat_lo, &self.latency[self.lat_lo..self.lat_hi]);
+        let (base, hi) = (self.totals.lat_lo, self.totals.lat_hi);
+        let buckets = self.latency.get(base..hi).unwrap_or(&[]);
         let mut k = 0;
         let mut seen = 0u64;
         for (i, &c) in buckets.iter().enumerate() {
@@ -214,51 +238,53 @@ pub(crate) enum Mark {
     Reset,
 }
 
-struct Slot {
-    id: u64,
-    counts: Counts,
-}
-
 /// A ring of `N` slots of `W` seconds each: covers the last `N * W` seconds
 /// (the current slot is partial, so between `(N - 1) * W` and `N * W`).
 /// Times are whole seconds since the registry's epoch.
+///
+/// Slot ids and totals sit together (one or two cache lines to find the live
+/// slots); the histograms live apart and are read only over their live range.
 pub(crate) struct Ring<const W: u64, const N: usize> {
-    slots: Box<[Slot]>,
+    /// The time slot (`secs / W`) each entry holds, `u64::MAX` for none.
+    ids: [u64; N],
+    totals: [Totals; N],
+    hists: Box<[Histogram]>,
 }
 
 impl<const W: u64, const N: usize> Ring<W, N> {
     pub(crate) fn new() -> Self {
-        let slots = (0..N)
-            .map(|_| Slot {
-                id: u64::MAX,
-                counts: Counts::default(),
-            })
-            .collect();
-        Self { slots }
+        Self {
+            ids: [u64::MAX; N],
+            totals: [Totals::EMPTY; N],
+            hists: vec![[0; LATENCY_BUCKETS]; N].into_boxed_slice(),
+        }
     }
 
     pub(crate) fn span(&self) -> Duration {
         Duration::from_secs(W * N as u64)
     }
 
-    fn slot_mut(&mut self, secs: u64) -> &mut Counts {
+    /// The totals and histogram of the slot of `secs`, cleared if it held an older slot.
+    fn slot_mut(&mut self, secs: u64) -> (&mut Totals, &mut Histogram) {
         let id = secs / W;
-        let slot = &mut self.slots[(id % N as u64) as usize];
-        if slot.id != id {
-            slot.id = id;
-            slot.counts.clear();
+        let i = (id % N as u64) as usize;
+        let (t, h) = (&mut self.totals[i], &mut self.hists[i]);
+        if self.ids[i] != id {
+            self.ids[i] = id;
+            clear_latency(t, h);
+            *t = Totals::EMPTY;
         }
-        &mut slot.counts
+        (t, h)
     }
 
     pub(crate) fn record(&mut self, secs: u64, s: &Sample) {
-        let c = self.slot_mut(secs);
+        let (c, hist) = self.slot_mut(secs);
         c.calls += 1;
         if let Some(f) = s.failure {
             c.failures[f.index()] += 1;
         }
         if s.failure != Some(FailureClass::Cancelled) {
-            c.add_latency(s.bucket);
+            add_latency(c, hist, s.bucket);
         }
         c.input_tokens += s.usage.input_tokens;
         c.output_tokens += s.usage.output_tokens;
@@ -267,7 +293,7 @@ impl<const W: u64, const N: usize> Ring<W, N> {
     }
 
     pub(crate) fn mark(&mut self, secs: u64, m: Mark) {
-        let c = self.slot_mut(secs);
+        let (c, _) = self.slot_mut(secs);
         match m {
             Mark::Warning => c.context_warnings += 1,
             Mark::Reset => c.context_resets += 1,
@@ -287,9 +313,11 @@ impl<const W: u64, const N: usize> Ring<W, N> {
     pub(crate) fn sum_into(&self, secs: u64, out: &mut Counts) {
         out.clear();
         let now_id = secs / W;
-        for slot in self.slots.iter() {
-            if slot.id != u64::MAX && slot.id <= now_id && slot.id + N as u64 > now_id {
-                out.add(&slot.counts);
+        for (i, &id) in self.ids.iter().enumerate() {
+            if id != u64::MAX && id <= now_id && id + N as u64 > now_id {
+                if let (Some(t), Some(h)) = (self.totals.get(i), self.hists.get(i)) {
+                    out.add(t, h);
+                }
             }
         }
     }
