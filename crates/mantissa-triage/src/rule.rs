@@ -32,9 +32,9 @@
 //! # Cost
 //!
 //! Byte-class counts (question marks, backticks, code punctuation,
-//! numbered-list items) are taken over the whole turn in one branch-free,
-//! vectorisable pass. Word markers need a scalar scan, so they are searched
-//! in the first and last [`keyword_window`](RuleTriage::keyword_window)
+//! numbered-list items) are taken over the whole turn in one vectorisable
+//! pass (list items are checked only in blocks that hold a newline). Word
+//! markers need a scalar scan, so they are searched in the first and last [`keyword_window`](RuleTriage::keyword_window)
 //! bytes (128 by default), where instructions ("compare…", "step by step")
 //! sit. No regular expressions, no allocation per call.
 //!
@@ -255,40 +255,69 @@ struct ByteCounts {
     list_items: u32,
 }
 
+/// Whether a numbered-list item (`<digit>[.)]`) starts at `i`.
+fn item_at(bytes: &[u8], i: usize) -> bool {
+    bytes.get(i).is_some_and(u8::is_ascii_digit) && matches!(bytes.get(i + 1), Some(b'.' | b')'))
+}
+
+/// Bytes per block of the counting pass: the inner loop over a fixed-size
+/// block compiles to a few vector compares per 16 bytes.
+const LANES: usize = 32;
+
 /// One pass of byte-class counts, written so that the compiler vectorises
-/// it: three shifted views of the bytes zipped together (so a numbered-list
-/// item, `\n<digit>[.)]`, is seen in the same pass), u8 lane counters over
-/// chunks of 255 bytes, no branches.
+/// it: fixed-size blocks, u8 lane counters (flushed every 255 blocks), no
+/// branches but one per block for newlines; numbered-list items
+/// (`\n<digit>[.)]`) are checked only at the newlines of blocks that have any.
 fn count_bytes(bytes: &[u8]) -> ByteCounts {
     let mut out = ByteCounts::default();
-    // Pad the shifted views with two separators so every byte is counted once.
-    let n = bytes.len();
-    let starts_item = |d: u8, p: u8| d.is_ascii_digit() & ((p == b'.') | (p == b')'));
-    if n >= 2 && starts_item(bytes[0], bytes[1]) {
+    if item_at(bytes, 0) {
         out.list_items += 1;
     }
-    let body = n.saturating_sub(2);
-    let mut i = 0;
-    while i < body {
-        let e = (i + 255).min(body);
-        let (a, d, p) = (&bytes[i..e], &bytes[i + 1..e + 1], &bytes[i + 2..e + 2]);
-        let (mut q, mut t, mut c, mut l) = (0u8, 0u8, 0u8, 0u8);
-        for ((&a, &d), &p) in a.iter().zip(d).zip(p) {
-            q += u8::from(a == b'?');
-            t += u8::from(a == b'`');
-            c += u8::from((a == b'{') | (a == b'}') | (a == b';'));
-            l += u8::from((a == b'\n') & starts_item(d, p));
+    let mut q = [0u8; LANES];
+    let mut t = [0u8; LANES];
+    let mut c = [0u8; LANES];
+    let flush = |out: &mut ByteCounts, q: &mut [u8; LANES], t: &mut [u8; LANES], c: &mut [u8; LANES]| {
+        out.questions += q.iter().map(|&x| u32::from(x)).sum::<u32>();
+        out.backticks += t.iter().map(|&x| u32::from(x)).sum::<u32>();
+        out.code_punct += c.iter().map(|&x| u32::from(x)).sum::<u32>();
+        *q = [0; LANES];
+        *t = [0; LANES];
+        *c = [0; LANES];
+    };
+    let blocks = bytes.chunks_exact(LANES);
+    let rest = blocks.remainder();
+    let mut pending = 0u32;
+    for (n, block) in blocks.enumerate() {
+        let Ok(block) = <&[u8; LANES]>::try_from(block) else {
+            continue;
+        };
+        let mut newline = false;
+        for j in 0..LANES {
+            let a = block[j];
+            q[j] += u8::from(a == b'?');
+            t[j] += u8::from(a == b'`');
+            c[j] += u8::from((a == b'{') | (a == b'}') | (a == b';'));
+            newline |= a == b'\n';
         }
-        out.questions += u32::from(q);
-        out.backticks += u32::from(t);
-        out.code_punct += u32::from(c);
-        out.list_items += u32::from(l);
-        i = e;
+        if newline {
+            let base = n * LANES;
+            for (j, &a) in block.iter().enumerate() {
+                out.list_items += u32::from(a == b'\n' && item_at(bytes, base + j + 1));
+            }
+        }
+        pending += 1;
+        if pending == 255 {
+            flush(&mut out, &mut q, &mut t, &mut c);
+            pending = 0;
+        }
     }
-    for &a in &bytes[body..] {
+    flush(&mut out, &mut q, &mut t, &mut c);
+    let base = bytes.len() - rest.len();
+    for (j, &a) in rest.iter().enumerate() {
         out.questions += u32::from(a == b'?');
         out.backticks += u32::from(a == b'`');
         out.code_punct += u32::from((a == b'{') | (a == b'}') | (a == b';'));
+        out.list_items += u32::from(a == b'\n' && item_at(bytes, base + j + 1));
     }
     out
 }
@@ -316,101 +345,159 @@ const fn pack(word: &[u8]) -> u64 {
 const STEP: u64 = pack(b"step");
 const BY: u64 = pack(b"by");
 
+/// Reasoning markers (packed to their first 8 letters).
+const MARKERS: [&[u8]; 35] = [
+    b"prove",
+    b"proof",
+    b"proving",
+    b"derive",
+    b"analyze",
+    b"analyse",
+    b"analysis",
+    b"analyzin",
+    b"compare",
+    b"comparis",
+    b"contrast",
+    b"evaluate",
+    b"assess",
+    b"tradeoff",
+    b"plan",
+    b"planning",
+    b"strategy",
+    b"design",
+    b"architec",
+    b"optimize",
+    b"optimise",
+    b"optimiza",
+    b"debug",
+    b"debuggin",
+    b"refactor",
+    b"implemen",
+    b"algorith",
+    b"justify",
+    b"calculat",
+    b"solve",
+    b"diagnose",
+    b"investig",
+    b"rigorous",
+    b"thorough",
+    b"reasonin",
+];
+
+/// Code words.
+const CODE_WORDS: [&[u8]; 16] = [
+    b"fn",
+    b"def",
+    b"impl",
+    b"struct",
+    b"import",
+    b"lambda",
+    b"println",
+    b"printf",
+    b"void",
+    b"elif",
+    b"namespac",
+    b"typedef",
+    b"nullptr",
+    b"func",
+    b"self",
+    b"std",
+];
+
+/// Slots of the keyword table (a power of two, about 2.5 × the keywords, so
+/// a lookup is one or two probes).
+const TABLE_BITS: u32 = 7;
+
+/// The slot a packed word hashes to (multiplicative hashing).
+const fn slot_of(w: u64) -> usize {
+    (w.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - TABLE_BITS)) as usize
+}
+
+/// Open-addressing table of the packed keywords: `(word, class)`, class 1 =
+/// marker, 2 = code word, word 0 = empty slot. Built at compile time.
+const KEYWORDS: [(u64, u8); 1 << TABLE_BITS] = {
+    let mut table = [(0u64, 0u8); 1 << TABLE_BITS];
+    let mut i = 0;
+    while i < MARKERS.len() + CODE_WORDS.len() {
+        let (word, class) = if i < MARKERS.len() {
+            (pack(MARKERS[i]), 1)
+        } else {
+            (pack(CODE_WORDS[i - MARKERS.len()]), 2)
+        };
+        let mut s = slot_of(word);
+        while table[s].0 != 0 {
+            s = (s + 1) & ((1 << TABLE_BITS) - 1);
+        }
+        table[s] = (word, class);
+        i += 1;
+    }
+    table
+};
+
+/// `(markers, code words)` a packed word counts for.
+#[inline]
 fn classify_word(w: u64) -> (u32, u32) {
-    const PROVE: u64 = pack(b"prove");
-    const PROOF: u64 = pack(b"proof");
-    const PROVING: u64 = pack(b"proving");
-    const DERIVE: u64 = pack(b"derive");
-    const ANALYZE: u64 = pack(b"analyze");
-    const ANALYSE: u64 = pack(b"analyse");
-    const ANALYSIS: u64 = pack(b"analysis");
-    const ANALYZIN: u64 = pack(b"analyzin");
-    const COMPARE: u64 = pack(b"compare");
-    const COMPARIS: u64 = pack(b"comparis");
-    const CONTRAST: u64 = pack(b"contrast");
-    const EVALUATE: u64 = pack(b"evaluate");
-    const ASSESS: u64 = pack(b"assess");
-    const TRADEOFF: u64 = pack(b"tradeoff");
-    const PLAN: u64 = pack(b"plan");
-    const PLANNING: u64 = pack(b"planning");
-    const STRATEGY: u64 = pack(b"strategy");
-    const DESIGN: u64 = pack(b"design");
-    const ARCHITEC: u64 = pack(b"architec");
-    const OPTIMIZE: u64 = pack(b"optimize");
-    const OPTIMISE: u64 = pack(b"optimise");
-    const OPTIMIZA: u64 = pack(b"optimiza");
-    const DEBUG: u64 = pack(b"debug");
-    const DEBUGGIN: u64 = pack(b"debuggin");
-    const REFACTOR: u64 = pack(b"refactor");
-    const IMPLEMEN: u64 = pack(b"implemen");
-    const ALGORITH: u64 = pack(b"algorith");
-    const JUSTIFY: u64 = pack(b"justify");
-    const CALCULAT: u64 = pack(b"calculat");
-    const SOLVE: u64 = pack(b"solve");
-    const DIAGNOSE: u64 = pack(b"diagnose");
-    const INVESTIG: u64 = pack(b"investig");
-    const RIGOROUS: u64 = pack(b"rigorous");
-    const THOROUGH: u64 = pack(b"thorough");
-    const REASONIN: u64 = pack(b"reasonin");
-
-    const FN: u64 = pack(b"fn");
-    const DEF: u64 = pack(b"def");
-    const IMPL: u64 = pack(b"impl");
-    const STRUCT: u64 = pack(b"struct");
-    const IMPORT: u64 = pack(b"import");
-    const LAMBDA: u64 = pack(b"lambda");
-    const PRINTLN: u64 = pack(b"println");
-    const PRINTF: u64 = pack(b"printf");
-    const VOID: u64 = pack(b"void");
-    const ELIF: u64 = pack(b"elif");
-    const NAMESPAC: u64 = pack(b"namespac");
-    const TYPEDEF: u64 = pack(b"typedef");
-    const NULLPTR: u64 = pack(b"nullptr");
-    const FUNC: u64 = pack(b"func");
-    const SELF: u64 = pack(b"self");
-    const STD: u64 = pack(b"std");
-
-    match w {
-        PROVE | PROOF | PROVING | DERIVE | ANALYZE | ANALYSE | ANALYSIS | ANALYZIN | COMPARE | COMPARIS
-        | CONTRAST | EVALUATE | ASSESS | TRADEOFF | PLAN | PLANNING | STRATEGY | DESIGN | ARCHITEC
-        | OPTIMIZE | OPTIMISE | OPTIMIZA | DEBUG | DEBUGGIN | REFACTOR | IMPLEMEN | ALGORITH | JUSTIFY
-        | CALCULAT | SOLVE | DIAGNOSE | INVESTIG | RIGOROUS | THOROUGH | REASONIN => (1, 0),
-        FN | DEF | IMPL | STRUCT | IMPORT | LAMBDA | PRINTLN | PRINTF | VOID | ELIF | NAMESPAC | TYPEDEF
-        | NULLPTR | FUNC | SELF | STD => (0, 1),
-        _ => (0, 0),
+    let mut s = slot_of(w);
+    loop {
+        let (word, class) = KEYWORDS[s];
+        if word == w {
+            return (u32::from(class == 1), u32::from(class == 2));
+        }
+        if word == 0 {
+            return (0, 0);
+        }
+        s = (s + 1) & ((1 << TABLE_BITS) - 1);
     }
 }
 
-/// Counts markers and code words in `bytes`. The state lives in locals so
-/// it stays in registers; a word is classified only when it ends.
+/// The word scanner's state; it lives in locals, so it stays in registers.
+#[derive(Default)]
+struct Words {
+    word: u64,
+    len: u32,
+    prev1: u64,
+    prev2: u64,
+    markers: u32,
+    code_words: u32,
+}
+
+impl Words {
+    /// Classifies the word that just ended.
+    #[inline]
+    fn end_word(&mut self) {
+        let (m, c) = classify_word(self.word);
+        self.markers += m;
+        self.code_words += c;
+        if self.word == STEP && self.prev1 == BY && self.prev2 == STEP {
+            self.markers += 2;
+        }
+        self.prev2 = self.prev1;
+        self.prev1 = self.word;
+        self.word = 0;
+        self.len = 0;
+    }
+}
+
+/// Counts markers and code words in `bytes`; a word is classified only when it ends.
 #[inline]
 fn scan_span(bytes: &[u8], out: &mut WordCounts) {
-    let (mut word, mut len) = (0u64, 0u32);
-    let (mut prev1, mut prev2) = (0u64, 0u64);
-    let (mut markers, mut code_words) = (0u32, 0u32);
-    // A trailing separator flushes the last word without a second code path.
-    for &b in bytes.iter().chain(std::iter::once(&b' ')) {
+    let mut w = Words::default();
+    for &b in bytes {
         let l = b | 0x20;
         if l.wrapping_sub(b'a') < 26 {
-            if len < 8 {
-                word |= u64::from(l) << (8 * len);
+            if w.len < 8 {
+                w.word |= u64::from(l) << (8 * w.len);
             }
-            len += 1;
-        } else if len > 0 {
-            let (m, c) = classify_word(word);
-            markers += m;
-            code_words += c;
-            if word == STEP && prev1 == BY && prev2 == STEP {
-                markers += 2;
-            }
-            prev2 = prev1;
-            prev1 = word;
-            word = 0;
-            len = 0;
+            w.len += 1;
+        } else if w.len > 0 {
+            w.end_word();
         }
     }
-    out.markers += markers;
-    out.code_words += code_words;
+    if w.len > 0 {
+        w.end_word();
+    }
+    out.markers += w.markers;
+    out.code_words += w.code_words;
 }
 
 /// Word markers in the head and tail windows of `bytes`.
@@ -531,6 +618,19 @@ mod tests {
     }
 
     #[test]
+    fn keywords_are_classified() {
+        for m in MARKERS {
+            assert_eq!(classify_word(pack(m)), (1, 0), "{}", String::from_utf8_lossy(m));
+        }
+        for c in CODE_WORDS {
+            assert_eq!(classify_word(pack(c)), (0, 1), "{}", String::from_utf8_lossy(c));
+        }
+        for other in [&b"the"[..], b"report", b"summary", b"a", b"planet", b"stdout"] {
+            assert_eq!(classify_word(pack(other)), (0, 0));
+        }
+    }
+
+    #[test]
     fn byte_counts() {
         let c = count_bytes(b"1. a?\n2) b?\n3. c `x` {;}");
         assert_eq!(c.questions, 2);
@@ -539,6 +639,20 @@ mod tests {
         assert_eq!(c.list_items, 3);
         let big = "?".repeat(1000);
         assert_eq!(count_bytes(big.as_bytes()).questions, 1000);
+        // Block boundaries: the same counts as a naive scan, at every offset.
+        let unit = "a?b`{c};\n1. x\n2) y\n";
+        for len in 0..200 {
+            let text: Vec<u8> = unit.bytes().cycle().take(len).collect();
+            let naive = ByteCounts {
+                questions: text.iter().filter(|&&b| b == b'?').count() as u32,
+                backticks: text.iter().filter(|&&b| b == b'`').count() as u32,
+                code_punct: text.iter().filter(|&&b| matches!(b, b'{' | b'}' | b';')).count() as u32,
+                list_items: (0..text.len())
+                    .filter(|&i| (i == 0 || text[i - 1] == b'\n') && item_at(&text, i))
+                    .count() as u32,
+            };
+            assert_eq!(count_bytes(&text), naive, "length {len}");
+        }
     }
 
     #[test]
