@@ -217,6 +217,10 @@ enum MetricsMode {
     External,
 }
 
+/// The composed LLM stack, kept unboxed so each agent's service boxes once.
+type Composed =
+    mantissa_reset::Reset<mantissa_triage::TriageService<TierRouter, DynTriage>, MemorySessionStore>;
+
 struct DynTriage(Arc<dyn Triage>);
 
 impl Triage for DynTriage {
@@ -507,12 +511,10 @@ impl AgentStackBuilder {
             }
         }
 
-        let llm: LlmService = BoxCloneSyncService::new(
-            ServiceBuilder::new()
-                .layer(reset)
-                .layer(triage_layer)
-                .service(router.clone()),
-        );
+        let llm: Composed = ServiceBuilder::new()
+            .layer(reset)
+            .layer(triage_layer)
+            .service(router.clone());
         let tools_leaf = self
             .tools
             .clone()
@@ -622,7 +624,7 @@ fn install_once(config: PrometheusConfig, has_runtime: bool) -> Option<ExporterH
 struct Inner {
     agents: BTreeMap<AgentName, AgentSpec>,
     tiers: TierSet,
-    llm: LlmService,
+    llm: Composed,
     tools: ToolService,
     registry: HealthRegistry,
     store: MemorySessionStore,
