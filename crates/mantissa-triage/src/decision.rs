@@ -153,6 +153,15 @@ pub trait AsyncTriage: Send + Sync + 'static {
 
     /// Starts deciding the tier of `req`.
     fn decide(&self, req: &LlmRequest) -> Self::Future;
+
+    /// The decision for `req` when it is known without waiting, or `None`
+    /// when it needs [`decide`](Self::decide). Every [`Triage`] answers here,
+    /// so the layer calls the inner service at once, without a pending
+    /// state. Defaults to `None`.
+    fn decide_now(&self, req: &LlmRequest) -> Option<TierDecision> {
+        let _ = req;
+        None
+    }
 }
 
 impl<T: Triage> AsyncTriage for T {
@@ -160,6 +169,10 @@ impl<T: Triage> AsyncTriage for T {
 
     fn decide(&self, req: &LlmRequest) -> Self::Future {
         ready(self.triage(req))
+    }
+
+    fn decide_now(&self, req: &LlmRequest) -> Option<TierDecision> {
+        Some(self.triage(req))
     }
 }
 

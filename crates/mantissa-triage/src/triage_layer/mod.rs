@@ -299,6 +299,12 @@ where
             let fut = self.inner.call(req);
             return ResponseFuture::calling(fut, d);
         }
+        if let Some(d) = self.triage.decide_now(&req) {
+            // A synchronous strategy: no pending state, the ready service is called now.
+            let d = self.shared.finish(&mut req, d);
+            let fut = self.inner.call(req);
+            return ResponseFuture::calling(fut, d);
+        }
         let fut = self.triage.decide(&req);
         // The service made ready by `poll_ready` is the one called once the
         // decision is known; this handle keeps a fresh clone.
