@@ -2,6 +2,12 @@
 //! a no-op inner service called directly vs. wrapped, for an LLM service and a
 //! tool service, in the same run.
 //!
+//! The cost of the call spans: `health` runs with no `tracing` subscriber at
+//! all (the spans are disabled no-ops); `spans_subscriber_off` under a
+//! subscriber that wants nothing (`LevelFilter::OFF`); `spans_recorded` under
+//! a registry plus a layer that visits (formats into a discarding writer)
+//! every span field, as an exporter would.
+//!
 //! Run: `cargo bench --bench health -- --warm-up-time 1 --measurement-time 3`
 //!
 //! The inner services answer immediately, so each call is polled once with a
@@ -22,6 +28,51 @@ use mantissa_core::{BoxError, LlmRequest, LlmResponse, Message, TierSet, ToolReq
 use mantissa_health::HealthLayer;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use tower::{Layer, Service};
+use tracing::Subscriber;
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Formats every field of every span into a writer that discards the bytes:
+/// the work an exporting layer does, without its allocation or I/O.
+struct VisitAll;
+
+/// Spans `VisitAll` saw: checked after each `spans_recorded` case, so the
+/// case cannot silently measure disabled spans.
+static SPANS_SEEN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn assert_spans_recorded(case: &str, ran: bool) {
+    let n = SPANS_SEEN.swap(0, std::sync::atomic::Ordering::Relaxed);
+    assert!(!ran || n > 0, "{case}: no span reached the recording layer");
+}
+
+struct Discard;
+
+impl std::fmt::Write for Discard {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        black_box(s.len());
+        Ok(())
+    }
+}
+
+impl Visit for Discard {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        let _ = std::fmt::Write::write_fmt(self, format_args!("{}={value:?}", field.name()));
+    }
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> tracing_subscriber::Layer<S> for VisitAll {
+    fn on_new_span(&self, attrs: &Attributes<'_>, _: &Id, _: LayerContext<'_, S>) {
+        SPANS_SEEN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        attrs.record(&mut Discard);
+    }
+
+    fn on_record(&self, _: &Id, values: &Record<'_>, _: LayerContext<'_, S>) {
+        values.record(&mut Discard);
+    }
+}
 
 /// An LLM service that answers at once.
 #[derive(Clone)]
@@ -94,6 +145,19 @@ fn install_prometheus() {
     });
 }
 
+/// A subscriber that wants nothing and one that records every span.
+///
+/// Created after the spanless cases, and the second while the first is
+/// alive: `tracing` caches each callsite's interest when a dispatcher is
+/// registered, and with a single live dispatcher it asks the thread's
+/// *current* default (not yet the new one), which would leave the callsites
+/// disabled under the recording subscriber too.
+fn subscribers() -> (tracing::Dispatch, tracing::Dispatch) {
+    let off = tracing::Dispatch::new(tracing_subscriber::registry().with(LevelFilter::OFF));
+    let recording = tracing::Dispatch::new(tracing_subscriber::registry().with(VisitAll));
+    (off, recording)
+}
+
 fn bench(c: &mut Criterion) {
     install_prometheus();
     let layer = HealthLayer::with_tiers(TierSet::default()).agents(["trader", "analyst", "risk"]);
@@ -132,6 +196,21 @@ fn bench(c: &mut Criterion) {
     group.bench_function("health_no_journal", |b| {
         b.iter(|| black_box(now(no_journal.call(black_box(llm_req.clone())))))
     });
+    let (off, recording) = subscribers();
+    tracing::dispatcher::with_default(&off, || {
+        group.bench_function("spans_subscriber_off", |b| {
+            b.iter(|| black_box(now(wrapped.call(black_box(llm_req.clone())))))
+        });
+    });
+    tracing::dispatcher::with_default(&recording, || {
+        let mut ran = false;
+        group.bench_function("spans_recorded", |b| {
+            ran = true;
+            b.iter(|| black_box(now(wrapped.call(black_box(llm_req.clone())))))
+        });
+        assert_spans_recorded("health/llm/spans_recorded", ran);
+    });
+    drop((off, recording));
     group.finish();
 
     let tool_req = ToolRequest::new(
@@ -149,6 +228,20 @@ fn bench(c: &mut Criterion) {
     let mut wrapped = layer.layer(NoopTool);
     group.bench_function("health", |b| {
         b.iter(|| black_box(now(wrapped.call(black_box(tool_req.clone())))))
+    });
+    let (off, recording) = subscribers();
+    tracing::dispatcher::with_default(&off, || {
+        group.bench_function("spans_subscriber_off", |b| {
+            b.iter(|| black_box(now(wrapped.call(black_box(tool_req.clone())))))
+        });
+    });
+    tracing::dispatcher::with_default(&recording, || {
+        let mut ran = false;
+        group.bench_function("spans_recorded", |b| {
+            ran = true;
+            b.iter(|| black_box(now(wrapped.call(black_box(tool_req.clone())))))
+        });
+        assert_spans_recorded("health/tool/spans_recorded", ran);
     });
     group.finish();
 }
