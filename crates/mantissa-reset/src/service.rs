@@ -464,6 +464,14 @@ async fn warn_and_compact<St: SessionStore>(
             ));
             shared.emit(&ev);
         }
+        tracing::event!(
+            target: "mantissa_reset",
+            tracing::Level::INFO,
+            mantissa.warning.score = w.score,
+            mantissa.warning.context_tokens = w.context_tokens,
+            mantissa.warning.turns = w.turns,
+            "{w}"
+        );
         warning = Some(w);
     }
 
@@ -560,7 +568,17 @@ async fn warn_and_compact<St: SessionStore>(
         );
         ev.detail = Some(notice.to_string());
         shared.emit(&ev);
-        tracing::info!(target: "mantissa_reset", "{notice}");
+        // A span event on the caller's current span (exported by `mantissa::otel`).
+        tracing::event!(
+            target: "mantissa_reset",
+            tracing::Level::INFO,
+            mantissa.reset.reason = notice.reason.as_str(),
+            mantissa.reset.strategy = notice.strategy.as_str(),
+            mantissa.reset.tokens_before = notice.tokens_before,
+            mantissa.reset.tokens_after = notice.tokens_after,
+            mantissa.reset.turns = notice.turns,
+            "{notice}"
+        );
         caller_len = Some(history.len());
         req.messages = history;
         if let Some(new) = compacted.new_session {
