@@ -355,3 +355,56 @@ mod otel {
         assert_eq!(route.events.len(), 2);
     }
 }
+
+#[test]
+fn a_context_reset_is_an_event_on_the_callers_span() {
+    use mantissa::reset::ContextReset;
+    use tower::Service;
+
+    let cap = Capture::default();
+    cap.run(async {
+        let model = service_fn(|req: LlmRequest| async move {
+            let n = req.messages().len() as u64;
+            Ok::<_, BoxError>(LlmResponse::new(
+                "m",
+                Message::assistant("ok"),
+                Usage::new(n * 10, 2),
+            ))
+        });
+        let mut svc = mantissa::ResetLayer::new().layer(model);
+        let mut history = vec![Message::system("You are a trader.")];
+        let mut resets = 0;
+        for turn in 1..=50 {
+            history.push(Message::user(format!("turn {turn}")));
+            let req = LlmRequest::new("s1", "trader", history.clone());
+            let span = tracing::info_span!("turn", n = turn);
+            let resp = svc
+                .ready()
+                .await
+                .unwrap()
+                .call(req)
+                .instrument(span)
+                .await
+                .unwrap();
+            resets += usize::from(ContextReset::of(&resp).is_some());
+            history.push(resp.message);
+        }
+        assert_eq!(resets, 1);
+    });
+    let reset = cap
+        .events()
+        .into_iter()
+        .find(|e| e.fields.contains_key("mantissa.reset.reason"))
+        .unwrap();
+    let turn_50 = cap
+        .spans()
+        .into_iter()
+        .find(|s| s.name == "turn" && s.get("n") == Some("50"))
+        .unwrap();
+    assert_eq!(reset.parent, Some(turn_50.id));
+    assert_eq!(reset.fields["mantissa.reset.reason"], "turns");
+    assert_eq!(reset.fields["mantissa.reset.strategy"], "trim");
+    let before: u64 = reset.fields["mantissa.reset.tokens_before"].parse().unwrap();
+    let after: u64 = reset.fields["mantissa.reset.tokens_after"].parse().unwrap();
+    assert!(after < before, "{after} < {before}");
+}
