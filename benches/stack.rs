@@ -30,7 +30,9 @@ fn history(n: usize) -> Arc<Vec<Message>> {
         h.push(Message::user("Should we buy ACME today?"));
         h.push(Message::assistant("Holding; the price is within our band."));
     }
-    h.push(Message::user("And what about TSLA? Compare it with ACME and say why."));
+    h.push(Message::user(
+        "And what about TSLA? Compare it with ACME and say why.",
+    ));
     Arc::new(h)
 }
 
@@ -43,8 +45,14 @@ fn request(session: &SessionId, h: &Arc<Vec<Message>>) -> LlmRequest {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let mock = MockLlm::builder().default_model("mock-small").record_limit(0).build();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mock = MockLlm::builder()
+        .default_model("mock-small")
+        .record_limit(0)
+        .build();
     let stack = rt.block_on(async {
         AgentStack::builder()
             .agent(AgentSpec::new("trader"))
@@ -83,7 +91,11 @@ fn bench(c: &mut Criterion) {
     group.finish();
 
     // Throughput: 256 concurrent calls per iteration on two worker threads.
-    let mt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut group = c.benchmark_group("stack_throughput");
     const BATCH: usize = 256;
     group.throughput(Throughput::Elements(BATCH as u64));
