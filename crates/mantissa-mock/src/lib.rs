@@ -45,6 +45,7 @@ pub mod llm;
 mod reply;
 mod stream;
 pub mod tools;
+pub mod trace;
 
 pub use http::{HttpMockLlm, HttpReply};
 pub use latency::Latency;
