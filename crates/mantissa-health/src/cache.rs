@@ -5,64 +5,19 @@
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::Hash;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 
-/// A small multiplicative hasher for short label strings. Keys are bounded
+/// The hasher of the label maps: foldhash with a fixed seed. Keys are bounded
 /// label values chosen by configuration, so flooding resistance is not needed.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct LabelHasher(u64);
+type Build = foldhash::fast::FixedState;
 
-const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-
-impl LabelHasher {
-    #[inline]
-    fn mix(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(SEED);
-    }
-}
-
-impl Hasher for LabelHasher {
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.mix(u64::from_le_bytes(w));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.mix(u64::from_le_bytes(w));
-        }
-    }
-
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.mix(u64::from(i));
-    }
-
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.mix(i as u64);
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type Build = BuildHasherDefault<LabelHasher>;
-
-/// A `HashMap` with [`LabelHasher`].
+/// A `HashMap` with the label hasher.
 pub(crate) type LabelMap<K, V> = HashMap<K, V, Build>;
-/// A `HashSet` with [`LabelHasher`].
+/// A `HashSet` with the label hasher.
 pub(crate) type LabelSet<K> = std::collections::HashSet<K, Build>;
 
 /// A map read without locks and written copy-on-write.

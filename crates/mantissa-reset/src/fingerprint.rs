@@ -19,7 +19,7 @@
 //! start a new session (or adopt the compacted history, which is always
 //! recognised exactly).
 
-use std::hash::Hasher;
+use std::hash::{BuildHasher, Hasher};
 
 use mantissa_core::{Message, Role};
 
@@ -28,73 +28,16 @@ pub(crate) const EDGE_BYTES: usize = 64;
 /// Tool calls of one message that enter its fingerprint.
 pub(crate) const MAX_CALLS: usize = 4;
 
-/// A small multiply-rotate hasher (in the spirit of rustc's Fx hash): fast on
-/// short inputs, not DoS-resistant — it only ever compares a caller's own
+/// The message hasher: foldhash with a fixed seed, so the same message hashes
+/// the same in every process (a shared session store compares fingerprints
+/// written by other replicas of the same build). Fast on short inputs; not
+/// DoS-resistant, which is not needed: it only ever compares a caller's own
 /// messages with what the layer remembered for that caller's session.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct FastHasher(u64);
+pub(crate) type FastHasher = foldhash::fast::FoldHasher<'static>;
 
-const K: u64 = 0x517c_c1b7_2722_0a95;
-
-impl Default for FastHasher {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl FastHasher {
-    pub(crate) fn new() -> Self {
-        Self(0x2545_f491_4f6c_dd1d)
-    }
-
-    #[inline]
-    fn mix(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(K);
-    }
-}
-
-impl Hasher for FastHasher {
-    #[inline]
-    fn finish(&self) -> u64 {
-        // A final avalanche so that nearby inputs spread over all bits.
-        let mut h = self.0;
-        h ^= h >> 33;
-        h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        h ^= h >> 33;
-        h
-    }
-
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(c);
-            self.mix(u64::from_le_bytes(w));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
-            self.mix(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
-        }
-    }
-
-    #[inline]
-    fn write_u64(&mut self, i: u64) {
-        self.mix(i);
-    }
-
-    #[inline]
-    fn write_usize(&mut self, i: usize) {
-        self.mix(i as u64);
-    }
-
-    #[inline]
-    fn write_u8(&mut self, i: u8) {
-        self.mix(u64::from(i));
-    }
-}
+/// The fixed-seed hasher state used for fingerprints and the layer's maps.
+pub(crate) const HASH_STATE: foldhash::fast::FixedState =
+    foldhash::fast::FixedState::with_seed(0x2545_f491_4f6c_dd1d);
 
 fn write_edges(h: &mut FastHasher, s: &str) {
     let b = s.as_bytes();
@@ -109,7 +52,7 @@ fn write_edges(h: &mut FastHasher, s: &str) {
 
 /// The bounded-cost fingerprint of one message (see the module docs).
 pub(crate) fn message_hash(m: &Message) -> u64 {
-    let mut h = FastHasher::new();
+    let mut h = HASH_STATE.build_hasher();
     h.write_u8(match m.role {
         Role::System => 1,
         Role::User => 2,

@@ -3,7 +3,6 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
-use std::hash::BuildHasherDefault;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,7 +20,7 @@ use tower::ServiceExt;
 use tower_service::Service;
 
 use crate::compact;
-use crate::fingerprint::{FastHasher, PrefixFingerprint, first_difference};
+use crate::fingerprint::{PrefixFingerprint, first_difference};
 use crate::layer::Config;
 use crate::notice::{ContextReset, ContextWarning};
 use crate::policy::{Assessment, BrittlenessPolicy, Signals, Stage, Strategy, Trigger, TriggerSet};
@@ -47,7 +46,7 @@ pub(crate) struct Shared<St> {
     pub(crate) cfg: Config<St>,
     // Agent names come from the application's configuration, not from end
     // users, so a fast unkeyed hash is fine here.
-    histograms: RwLock<HashMap<AgentName, metrics::Histogram, BuildHasherDefault<FastHasher>>>,
+    histograms: RwLock<HashMap<AgentName, metrics::Histogram, foldhash::fast::FixedState>>,
     published_sessions: AtomicUsize,
 }
 

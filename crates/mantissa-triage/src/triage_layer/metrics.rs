@@ -1,7 +1,7 @@
 //! Metric handles of the triage layer, held per agent so the hot path does
 //! not look metrics up by name.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use mantissa_core::catalog::{self, labels};

@@ -66,7 +66,7 @@ mod layer;
 mod metrics;
 mod sticky;
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
@@ -100,7 +100,7 @@ pub const DEFAULT_STICKY_TTL: Duration = Duration::from_secs(30 * 60);
 
 impl Shared {
     pub(crate) fn new(set: &TierSet, sticky: Option<(usize, Duration)>) -> Self {
-        let mut model_ranks = HashMap::new();
+        let mut model_ranks = HashMap::default();
         for (rank, t) in set.iter().enumerate() {
             for m in &t.models {
                 model_ranks.entry(m.id.clone()).or_insert(rank);
@@ -110,7 +110,7 @@ impl Shared {
             tiers: tier_names(set),
             model_ranks,
             sticky: sticky.map(|(capacity, ttl)| StickyStore::new(capacity, ttl)),
-            overrides: RwLock::new(HashMap::new()),
+            overrides: RwLock::new(HashMap::default()),
             has_overrides: AtomicBool::new(false),
             metrics: DecisionMetrics::default(),
         }

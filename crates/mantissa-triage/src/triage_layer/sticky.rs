@@ -1,6 +1,8 @@
 //! Session stickiness: within a session the tier may rise but not fall.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
