@@ -31,6 +31,7 @@ mod ids;
 mod message;
 mod request;
 mod response;
+mod text;
 mod tier;
 mod tool;
 
@@ -42,5 +43,6 @@ pub use ids::{AgentName, ModelId, SessionId, Tier};
 pub use message::{FunctionCall, FunctionSpec, Message, Role, ToolCall, ToolSpec};
 pub use request::{GenerationParams, LlmRequest, METADATA_STAKES};
 pub use response::{Chunk, ChunkStream, FinishReason, LlmResponse, StreamAssembler, ToolCallDelta, Usage};
+pub use text::truncate_str;
 pub use tier::{ModelCatalog, ModelSpec, OTHER_LABEL, Pricing, TierConfig, TierSet};
 pub use tool::{ToolRequest, ToolResponse};

@@ -9,7 +9,7 @@
 use std::any::Any;
 use std::fmt;
 
-use mantissa_core::{Chunk, FailureClass, LlmRequest, LlmResponse, Role, ToolRequest, Usage};
+use mantissa_core::{Chunk, FailureClass, LlmRequest, LlmResponse, Role, ToolRequest, Usage, truncate_str};
 use tracing::Span;
 use tracing::field::{Empty, display};
 
@@ -85,7 +85,7 @@ fn open_chat(req: &LlmRequest, model: Option<&str>, provider: &str, settings: Tr
             .rev()
             .find(|m| m.role == Role::User)
             .map_or("", |m| m.text());
-        span.record("gen_ai.prompt", truncate(prompt, max));
+        span.record("gen_ai.prompt", truncate_str(prompt, max));
     }
     span
 }
@@ -129,7 +129,7 @@ pub(crate) fn record_response<T: Any>(span: &Span, resp: &T, settings: TraceSett
         span.record("gen_ai.response.finish_reasons", reason.as_str());
     }
     if let (Some(max), None) = (settings.content, &resp.stream) {
-        span.record("gen_ai.completion", truncate(resp.message.text(), max));
+        span.record("gen_ai.completion", truncate_str(resp.message.text(), max));
     }
 }
 
@@ -187,7 +187,7 @@ impl StreamTrace {
         }
         if let (Some(buf), Some(text)) = (&mut self.completion, &chunk.content) {
             let room = self.max.saturating_sub(buf.len());
-            buf.push_str(truncate(text, room));
+            buf.push_str(truncate_str(text, room));
         }
     }
 
@@ -195,32 +195,5 @@ impl StreamTrace {
         if let Some(buf) = self.completion.take() {
             span.record("gen_ai.completion", buf.as_str());
         }
-    }
-}
-
-/// The longest prefix of `s` of at most `max` bytes that ends on a char boundary.
-pub(crate) fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::truncate;
-
-    #[test]
-    fn truncates_on_char_boundaries() {
-        assert_eq!(truncate("hello", 10), "hello");
-        assert_eq!(truncate("hello", 3), "hel");
-        // "é" is two bytes: a cut inside it backs off to before it.
-        assert_eq!(truncate("héllo", 2), "h");
-        assert_eq!(truncate("héllo", 3), "hé");
-        assert_eq!(truncate("€", 0), "");
     }
 }

@@ -25,7 +25,7 @@ use crate::error::{
 };
 use crate::ratelimit::RateLimit;
 use crate::stream::{Deadline, SseChunks, into_chunk_stream, read_body, within};
-use crate::wire::{ChatBody, Completion, class_for_status, embedded_api_error, parse_error_body, truncate};
+use crate::wire::{ChatBody, Completion, class_for_status, embedded_api_error, parse_error_body};
 
 /// What the provider said about a response besides the completion itself;
 /// found in [`LlmResponse::extensions`].
@@ -355,7 +355,7 @@ impl OpenAiClient {
         let retry_after = rate_limit.as_ref().and_then(|r| r.retry_after);
         let class = class_for_status(status.as_u16(), &info, retry_after);
         let mut message = info.message.clone().unwrap_or_else(|| {
-            let text = truncate(body.trim(), 512);
+            let text = mantissa_core::truncate_str(body.trim(), 512);
             if text.is_empty() {
                 status.canonical_reason().unwrap_or("no message").to_owned()
             } else {

@@ -501,23 +501,11 @@ pub(crate) fn embedded_api_error(value: &serde_json::Value, status: u16) -> (Fai
         error_type: info.error_type,
         code: info.code,
         param: info.param,
-        body: truncate(&value.to_string(), 4096).to_owned(),
+        body: mantissa_core::truncate_str(&value.to_string(), 4096).to_owned(),
         request_id: None,
         rate_limit: None,
     };
     (class, api)
-}
-
-/// At most `max` bytes of `s`, cut on a character boundary.
-pub(crate) fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 #[cfg(test)]
@@ -691,11 +679,5 @@ mod tests {
             let _ = serde_json::from_value::<Completion>(odd.clone()).map(|mut c| c.take_first());
             let _ = serde_json::from_value::<StreamChunk>(odd).map(StreamChunk::into_chunk);
         }
-    }
-
-    #[test]
-    fn truncate_respects_char_boundaries() {
-        assert_eq!(truncate("héllo", 2), "h");
-        assert_eq!(truncate("abc", 10), "abc");
     }
 }

@@ -176,13 +176,10 @@ impl<S> LlmTriage<S> {
 
     fn prompt_for(&self, req: &LlmRequest) -> String {
         let text = req.latest_user_message().map(|m| m.text()).unwrap_or("");
-        let mut end = text.len().min(self.max_request_bytes);
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        self.template
-            .replace("{tiers}", &self.tier_list)
-            .replace("{request}", &text[..end])
+        self.template.replace("{tiers}", &self.tier_list).replace(
+            "{request}",
+            mantissa_core::truncate_str(text, self.max_request_bytes),
+        )
     }
 
     /// Parses a classifier answer: a tier name or a score in `[0, 1]`.
