@@ -4,7 +4,7 @@
 //! health → mock; tools through health; a monitor raising alerts to the
 //! manager), serving Prometheus metrics on `/metrics`.
 //!
-//! Midway, one model (`mock-medium`) starts failing: watch traffic fall back,
+//! Midway, one model (`mock-small`, the low tier) starts failing: watch traffic fall back,
 //! the model cool down, an alert fire and resolve. Long sessions cross the
 //! brittleness thresholds and are compacted. At the end it prints a health
 //! table per agent, model and tool, tier shares and the money triage saved.

@@ -29,7 +29,7 @@ use mantissa::demo::{Demo, DemoConfig};
 use mantissa_core::catalog;
 use serde_json::Value;
 
-/// Demo load. The demo's outage of `mock-medium` runs from 30 %
+/// Demo load. The demo's outage of `mock-small` runs from 30 %
 /// to 60 % of it, so fallbacks and cooldowns happen well inside the run.
 const LOAD: Duration = Duration::from_secs(14);
 /// Upper bound for Prometheus to start and see the target up.

@@ -154,21 +154,19 @@
 //! ## Cost and memory (figures from `benches/reset.rs`)
 //!
 //! `cargo bench --bench reset -- --warm-up-time 1 --measurement-time 3`, on a
-//! shared 2-core VM under load from parallel builds (medians; the bare
-//! service is measured in the same run):
+//! shared 2-core VM (medians of one run; the bare service is measured in the
+//! same run; expect ±20 % between runs):
 //!
-//! * added cost per call without a reset, 1 session: about 0.8 µs over a
-//!   0.15–0.18 µs bare call, the same for 10- and 1,000-message histories
-//!   (nothing on the per-call path depends on the history length);
-//! * 10,000 sessions: 0.8–1.0 µs added (in one run under heavier load the
-//!   1,000-message case measured 1.7 µs; a rerun gave 0.84 µs against 0.96 µs
-//!   for 10 messages);
-//! * 1,000,000 sessions: 1.8–2.7 µs added — the session's slot and index
+//! * added cost per call without a reset, 1 session: +0.41 µs (10 messages)
+//!   and +0.44 µs (1,000 messages) — nothing on the per-call path depends on
+//!   the history length;
+//! * 10,000 sessions: +0.63 µs and +0.84 µs;
+//! * 1,000,000 sessions: +1.51 µs and +1.43 µs — the session's slot and index
 //!   entry are cache and TLB misses at that size (the target of ≤ 1 µs is not
 //!   met there on this machine);
-//! * one compaction of a 1,000-message history: ~0.16 ms (trim) and ~0.27 ms
-//!   (summarize, with an immediate summarizer) including the first-call
-//!   token estimate of the whole history;
+//! * one compaction of a 1,000-message history: ~0.16 ms (trim) and
+//!   ~0.3–0.5 ms (summarize, with an immediate summarizer) including the
+//!   first-call token estimate of the whole history;
 //! * memory per idle session: [`SessionState`] is 120 bytes; with its slot
 //!   and index entry [`bytes_per_session_lower_bound`] is 169 bytes; measured
 //!   with 1,000,000 idle sessions, the store's structures take 211 bytes per
