@@ -5,8 +5,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use mantissa_core::{
-    BoxError, CharEstimator, EventSink, LlmRequest, LlmResponse, ModelCatalog, ModelId, Tier, TierSet,
-    TokenEstimator,
+    AgentLabels, BoxError, CharEstimator, EventSink, LlmRequest, LlmResponse, ModelCatalog, ModelId, Tier,
+    TierSet, TokenEstimator,
 };
 use tower::util::BoxCloneSyncService;
 use tower_layer::Layer;
@@ -74,6 +74,7 @@ pub(crate) struct Config<St> {
     pub(crate) summary: SummaryConfig,
     pub(crate) respawner: Arc<dyn Respawner>,
     pub(crate) fail_over_budget: bool,
+    pub(crate) labels: AgentLabels,
 }
 
 /// Applies [`Reset`] to a service: brittleness detection and context reset.
@@ -142,8 +143,17 @@ impl<St: SessionStore + Clone> ResetLayer<St> {
                 summary: SummaryConfig::default(),
                 respawner: Arc::new(SuffixRespawner),
                 fail_over_budget: false,
+                labels: AgentLabels::default(),
             },
         }
+    }
+
+    /// The rule that bounds the `agent` label of the reset metrics and
+    /// events, shared with the other layers of a stack. Defaults to
+    /// [`AgentLabels::default`].
+    pub fn agent_labels(mut self, labels: AgentLabels) -> Self {
+        self.config.labels = labels;
+        self
     }
 
     /// The session store.

@@ -59,7 +59,13 @@ impl<St> Shared<St> {
         }
     }
 
+    /// The bounded label of `agent` (the stack's one rule).
+    pub(crate) fn agent_label(&self, agent: &AgentName) -> AgentName {
+        self.cfg.labels.fold(agent)
+    }
+
     fn record_brittleness(&self, agent: &AgentName, score: f64) {
+        let agent = &self.agent_label(agent);
         if let Some(h) = self.histograms.read().get(agent.as_str()) {
             h.record(score);
             return;
@@ -445,12 +451,12 @@ async fn warn_and_compact<St: SessionStore>(
         for t in pre.warnings.iter() {
             metrics::counter!(
                 catalog::CONTEXT_WARNINGS_TOTAL,
-                labels::AGENT => req.agent.as_str().to_owned(),
+                labels::AGENT => shared.agent_label(&req.agent).as_str().to_owned(),
                 labels::REASON => t.as_str()
             )
             .increment(1);
             let mut ev = HealthEvent::now(
-                req.agent.clone(),
+                shared.agent_label(&req.agent),
                 req.session.clone(),
                 EventKind::ContextWarning,
                 t.as_str(),
@@ -529,7 +535,7 @@ async fn warn_and_compact<St: SessionStore>(
                 tracing::warn!(error = %e, "session store failed to seed a respawned session");
             }
         }
-        let agent = req.agent.as_str().to_owned();
+        let agent = shared.agent_label(&req.agent).as_str().to_owned();
         metrics::counter!(
             catalog::CONTEXT_RESETS_TOTAL,
             labels::AGENT => agent.clone(),
@@ -558,7 +564,7 @@ async fn warn_and_compact<St: SessionStore>(
             history: history.clone(),
         };
         let mut ev = HealthEvent::now(
-            req.agent.clone(),
+            shared.agent_label(&req.agent),
             req.session.clone(),
             EventKind::ContextReset,
             compacted.strategy.as_str(),

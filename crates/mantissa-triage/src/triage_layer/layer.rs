@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mantissa_core::TierSet;
+use mantissa_core::{AgentLabels, TierSet};
 use tower_layer::Layer;
 
 use super::{DEFAULT_STICKY_CAPACITY, DEFAULT_STICKY_TTL, Shared, TriageControl, TriageService};
@@ -13,6 +13,7 @@ pub struct TriageLayer<T> {
     triage: Arc<T>,
     set: TierSet,
     sticky: Option<(usize, Duration)>,
+    labels: AgentLabels,
     shared: Arc<Shared>,
 }
 
@@ -22,6 +23,7 @@ impl<T> Clone for TriageLayer<T> {
             triage: self.triage.clone(),
             set: self.set.clone(),
             sticky: self.sticky,
+            labels: self.labels.clone(),
             shared: self.shared.clone(),
         }
     }
@@ -31,11 +33,13 @@ impl<T> TriageLayer<T> {
     /// A layer deciding tiers of `set` with `triage`, stickiness on.
     pub fn new(set: &TierSet, triage: T) -> Self {
         let sticky = Some((DEFAULT_STICKY_CAPACITY, DEFAULT_STICKY_TTL));
+        let labels = AgentLabels::default();
         Self {
             triage: Arc::new(triage),
             set: set.clone(),
             sticky,
-            shared: Arc::new(Shared::new(set, sticky)),
+            shared: Arc::new(Shared::new(set, sticky, labels.clone())),
+            labels,
         }
     }
 
@@ -47,15 +51,26 @@ impl<T> TriageLayer<T> {
     /// or building services: a setter starts fresh shared state.
     pub fn stickiness(mut self, capacity: usize, idle_ttl: Duration) -> Self {
         self.sticky = Some((capacity, idle_ttl));
-        self.shared = Arc::new(Shared::new(&self.set, self.sticky));
-        self
+        self.rebuild()
     }
 
     /// Turns session stickiness off: every request is triaged on its own.
     /// Defaults to on.
     pub fn without_stickiness(mut self) -> Self {
         self.sticky = None;
-        self.shared = Arc::new(Shared::new(&self.set, None));
+        self.rebuild()
+    }
+
+    /// The rule that bounds the `agent` label of the triage metrics, shared
+    /// with the other layers of a stack. Defaults to
+    /// [`AgentLabels::default`].
+    pub fn agent_labels(mut self, labels: AgentLabels) -> Self {
+        self.labels = labels;
+        self.rebuild()
+    }
+
+    fn rebuild(mut self) -> Self {
+        self.shared = Arc::new(Shared::new(&self.set, self.sticky, self.labels.clone()));
         self
     }
 

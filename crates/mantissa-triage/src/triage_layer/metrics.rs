@@ -5,7 +5,7 @@ use foldhash::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use mantissa_core::catalog::{self, labels};
-use mantissa_core::{AgentName, OTHER_LABEL, Tier};
+use mantissa_core::{AgentLabels, AgentName, OTHER_LABEL, Tier};
 use metrics::{Counter, Histogram};
 
 use crate::decision::{TierDecision, TriageReason};
@@ -21,12 +21,21 @@ struct AgentHandles {
     decisions: Vec<[OnceLock<Counter>; TriageReason::BUILTIN.len()]>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct DecisionMetrics {
+    labels: AgentLabels,
     agents: RwLock<HashMap<AgentName, Arc<AgentHandles>>>,
 }
 
 impl DecisionMetrics {
+    /// Metrics whose agent label is bounded by `labels`.
+    pub(crate) fn new(labels: AgentLabels) -> Self {
+        Self {
+            labels,
+            agents: RwLock::default(),
+        }
+    }
+
     /// Counts a decision; records its score when `record_score` (scores of
     /// explicit and overridden decisions are not strategy scores).
     pub(crate) fn record(
@@ -37,6 +46,13 @@ impl DecisionMetrics {
         decision: &TierDecision,
         record_score: bool,
     ) {
+        let folded;
+        let agent = if self.labels.admits(agent.as_str()) {
+            agent
+        } else {
+            folded = AgentName::new(OTHER_LABEL);
+            &folded
+        };
         let (Some(rank), Some(reason)) = (rank, decision.reason.index()) else {
             return record_uncached(agent, rank.is_some(), decision, record_score);
         };
