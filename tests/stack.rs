@@ -555,3 +555,80 @@ async fn the_demo_runs_against_an_openai_compatible_upstream() {
     );
     demo.shutdown().await.unwrap();
 }
+
+/// With agents configured, agent names the program passes to
+/// `AgentStack::llm` that are not configured fold into `other` in every
+/// metric family (health, triage, reset) and in the registry: one rule,
+/// decided once for the stack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_agent_names_fold_into_other_in_every_metric_family() {
+    let stack = AgentStack::builder()
+        .agent(AgentSpec::new("trader"))
+        .without_monitor()
+        .build()
+        .unwrap();
+    let server = stack.serve_metrics("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    for i in 0..300 {
+        let req = LlmRequest::new(format!("s{i}"), "ignored", vec![Message::user("hello")]);
+        stack.llm(format!("user-{i}")).oneshot(req).await.unwrap();
+    }
+    let body = reqwest::get(format!("http://{}/metrics", server.local_addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let leaked: Vec<&str> = body.lines().filter(|l| l.contains("\"user-")).take(3).collect();
+    assert!(leaked.is_empty(), "raw agent names became labels: {leaked:?}");
+    for family in [
+        catalog::CALLS_TOTAL,
+        catalog::TRIAGE_DECISIONS_TOTAL,
+        catalog::SESSION_BRITTLENESS,
+    ] {
+        assert!(
+            body.lines()
+                .any(|l| l.starts_with(family) && l.contains("agent=\"other\"")),
+            "no `other` series in {family}"
+        );
+    }
+    assert!(
+        stack
+            .registry()
+            .agent_names()
+            .iter()
+            .all(|a| !a.starts_with("user-")),
+        "{:?}",
+        stack.registry().agent_names()
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// Agent health is the agent's experience: calls the router recovered by
+/// falling back are successes for the agent and failures for the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recovered_attempts_are_the_models_failures_not_the_agents() {
+    let ups = Upstreams::start(&["small", "medium", "large"]).await;
+    ups.get("small").fail_with_status(500);
+    let stack = AgentStack::builder()
+        .agent(AgentSpec::new("trader"))
+        .tiers(small_tiers())
+        .upstream(ups.upstream())
+        .cooldown(CooldownPolicy {
+            consecutive_failures: 1000,
+            minimum_calls: 1000,
+            ..CooldownPolicy::default()
+        })
+        .without_monitor()
+        .build()
+        .unwrap();
+    for i in 0..8 {
+        let req = user(&format!("r{i}"), "trader", &[Message::user("hi")]).with_tier("low");
+        let resp = stack.llm("trader").oneshot(req).await.unwrap();
+        assert_eq!(resp.model.as_str(), "medium");
+    }
+    let trader = stack.registry().agent("trader").unwrap();
+    assert_eq!((trader.last_1m.successes, trader.last_1m.failures), (8, 0));
+    assert_eq!(trader.consecutive_failures, 0);
+    let small = stack.registry().model("small").unwrap();
+    assert_eq!(small.last_1m.failures, 8);
+}

@@ -66,13 +66,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use mantissa_core::{
-    AgentName, BoxError, ConfigError, EventSink, LlmRequest, LlmResponse, ModelSpec, Tier, TierSet,
-    ToolRequest, ToolResponse,
+    AgentLabels, AgentName, BoxError, ConfigError, EventSink, LlmRequest, LlmResponse, ModelSpec, Tier,
+    TierSet, ToolRequest, ToolResponse,
 };
-use mantissa_health::{HealthLayer, HealthRegistry};
+use mantissa_health::{HealthLayer, HealthRegistry, Scope};
 use mantissa_mock::{MockLlm, MockTools};
 use mantissa_monitor::{
-    Alert, HealthAlertReceiver, HealthToolkit, MonitorHandle, Rule, SystemMonitor, WebhookSink,
+    Alert, HealthAlertReceiver, HealthToolkit, MonitorHandle, Rule, SystemMonitor, WebhookSink, toolkit,
 };
 use mantissa_prometheus::{ExporterHandle, MetricsServer, PrometheusConfig};
 use mantissa_reset::{BrittlenessPolicy, MemorySessionStore, ResetLayer};
@@ -218,8 +218,10 @@ enum MetricsMode {
 }
 
 /// The composed LLM stack, kept unboxed so each agent's service boxes once.
-type Composed =
-    mantissa_reset::Reset<mantissa_triage::TriageService<TierRouter, DynTriage>, MemorySessionStore>;
+type Composed = mantissa_reset::Reset<
+    mantissa_triage::TriageService<mantissa_health::Health<TierRouter>, DynTriage>,
+    MemorySessionStore,
+>;
 
 struct DynTriage(Arc<dyn Triage>);
 
@@ -444,12 +446,17 @@ impl AgentStackBuilder {
         // Health: one configuration for LLM and tool calls; every event also
         // reaches the session store (tool failures make a session brittle)
         // and the user's sinks.
-        let mut health = HealthLayer::with_tiers(self.tiers.clone())
+        // One rule bounds the agent label of every metric family: the
+        // configured agents (others are `other`), or the first names seen.
+        let agent_labels = if agent_names.is_empty() {
+            AgentLabels::default()
+        } else {
+            AgentLabels::new(agent_names.iter().map(AgentName::as_str))
+        };
+        let health = HealthLayer::with_tiers(self.tiers.clone())
             .registry(registry.clone())
+            .agent_labels(agent_labels.clone())
             .sink(store.clone());
-        if !agent_names.is_empty() {
-            health = health.agents(agent_names.iter().map(|a| a.as_str().to_owned()));
-        }
         let tool_names = match (&self.tools, &self.tool_names) {
             (Some(_), Some(names)) => names.clone(),
             _ => MockTools::demo_specs()
@@ -476,7 +483,8 @@ impl AgentStackBuilder {
                     model: spec.id.to_string(),
                     source,
                 })?;
-                router = router.model(spec.id.clone(), health.clone().model(spec.clone()).layer(leaf));
+                let attempts = health.clone().scope(Scope::Attempt).model(spec.clone());
+                router = router.model(spec.id.clone(), attempts.layer(leaf));
             }
         }
         let router = router.build()?;
@@ -486,7 +494,8 @@ impl AgentStackBuilder {
             Some(t) => t.clone(),
             None => Arc::new(RuleTriage::new(&self.tiers)),
         };
-        let mut triage_layer = TriageLayer::new(&self.tiers, DynTriage(triage));
+        let mut triage_layer =
+            TriageLayer::new(&self.tiers, DynTriage(triage)).agent_labels(agent_labels.clone());
         if !self.sticky {
             triage_layer = triage_layer.without_stickiness();
         }
@@ -496,6 +505,7 @@ impl AgentStackBuilder {
         let mut reset = ResetLayer::with_store(store.clone())
             .policy(self.reset_policy.clone())
             .tiers(&self.tiers)
+            .agent_labels(agent_labels.clone())
             .event_sink(registry.clone());
         for sink in &self.sinks {
             reset = reset.event_sink(sink.clone());
@@ -511,9 +521,17 @@ impl AgentStackBuilder {
             }
         }
 
+        // Agent health is what the agent experienced: one final outcome per
+        // call, recorded above the router (the per-model layers below it
+        // record each attempt for the models).
+        let outcomes = HealthLayer::with_tiers(self.tiers.clone())
+            .registry(registry.clone())
+            .agent_labels(agent_labels.clone())
+            .scope(Scope::Outcome);
         let llm: Composed = ServiceBuilder::new()
             .layer(reset)
             .layer(triage_layer)
+            .layer(outcomes)
             .service(router.clone());
         let tools_leaf = self
             .tools
@@ -575,6 +593,7 @@ impl AgentStackBuilder {
                 monitor,
                 exporter,
                 upstream: self.upstream,
+                agent_labels,
             }),
         })
     }
@@ -634,6 +653,7 @@ struct Inner {
     monitor: Option<(SystemMonitor, MonitorHandle)>,
     exporter: Option<ExporterHandle>,
     upstream: Upstream,
+    agent_labels: AgentLabels,
 }
 
 /// A composed stack for a team of agents. Cheap to clone.
@@ -712,6 +732,13 @@ impl AgentStack {
         let agent = agent.into();
         let svc = HealthLayer::new()
             .registry(self.inner.registry.clone())
+            .agent_labels(self.inner.agent_labels.clone())
+            .tools([
+                toolkit::GET_AGENT_HEALTH_SUMMARY,
+                toolkit::LIST_ACTIVE_ALERTS,
+                toolkit::GET_SESSION_HEALTH,
+                toolkit::LOG_AGENT_ACTION,
+            ])
             .layer(self.inner.toolkit.clone());
         BoxCloneSyncService::new(svc.map_request(move |mut req: ToolRequest| {
             req.agent = agent.clone();

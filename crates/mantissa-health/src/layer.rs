@@ -2,10 +2,10 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use mantissa_core::{AgentName, EventSink, ModelCatalog, ModelSpec, Pricing, Tier, TierSet};
+use mantissa_core::{AgentLabels, AgentName, EventSink, ModelCatalog, ModelSpec, Pricing, Tier, TierSet};
 use tower_layer::Layer;
 
-use crate::record::{Settings, Shared};
+use crate::record::{Scope, Settings, Shared};
 use crate::registry::HealthRegistry;
 use crate::service::Health;
 use crate::trace::TraceSettings;
@@ -22,11 +22,12 @@ pub struct HealthLayer {
     catalog: ModelCatalog,
     model: Option<ModelSpec>,
     tiers: Option<TierSet>,
-    agents: Option<HashSet<AgentName>>,
+    agents: AgentLabels,
     tools: Option<HashSet<String>>,
     sinks: Vec<Arc<dyn EventSink>>,
     journal: bool,
     trace: TraceSettings,
+    scope: Scope,
     shared: OnceLock<Arc<Shared>>,
 }
 
@@ -42,6 +43,7 @@ impl fmt::Debug for HealthLayer {
             .field("sinks", &self.sinks.len())
             .field("journal", &self.journal)
             .field("record_content", &self.trace.content)
+            .field("scope", &self.scope)
             .finish()
     }
 }
@@ -61,11 +63,12 @@ impl HealthLayer {
             catalog: ModelCatalog::new(),
             model: None,
             tiers: None,
-            agents: None,
+            agents: AgentLabels::default(),
             tools: None,
             sinks: Vec::new(),
             journal: true,
             trace: TraceSettings::default(),
+            scope: Scope::Call,
             shared: OnceLock::new(),
         }
     }
@@ -125,13 +128,23 @@ impl HealthLayer {
     }
 
     /// Bounds the agent label: agents not in `agents` are recorded as
-    /// `other`. Defaults to no bound (agent names come from code).
-    pub fn agents<I, A>(mut self, agents: I) -> Self
+    /// `other` (shorthand for [`agent_labels`](Self::agent_labels) with
+    /// [`AgentLabels::new`]).
+    pub fn agents<I, A>(self, agents: I) -> Self
     where
         I: IntoIterator<Item = A>,
         A: Into<AgentName>,
     {
-        self.agents = Some(agents.into_iter().map(Into::into).collect());
+        let names: Vec<AgentName> = agents.into_iter().map(Into::into).collect();
+        self.agent_labels(AgentLabels::new(names.iter().map(AgentName::as_str)))
+    }
+
+    /// The rule that bounds the agent label, shared with the other layers of
+    /// a stack so an agent is labelled the same way in every metric family.
+    /// Defaults to [`AgentLabels::default`]: the first 64 distinct agent
+    /// names are their own label, later ones are `other`.
+    pub fn agent_labels(mut self, labels: AgentLabels) -> Self {
+        self.agents = labels;
         self.changed()
     }
 
@@ -172,6 +185,15 @@ impl HealthLayer {
         self.changed()
     }
 
+    /// What the layer records of each call: [`Scope::Attempt`] for the
+    /// per-model layers under a router, [`Scope::Outcome`] for the layer above
+    /// it that keeps the agents' windows. Defaults to [`Scope::Call`]: the
+    /// layer sees each call once and records everything.
+    pub fn scope(mut self, scope: Scope) -> Self {
+        self.scope = scope;
+        self.changed()
+    }
+
     /// The registry this layer feeds.
     pub fn get_registry(&self) -> &HealthRegistry {
         &self.registry
@@ -198,6 +220,7 @@ impl HealthLayer {
                     sinks: self.sinks.clone(),
                     journal: self.journal,
                     trace: self.trace,
+                    scope: self.scope,
                 }))
             })
             .clone()

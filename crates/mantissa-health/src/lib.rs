@@ -194,13 +194,23 @@
 //! ```text
 //! score = success × latency × streak, in [0, 1]
 //! success = (successes + 1) / (successes + failures + 1)          over 15 minutes
-//! latency = 1                                  if p50(1 min) ≤ 1.5 × baseline
-//!         = max(0.25, 1.5 × baseline / p50(1 min))  otherwise
-//! streak  = 0.8 ^ consecutive_failures
+//! latency = 1                         if slowness ≤ 1.5
+//!         = max(0.25, 1.5 / slowness)  otherwise
+//! streak  = 0.8 ^ consecutive_failures  (0 once the last call left the 15-minute window)
+//!
+//! slowness, model or tool = p50(1 min) / baseline
+//! slowness, agent         = Σ latency / Σ expected    over the successful calls of 1 minute,
+//!                           expected = the agent's baseline at the tier that served the call
 //! ```
 //!
-//! Cancellations count in neither successes nor failures. A subject never
-//! seen, or idle for 15 minutes, scores 1.
+//! Model and tool windows hold every upstream attempt. An agent's window
+//! holds what the agent experienced: under a router (as `AgentStack`
+//! composes it, see [`Scope`]) one final outcome per call — an attempt the
+//! router recovered from is the model's failure, not the agent's — and its
+//! latency is judged against its own baseline at the serving tier (an EWMA
+//! per tier, α = 0.01), so moving the agent to a slower tier does not make
+//! it "slow". Cancellations count in neither successes nor failures. A
+//! subject never seen, or idle for 15 minutes, scores 1.
 //!
 //! Context warnings and resets arrive as events:
 //! [`HealthRegistry`] implements [`EventSink`](mantissa_core::EventSink), so
@@ -233,6 +243,7 @@ mod trace;
 
 pub use events::JsonLinesSink;
 pub use layer::HealthLayer;
+pub use record::Scope;
 pub use registry::{HealthRegistry, HealthSnapshot, SubjectHealth, WindowStats};
 pub use request::{Classify, ObservedRequest};
 pub use service::Health;

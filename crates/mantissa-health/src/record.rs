@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use mantissa_core::catalog::{self, labels};
 use mantissa_core::{
-    AgentName, EventKind, EventSink, FailureClass, HealthEvent, ModelCatalog, ModelId, OTHER_LABEL, Outcome,
-    Pricing, SessionId, Tier, Usage,
+    AgentLabels, AgentName, EventKind, EventSink, FailureClass, HealthEvent, ModelCatalog, ModelId,
+    OTHER_LABEL, Outcome, Pricing, SessionId, Tier, Usage,
 };
 use metrics::{Counter, Gauge, Histogram, Label};
 use tokio::time::Instant;
@@ -27,6 +27,30 @@ use crate::trace::{self, TraceSettings};
 pub(crate) const LAYER_NAME: &str = "health";
 /// The tier label of calls without a tier.
 pub(crate) const NO_TIER: &str = "none";
+
+/// What a [`HealthLayer`](crate::HealthLayer) records of each call it sees.
+///
+/// A layer over one client sees each call once, so it records everything
+/// ([`Scope::Call`], the default). Under a router, one call of an agent may
+/// be several upstream attempts: the per-model layers record the attempts
+/// ([`Scope::Attempt`]: model and tool windows, every metric, events) and a
+/// layer above the router records what the agent experienced
+/// ([`Scope::Outcome`]: the agent's window only — the final outcome of each
+/// call, its whole latency against the agent's baseline at the serving tier,
+/// its tokens and cost). `AgentStack` composes it that way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Each call is one call of the agent and one upstream call: the agent's
+    /// and the model's (or tool's) windows, metrics, events, spans.
+    #[default]
+    Call,
+    /// Each call is one upstream attempt: the model's (or tool's) window,
+    /// metrics, events and spans; not the agent's window.
+    Attempt,
+    /// Each call is a whole call of the agent: only the agent's window; no
+    /// metrics, events or spans (the attempts below record those).
+    Outcome,
+}
 
 /// What the catalog says about one model label.
 #[derive(Debug, Clone)]
@@ -45,11 +69,12 @@ pub(crate) struct Shared {
     fixed_model: Option<ModelId>,
     tiers: Option<LabelSet<Tier>>,
     top_pricing: Option<Pricing>,
-    agents: Option<LabelSet<AgentName>>,
+    agents: AgentLabels,
     tools: Option<LabelSet<String>>,
     sinks: Box<[Arc<dyn EventSink>]>,
     journal: bool,
     pub(crate) trace: TraceSettings,
+    scope: Scope,
     other_agent: AgentName,
     series: CowMap<SeriesKey, Arc<Series>>,
     agent_series: CowMap<AgentName, Arc<AgentSeries>>,
@@ -77,11 +102,12 @@ pub(crate) struct Settings {
     pub(crate) fixed_model: Option<ModelId>,
     pub(crate) tiers: Option<HashSet<Tier>>,
     pub(crate) top_pricing: Option<Pricing>,
-    pub(crate) agents: Option<HashSet<AgentName>>,
+    pub(crate) agents: AgentLabels,
     pub(crate) tools: Option<HashSet<String>>,
     pub(crate) sinks: Vec<Arc<dyn EventSink>>,
     pub(crate) journal: bool,
     pub(crate) trace: TraceSettings,
+    pub(crate) scope: Scope,
 }
 
 impl Shared {
@@ -111,11 +137,12 @@ impl Shared {
             fixed_model: s.fixed_model,
             tiers: s.tiers.map(|t| t.into_iter().collect()),
             top_pricing: s.top_pricing,
-            agents: s.agents.map(|a| a.into_iter().collect()),
+            agents: s.agents,
             tools: s.tools.map(|t| t.into_iter().collect()),
             sinks: s.sinks.into_boxed_slice(),
             journal: s.journal,
             trace: s.trace,
+            scope: s.scope,
             other_agent: AgentName::new(OTHER_LABEL),
             series: CowMap::new(),
             agent_series: CowMap::new(),
@@ -125,9 +152,10 @@ impl Shared {
 
     #[inline]
     fn agent_label<'a>(&'a self, agent: &'a AgentName) -> &'a AgentName {
-        match &self.agents {
-            Some(allowed) if !allowed.contains(agent.as_str()) => &self.other_agent,
-            _ => agent,
+        if self.agents.admits(agent.as_str()) {
+            agent
+        } else {
+            &self.other_agent
         }
     }
 
@@ -148,7 +176,7 @@ impl Shared {
     fn agent_series(&self, agent: &AgentName) -> Arc<AgentSeries> {
         self.agent_series.get_or_insert_with(agent.as_str(), || {
             let stats = self.registry.agent_stats(agent.as_str());
-            let counterfactual = self.top_pricing.map(|_| {
+            let counterfactual = self.top_pricing.filter(|_| self.scope != Scope::Outcome).map(|_| {
                 metrics::gauge!(catalog::COUNTERFACTUAL_COST_USD_TOTAL, labels::AGENT => agent.to_string())
             });
             let series = AgentSeries {
@@ -186,9 +214,12 @@ impl Shared {
                 target
             }
         };
-        target.agent().in_flight(R::KIND).increment(1.0);
-        let span = self.open_span(req, &target);
-        let sampled = sample_overhead();
+        let (span, sampled) = if self.scope == Scope::Outcome {
+            (tracing::Span::none(), false)
+        } else {
+            target.agent().in_flight(R::KIND).increment(1.0);
+            (self.open_span(req, &target), sample_overhead())
+        };
         let pre_overhead = if sampled { start.elapsed() } else { Duration::ZERO };
         Call {
             shared: self.clone(),
@@ -412,7 +443,8 @@ impl Series {
     ) -> Self {
         let info = info.unwrap_or(&shared.other_model);
         let agent_name = agent.name.to_string();
-        let tokens = (kind == EventKind::Llm).then(|| {
+        let metrics_on = shared.scope != Scope::Outcome;
+        let tokens = (kind == EventKind::Llm && metrics_on).then(|| {
             let usage = |token_type: &'static str| {
                 metrics::histogram!(
                     catalog::GEN_AI_CLIENT_TOKEN_USAGE,
@@ -466,7 +498,9 @@ impl Series {
             failures: Default::default(),
             tokens,
         };
-        series.ok = series.outcome_series(None);
+        if metrics_on {
+            series.ok = series.outcome_series(None);
+        }
         series
     }
 
@@ -640,7 +674,13 @@ impl Call {
         };
         let shared = &*self.shared;
         let info = model.map_or(&shared.other_model, |m| shared.model_info(m.as_str()));
-        let tier = shared.tier_label(tier.as_ref(), info);
+        // An agent's outcome is labelled with the tier that served it (the
+        // router may have fallen back from the requested one).
+        let requested = match (shared.scope, model) {
+            (Scope::Outcome, Some(_)) => None,
+            _ => tier.as_ref(),
+        };
+        let tier = shared.tier_label(requested, info);
         let series = shared.series(self.kind, &agent.name, &info.label, tier, Some(info));
         self.target = Target::Bound(series);
     }
@@ -669,36 +709,48 @@ impl Call {
             return;
         };
         let shared = &*self.shared;
+        let scope = shared.scope;
         let agent = &*series.agent;
         let duration = end.saturating_duration_since(self.start);
-        agent.in_flight(self.kind).decrement(1.0);
-
-        let out = series.outcome(failure);
-        out.duration.record(duration.as_secs_f64());
-        out.calls.increment(1);
 
         let mut cost = 0.0;
         let mut counterfactual = 0.0;
-        if let Some(t) = &series.tokens {
-            if usage.total() > 0 {
-                t.usage_input.record(usage.input_tokens as f64);
-                t.usage_output.record(usage.output_tokens as f64);
-                t.total_input.increment(usage.input_tokens);
-                t.total_output.increment(usage.output_tokens);
-                cost = series.pricing.cost(&usage);
-                if cost > 0.0 {
-                    t.cost.increment(cost);
-                }
-                if let (Some(top), Some(g)) = (&shared.top_pricing, &agent.counterfactual) {
-                    counterfactual = top.cost(&usage);
-                    g.increment(counterfactual);
+        if usage.total() > 0 && self.kind == EventKind::Llm {
+            cost = series.pricing.cost(&usage);
+            if let Some(top) = &shared.top_pricing {
+                counterfactual = top.cost(&usage);
+            }
+        }
+        if scope != Scope::Outcome {
+            agent.in_flight(self.kind).decrement(1.0);
+            let out = series.outcome(failure);
+            out.duration.record(duration.as_secs_f64());
+            out.calls.increment(1);
+            if let Some(t) = &series.tokens {
+                if usage.total() > 0 {
+                    t.usage_input.record(usage.input_tokens as f64);
+                    t.usage_output.record(usage.output_tokens as f64);
+                    t.total_input.increment(usage.input_tokens);
+                    t.total_output.increment(usage.output_tokens);
+                    if cost > 0.0 {
+                        t.cost.increment(cost);
+                    }
+                    if let Some(g) = &agent.counterfactual {
+                        g.increment(counterfactual);
+                    }
                 }
             }
         }
 
         let sample = Sample::new(failure, duration, usage, cost, counterfactual);
         let (secs, wall_ms) = shared.registry.clock(end);
-        agent.stats.record(secs, end, &sample);
+        if scope != Scope::Attempt {
+            let tier = series.tier.as_ref().map(Tier::as_str);
+            agent.stats.record_in_tier(secs, end, &sample, tier);
+        }
+        if scope == Scope::Outcome {
+            return;
+        }
         series.stats.record(secs, end, &sample);
 
         if shared.journal || !shared.sinks.is_empty() {

@@ -70,6 +70,9 @@ struct State {
     last_call: Option<Instant>,
     last_failure: Option<FailureClass>,
     baseline: Option<f64>,
+    /// Latency baselines per serving tier (agents only): an agent moved to
+    /// a slower tier is not slower than expected.
+    tier_baselines: Vec<(Arc<str>, f64)>,
     total_calls: u64,
     total_failures: u64,
 }
@@ -77,6 +80,9 @@ struct State {
 /// The windows of one subject, behind its own lock.
 pub(crate) struct SubjectStats {
     name: Arc<str>,
+    /// Whether latency is judged against per-tier baselines (agents) or
+    /// against the subject's own baseline (models, tools).
+    per_tier: bool,
     state: Mutex<State>,
 }
 
@@ -89,9 +95,10 @@ impl fmt::Debug for SubjectStats {
 }
 
 impl SubjectStats {
-    fn new(name: Arc<str>) -> Self {
+    fn new(name: Arc<str>, per_tier: bool) -> Self {
         Self {
             name,
+            per_tier,
             state: Mutex::new(State {
                 minute: MinuteRing::new(),
                 quarter: QuarterRing::new(),
@@ -99,6 +106,7 @@ impl SubjectStats {
                 last_call: None,
                 last_failure: None,
                 baseline: None,
+                tier_baselines: Vec::new(),
                 total_calls: 0,
                 total_failures: 0,
             }),
@@ -107,10 +115,21 @@ impl SubjectStats {
 
     /// Records a call that ended `secs` whole seconds after the registry's epoch, at `now`.
     pub(crate) fn record(&self, secs: u64, now: Instant, s: &Sample) {
+        self.record_in_tier(secs, now, s, None);
+    }
+
+    /// Records a call served by `tier` (for an agent, its latency is judged
+    /// against its baseline at that tier).
+    pub(crate) fn record_in_tier(&self, secs: u64, now: Instant, s: &Sample, tier: Option<&str>) {
         let mut st = self.state.lock();
+        let mut s = *s;
+        if self.per_tier && s.failure.is_none() {
+            s.expected_secs = Some(st.expect_latency(tier.unwrap_or(NO_TIER), s.duration.as_secs_f64()));
+        }
+        let s = &s;
         st.minute.record(secs, s);
         st.quarter.record(secs, s);
-        st.total_calls += 1;
+        st.total_calls = st.total_calls.saturating_add(1);
         st.last_call = Some(now);
         match s.failure {
             None => {
@@ -124,7 +143,7 @@ impl SubjectStats {
             Some(FailureClass::Cancelled) => {}
             Some(class) => {
                 st.consecutive_failures = st.consecutive_failures.saturating_add(1);
-                st.total_failures += 1;
+                st.total_failures = st.total_failures.saturating_add(1);
                 st.last_failure = Some(class);
             }
         }
@@ -150,11 +169,29 @@ impl SubjectStats {
         let last_1m = window_stats(scratch, st.minute.span(), elapsed);
         st.quarter.sum_into(secs, scratch);
         let last_15m = window_stats(scratch, st.quarter.span(), elapsed);
-        let score = score(&last_15m, last_1m.p50_secs, st.baseline, st.consecutive_failures);
+        // A failure streak is as old as the call that ended it: once that call
+        // has left the 15-minute window, the streak has expired with it (a
+        // cooled-down model gets no traffic that could break it).
+        let streak = match st.last_call {
+            Some(t) if now.saturating_duration_since(t) < st.quarter.span() => st.consecutive_failures,
+            _ => 0,
+        };
+        // Slowness: an agent against its baselines at the tiers that served
+        // it (1-minute sums); a model or tool, its 1-minute median against
+        // its own baseline.
+        let slowness = if self.per_tier {
+            (scratch_ratio(&last_1m)).filter(|r| r.is_finite())
+        } else {
+            match (last_1m.p50_secs, st.baseline) {
+                (Some(p50), Some(b)) if b > 0.0 => Some(p50 / b),
+                _ => None,
+            }
+        };
+        let score = score(&last_15m, slowness, streak);
         SubjectHealth {
             name: self.name.to_string(),
             score,
-            consecutive_failures: st.consecutive_failures,
+            consecutive_failures: streak,
             last_failure: st.last_failure,
             last_call_ms: st.last_call.map(|t| reg.wall_ms(t)),
             seconds_since_last_call: st
@@ -184,7 +221,7 @@ fn window_stats(c: &Counts, span: Duration, elapsed: Duration) -> WindowStats {
     };
     let [p50_secs, p95_secs, p99_secs] = c.quantiles([0.50, 0.95, 0.99]);
     let covered = span.min(elapsed).max(Duration::from_secs(1)).as_secs_f64();
-    let tokens = (c.input_tokens + c.output_tokens) as f64;
+    let tokens = c.input_tokens.saturating_add(c.output_tokens) as f64;
     WindowStats {
         window_secs: span.as_secs_f64(),
         covered_secs: covered,
@@ -206,16 +243,45 @@ fn window_stats(c: &Counts, span: Duration, elapsed: Duration) -> WindowStats {
         cost_usd_per_hour: snapshot::per(c.cost_usd, covered) * 3600.0,
         context_warnings: c.context_warnings,
         context_resets: c.context_resets,
+        compared_secs: c.compared_secs,
+        expected_secs: c.expected_secs,
     }
 }
 
-/// The health score; see the crate docs.
-fn score(w15: &WindowStats, p50_1m: Option<f64>, baseline: Option<f64>, streak: u32) -> f64 {
-    let success = (w15.successes as f64 + 1.0) / ((w15.successes + w15.failures) as f64 + 1.0);
-    let latency = match (p50_1m, baseline) {
-        (Some(p50), Some(b)) if b > 0.0 && p50 > LATENCY_TOLERANCE * b => {
-            (LATENCY_TOLERANCE * b / p50).max(LATENCY_FLOOR)
+impl State {
+    /// The latency expected of a call at `tier` (the tier's baseline, or the
+    /// call's own latency for a tier's first call), then folds the call into
+    /// that baseline.
+    fn expect_latency(&mut self, tier: &str, secs: f64) -> f64 {
+        match self.tier_baselines.iter_mut().find(|(t, _)| &**t == tier) {
+            Some((_, b)) => {
+                let expected = *b;
+                *b += BASELINE_ALPHA * (secs - *b);
+                expected
+            }
+            None => {
+                self.tier_baselines.push((Arc::from(tier), secs));
+                secs
+            }
         }
+    }
+}
+
+/// The label of calls recorded without a tier.
+const NO_TIER: &str = "none";
+
+/// Seconds taken over seconds expected, for the successful calls of a window
+/// that had an expectation.
+fn scratch_ratio(w: &WindowStats) -> Option<f64> {
+    (w.expected_secs > 0.0).then(|| w.compared_secs / w.expected_secs)
+}
+
+/// The health score; see the crate docs. `slowness` is recent latency over
+/// the baseline it is judged against.
+fn score(w15: &WindowStats, slowness: Option<f64>, streak: u32) -> f64 {
+    let success = (w15.successes as f64 + 1.0) / ((w15.successes + w15.failures) as f64 + 1.0);
+    let latency = match slowness {
+        Some(r) if r > LATENCY_TOLERANCE => (LATENCY_TOLERANCE / r).max(LATENCY_FLOOR),
         _ => 1.0,
     };
     let streak = match streak {
@@ -238,13 +304,15 @@ struct Subjects {
 struct SubjectMap {
     map: ArcSwap<Subjects>,
     write: Mutex<()>,
+    per_tier: bool,
 }
 
 impl SubjectMap {
-    fn new() -> Self {
+    fn new(per_tier: bool) -> Self {
         Self {
             map: ArcSwap::from_pointee(Subjects::default()),
             write: Mutex::new(()),
+            per_tier,
         }
     }
 
@@ -262,7 +330,7 @@ impl SubjectMap {
             return s.clone();
         }
         let key: Arc<str> = Arc::from(name);
-        let stats = Arc::new(SubjectStats::new(key.clone()));
+        let stats = Arc::new(SubjectStats::new(key.clone(), self.per_tier));
         let mut by_name = current.by_name.clone();
         by_name.insert(key, stats.clone());
         let mut sorted = Vec::with_capacity(current.sorted.len() + 1);
@@ -344,9 +412,9 @@ impl HealthRegistry {
             inner: Arc::new(Inner {
                 epoch: Instant::now(),
                 epoch_wall_ms: unix_millis(SystemTime::now()),
-                agents: SubjectMap::new(),
-                models: SubjectMap::new(),
-                tools: SubjectMap::new(),
+                agents: SubjectMap::new(true),
+                models: SubjectMap::new(false),
+                tools: SubjectMap::new(false),
                 journal: EventJournal::new(capacity),
             }),
         }

@@ -112,6 +112,12 @@ pub struct WindowStats {
     pub context_warnings: u64,
     /// Context resets (agents only).
     pub context_resets: u64,
+    /// Seconds taken by the successful calls judged against a tier baseline
+    /// (agents only), and the seconds expected of them.
+    #[serde(skip)]
+    pub(crate) compared_secs: f64,
+    #[serde(skip)]
+    pub(crate) expected_secs: f64,
 }
 
 impl WindowStats {

@@ -47,6 +47,11 @@ pub(crate) struct Totals {
     pub(crate) counterfactual_usd: f64,
     pub(crate) context_warnings: u64,
     pub(crate) context_resets: u64,
+    /// Seconds of the successful calls that had an expected latency, and the
+    /// sum of those expectations: their ratio is the slowness of an agent
+    /// against the baselines of the tiers that served it.
+    pub(crate) compared_secs: f64,
+    pub(crate) expected_secs: f64,
     lat_lo: usize,
     lat_hi: usize,
     lat_count: u64,
@@ -62,26 +67,32 @@ impl Totals {
         counterfactual_usd: 0.0,
         context_warnings: 0,
         context_resets: 0,
+        compared_secs: 0.0,
+        expected_secs: 0.0,
         lat_lo: LATENCY_BUCKETS,
         lat_hi: 0,
         lat_count: 0,
     };
 
     fn add(&mut self, o: &Totals) {
-        self.calls += o.calls;
+        // Every sum saturates: a provider may report absurd usage, and a
+        // registry read must never panic on what a call recorded.
+        self.calls = self.calls.saturating_add(o.calls);
         for (a, b) in self.failures.iter_mut().zip(o.failures.iter()) {
-            *a += b;
+            *a = a.saturating_add(*b);
         }
-        self.input_tokens += o.input_tokens;
-        self.output_tokens += o.output_tokens;
+        self.input_tokens = self.input_tokens.saturating_add(o.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(o.output_tokens);
         self.cost_usd += o.cost_usd;
         self.counterfactual_usd += o.counterfactual_usd;
-        self.context_warnings += o.context_warnings;
-        self.context_resets += o.context_resets;
+        self.context_warnings = self.context_warnings.saturating_add(o.context_warnings);
+        self.context_resets = self.context_resets.saturating_add(o.context_resets);
+        self.compared_secs += o.compared_secs;
+        self.expected_secs += o.expected_secs;
         if o.lat_lo < o.lat_hi {
             self.lat_lo = self.lat_lo.min(o.lat_lo);
             self.lat_hi = self.lat_hi.max(o.lat_hi);
-            self.lat_count += o.lat_count;
+            self.lat_count = self.lat_count.saturating_add(o.lat_count);
         }
     }
 }
@@ -171,7 +182,7 @@ impl Counts {
         let mut k = 0;
         let mut seen = 0u64;
         for (i, &c) in buckets.iter().enumerate() {
-            let next = seen + u64::from(c);
+            let next = seen.saturating_add(u64::from(c));
             // Integer-only test per bucket; the interpolation runs K times in all.
             if c > 0 && next >= reach[k] {
                 loop {
@@ -208,6 +219,9 @@ pub(crate) struct Sample {
     pub(crate) usage: Usage,
     pub(crate) cost_usd: f64,
     pub(crate) counterfactual_usd: f64,
+    /// What the call's latency was expected to be (an agent's baseline at
+    /// the serving tier), for successful agent calls.
+    pub(crate) expected_secs: Option<f64>,
     /// The latency bucket, computed once for every window the sample goes to.
     bucket: usize,
 }
@@ -226,6 +240,7 @@ impl Sample {
             usage,
             cost_usd,
             counterfactual_usd,
+            expected_secs: None,
             bucket: bucket_of(duration),
         }
     }
@@ -279,24 +294,29 @@ impl<const W: u64, const N: usize> Ring<W, N> {
 
     pub(crate) fn record(&mut self, secs: u64, s: &Sample) {
         let (c, hist) = self.slot_mut(secs);
-        c.calls += 1;
+        c.calls = c.calls.saturating_add(1);
         if let Some(f) = s.failure {
-            c.failures[f.index()] += 1;
+            let n = &mut c.failures[f.index()];
+            *n = n.saturating_add(1);
         }
         if s.failure != Some(FailureClass::Cancelled) {
             add_latency(c, hist, s.bucket);
         }
-        c.input_tokens += s.usage.input_tokens;
-        c.output_tokens += s.usage.output_tokens;
+        c.input_tokens = c.input_tokens.saturating_add(s.usage.input_tokens);
+        c.output_tokens = c.output_tokens.saturating_add(s.usage.output_tokens);
         c.cost_usd += s.cost_usd;
         c.counterfactual_usd += s.counterfactual_usd;
+        if let (None, Some(expected)) = (s.failure, s.expected_secs) {
+            c.compared_secs += s.duration.as_secs_f64();
+            c.expected_secs += expected;
+        }
     }
 
     pub(crate) fn mark(&mut self, secs: u64, m: Mark) {
         let (c, _) = self.slot_mut(secs);
         match m {
-            Mark::Warning => c.context_warnings += 1,
-            Mark::Reset => c.context_resets += 1,
+            Mark::Warning => c.context_warnings = c.context_warnings.saturating_add(1),
+            Mark::Reset => c.context_resets = c.context_resets.saturating_add(1),
         }
     }
 
@@ -380,5 +400,24 @@ mod tests {
         assert_eq!(c.failures[FailureClass::Timeout.index()], 2);
         assert_eq!(c.input_tokens, 6);
         assert!((c.counterfactual_usd - 4.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn absurd_usage_saturates_every_sum() {
+        let mut ring: Ring<5, 12> = Ring::new();
+        let s = Sample::new(
+            None,
+            Duration::from_millis(10),
+            Usage::new(u64::MAX, u64::MAX),
+            0.0,
+            0.0,
+        );
+        ring.record(1, &s);
+        ring.record(1, &s);
+        ring.record(6, &s);
+        let c = ring.sum(7);
+        assert_eq!(c.calls, 3);
+        assert_eq!(c.input_tokens, u64::MAX);
+        assert_eq!(c.output_tokens, u64::MAX);
     }
 }
