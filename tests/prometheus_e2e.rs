@@ -101,6 +101,53 @@ fn prometheus_binary() -> PathBuf {
         })
 }
 
+/// `promtool` (shipped with Debian's `prometheus` package): `PROMTOOL_BIN`,
+/// else the first on `PATH`.
+fn promtool_binary() -> PathBuf {
+    if let Some(bin) = std::env::var_os("PROMTOOL_BIN") {
+        return PathBuf::from(bin);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("promtool"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "`promtool` is not installed (not on PATH, PROMTOOL_BIN unset). \
+                 Install it with `apt-get install prometheus` (Debian/Ubuntu; scripts/test does this)."
+            )
+        })
+}
+
+/// `promtool check metrics` reports nothing on the exposition: names, types,
+/// units and help text are all lint-clean.
+fn promtool_check_metrics(exposition: &str) {
+    use std::io::Write;
+    let mut child = Command::new(promtool_binary())
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool starts");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(exposition.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics on the main job's scrape: {report}"
+    );
+}
+
 fn free_loopback_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     l.local_addr().expect("local addr").port()
@@ -371,6 +418,7 @@ async fn demo_metrics_rules_and_dashboard_work_in_prometheus() {
         .await
         .expect("exposition text");
     let exposed = exposed_names(&exposition);
+    promtool_check_metrics(&exposition);
 
     // 3. Every catalogued metric the demo exports is stored by Prometheus.
     let mut produced = Vec::new();

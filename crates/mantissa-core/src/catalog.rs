@@ -178,6 +178,12 @@ pub const COUNTERS: &[&str] = &[
     ALERT_SINK_DROPPED_TOTAL,
 ];
 
+/// Counters whose values are fractional (dollars). The `metrics` facade's
+/// counters are integers, so these are recorded through gauge handles that
+/// only ever increase, and the exporter renders them with
+/// `# TYPE … counter` (Prometheus counters may hold any non-negative float).
+pub const FLOAT_COUNTERS: &[&str] = &[COST_USD_TOTAL, COUNTERFACTUAL_COST_USD_TOTAL];
+
 /// Every gauge name of the catalogue.
 pub const GAUGES: &[&str] = &[
     CALLS_IN_FLIGHT,

@@ -24,7 +24,23 @@ static GLOBAL: OnceLock<PrometheusHandle> = OnceLock::new();
 /// serve metrics from another framework. `None` if nothing was installed by
 /// this crate.
 pub fn render() -> Option<String> {
-    GLOBAL.get().map(PrometheusHandle::render)
+    GLOBAL.get().map(|h| exposition(h.render()))
+}
+
+/// The exposition as served: the catalogue's float counters
+/// ([`catalog::FLOAT_COUNTERS`], recorded through increase-only gauge
+/// handles because the `metrics` facade's counters are integers) are typed
+/// `counter`, so the scrape is `promtool check metrics`-clean and `rate()`
+/// applies as to any counter.
+pub(crate) fn exposition(mut text: String) -> String {
+    for name in catalog::FLOAT_COUNTERS {
+        let gauge = format!("# TYPE {name} gauge\n");
+        if let Some(at) = text.find(&gauge) {
+            let counter = format!("# TYPE {name} counter\n");
+            text.replace_range(at..at + gauge.len(), &counter);
+        }
+    }
+    text
 }
 
 /// Installs the exporter with the default configuration: catalogue buckets,
@@ -256,7 +272,7 @@ impl ExporterHandle {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        self.inner.prom.render()
+        exposition(self.inner.prom.render())
     }
 
     /// Runs upkeep once (drains histogram samples).
@@ -322,7 +338,13 @@ mod tests {
                 .record(value);
         }
         for name in catalog::COUNTERS {
-            metrics::counter!(*name, l::AGENT => "trader", l::OUTCOME => "success").increment(2);
+            if catalog::FLOAT_COUNTERS.contains(name) {
+                // Dollars: recorded as the layers record them, through an
+                // increase-only gauge handle.
+                metrics::gauge!(*name, l::AGENT => "trader", l::OUTCOME => "success").increment(2.0);
+            } else {
+                metrics::counter!(*name, l::AGENT => "trader", l::OUTCOME => "success").increment(2);
+            }
         }
         for name in catalog::GAUGES {
             metrics::gauge!(*name, l::AGENT => "trader").set(1.0);
