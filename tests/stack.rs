@@ -369,6 +369,41 @@ async fn toml_configuration_builds_a_stack_and_names_bad_fields() {
     assert!(err.to_string().contains("invalid type"), "{err}");
 }
 
+/// Bad configuration is an error naming the field, never a silent default:
+/// an empty tier ladder does not become the mock ladder (which an OpenAI
+/// upstream would send to the provider), nor does a missing one with a real
+/// upstream; absurd cooldown and monitor settings are refused.
+#[tokio::test]
+async fn bad_configuration_names_the_field_instead_of_defaulting() {
+    for (text, field) in [
+        ("tiers = []\n", "tiers"),
+        (
+            "tiers = []\n[upstream]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n",
+            "tiers",
+        ),
+        (
+            "[upstream]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n",
+            "tiers",
+        ),
+        (
+            "[cooldown]\nconsecutive_failures = 0\n",
+            "cooldown.consecutive_failures",
+        ),
+        (
+            "[cooldown]\nfailure_rate_threshold = 7.0\n",
+            "cooldown.failure_rate_threshold",
+        ),
+        ("[monitor]\ninterval_secs = 0\n", "monitor.interval_secs"),
+        (
+            "[cooldown]\nbase_cooldown_secs = -1\n",
+            "cooldown.base_cooldown_secs",
+        ),
+    ] {
+        let err = AgentStack::from_toml(text).and_then(|b| b.build()).unwrap_err();
+        assert!(err.to_string().contains(field), "{text:?}: {err}");
+    }
+}
+
 /// The main job's service on 127.0.0.1:0: `/metrics` over HTTP has labelled
 /// series for each agent, model and tool, and every catalogued metric.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,9 +68,12 @@ pub struct StackConfig {
     /// The agents.
     #[serde(default)]
     pub agents: Vec<AgentSpec>,
-    /// The tier ladder, cheapest first. Defaults to [`TierSet::default`].
+    /// The tier ladder, cheapest first. Left out, it defaults to
+    /// [`TierSet::default`] (the embedded mock's models) with the mock
+    /// upstream, and is an error with any other upstream; present, it must
+    /// hold at least one tier.
     #[serde(default)]
-    pub tiers: Vec<TierConfig>,
+    pub tiers: Option<Vec<TierConfig>>,
     /// Where the models live.
     #[serde(default)]
     pub upstream: UpstreamConfig,
@@ -249,10 +252,28 @@ impl StackConfig {
     /// Turns the configuration into a builder (which can still be customised).
     pub fn into_builder(self) -> Result<AgentStackBuilder, BuildError> {
         let mut b = AgentStackBuilder::default();
-        let tiers = if self.tiers.is_empty() {
-            TierSet::default()
-        } else {
-            TierSet::new(self.tiers)?
+        let tiers = match self.tiers {
+            Some(t) if t.is_empty() => {
+                return Err(ConfigError::new(
+                    "tiers",
+                    "the tier ladder is empty: give at least one [[tiers]] with a [[tiers.models]] \
+                     (or leave `tiers` out to use the embedded mock's ladder)",
+                )
+                .into());
+            }
+            Some(t) => TierSet::new(t)?,
+            None if self.upstream.kind == "openai" => {
+                return Err(ConfigError::new(
+                    "tiers",
+                    format!(
+                        "required with upstream kind `{}`: the default ladder names the embedded \
+                         mock's models, which a real provider does not serve",
+                        self.upstream.kind
+                    ),
+                )
+                .into());
+            }
+            None => TierSet::default(),
         };
         for a in self.agents {
             if let Some(t) = &a.tier {
@@ -316,9 +337,23 @@ impl StackConfig {
         let c = self.cooldown;
         let mut cooldown = CooldownPolicy::default();
         if let Some(n) = c.consecutive_failures {
+            if n == 0 {
+                return Err(ConfigError::new(
+                    "cooldown.consecutive_failures",
+                    "must be at least 1 (0 would cool every model down before its first call)",
+                )
+                .into());
+            }
             cooldown.consecutive_failures = n;
         }
         if let Some(f) = c.failure_rate_threshold {
+            if !(f > 0.0 && f <= 1.0) {
+                return Err(ConfigError::new(
+                    "cooldown.failure_rate_threshold",
+                    format!("must be in (0, 1], got {f}"),
+                )
+                .into());
+            }
             cooldown.failure_rate_threshold = f;
         }
         if let Some(s) = c.base_cooldown_secs {
@@ -339,7 +374,13 @@ impl StackConfig {
         };
         if self.monitor.enabled {
             if let Some(s) = self.monitor.interval_secs {
-                b = b.monitor_interval(secs("monitor.interval_secs", s)?);
+                let interval = secs("monitor.interval_secs", s)?;
+                if interval.is_zero() {
+                    return Err(
+                        ConfigError::new("monitor.interval_secs", "must be more than 0 seconds").into(),
+                    );
+                }
+                b = b.monitor_interval(interval);
             }
             if let Some(url) = self.monitor.webhook {
                 b = b.alert_webhook(url);
