@@ -230,18 +230,73 @@ fn tool_span_names_the_tool_and_its_failure() {
     assert!(tool.fields.values().all(|v| !v.contains("XYZ")));
 }
 
+/// A subscriber that wants no span: it counts every span, record, enter and
+/// event it is handed.
+#[derive(Default, Clone)]
+struct Uninterested {
+    handed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Uninterested {
+    fn hand(&self) {
+        self.handed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl tracing::Subscriber for Uninterested {
+    fn register_callsite(&self, _: &'static tracing::Metadata<'static>) -> tracing::subscriber::Interest {
+        tracing::subscriber::Interest::never()
+    }
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        false
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        self.hand();
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {
+        self.hand();
+    }
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {
+        self.hand();
+    }
+    fn event(&self, _: &tracing::Event<'_>) {
+        self.hand();
+    }
+    fn enter(&self, _: &tracing::span::Id) {
+        self.hand();
+    }
+    fn exit(&self, _: &tracing::span::Id) {
+        self.hand();
+    }
+}
+
+/// When no subscriber wants the spans, the layer creates, enters and records
+/// none (content recording on, a plain call and a streamed one), and the
+/// call is still measured.
 #[test]
 fn no_subscriber_means_no_span_work() {
-    // Without a subscriber the layer still works and records metrics paths.
+    let sub = Uninterested::default();
+    let handed = sub.handed.clone();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let resp = rt.block_on(
-        HealthLayer::new()
-            .record_content(10)
-            .layer(ok_llm())
-            .oneshot(request()),
+    let layer = HealthLayer::with_tiers(TierSet::default()).record_content(10);
+    let registry = layer.get_registry().clone();
+    tracing::subscriber::with_default(sub, || {
+        rt.block_on(async {
+            let resp = layer.layer(ok_llm()).oneshot(request()).await.unwrap();
+            assert_eq!(resp.usage, Usage::new(12, 3));
+            let mut resp = layer.layer(streaming_llm()).oneshot(request()).await.unwrap();
+            let mut stream = resp.stream.take().unwrap();
+            while stream.next().await.is_some() {}
+        })
+    });
+    assert_eq!(
+        handed.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "span work reached the subscriber"
     );
-    assert_eq!(resp.unwrap().usage, Usage::new(12, 3));
+    assert_eq!(registry.model("mock-small").unwrap().last_1m.calls, 2);
 }
