@@ -54,6 +54,10 @@ struct Args {
     /// No model outage midway.
     #[arg(long)]
     no_outage: bool,
+    /// Seed of every random draw of the run (mock latencies and failures,
+    /// tool latencies, cooldown jitter): the same seed replays the same story.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
     /// Base URL of an OpenAI-compatible server (with `/v1`) to use instead of
     /// the embedded mock. The API key is read from OPENAI_API_KEY.
     #[arg(long)]
@@ -138,6 +142,7 @@ async fn main() -> Result<(), BoxError> {
         sessions: args.sessions,
         think_time: Duration::from_millis(args.think_ms),
         outage: (!args.no_outage).then_some((0.3, 0.6)),
+        seed: args.seed,
         ..DemoConfig::default()
     };
     let mut demo = Demo::start(config).await?;

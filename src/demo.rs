@@ -107,11 +107,12 @@ pub struct DemoReport {
     pub turns: u64,
     /// LLM calls made by the agents (not counting fallback attempts).
     pub llm_calls: u64,
-    /// LLM calls that failed after every fallback.
+    /// LLM calls that failed after every fallback (what the agents saw fail).
     pub llm_errors: u64,
     /// Tool calls.
     pub tool_calls: u64,
-    /// Responses served by another tier than requested, or after a failed attempt.
+    /// Responses served by a fallback: by another tier than requested, or
+    /// after a failed attempt.
     pub fallbacks: u64,
     /// Context resets.
     pub resets: u64,
@@ -123,6 +124,13 @@ pub struct DemoReport {
     pub counterfactual_cost_usd: f64,
     /// Alert transitions seen by the manager, in order.
     pub alert_timeline: Vec<String>,
+    /// Model state transitions seen by the router, in order ("12.1s
+    /// mock-small healthy -> cooled_down (failure rate 100.0 %)").
+    pub model_timeline: Vec<String>,
+    /// Times a model was cooled down.
+    pub cooldowns: u64,
+    /// Times a cooled-down model was re-admitted (a half-open probe succeeded).
+    pub readmissions: u64,
     /// A few resets, described.
     pub reset_trace: Vec<String>,
     /// The printable report (health table, tiers, savings, router, resets, alerts).
@@ -261,12 +269,7 @@ impl Demo {
                 MockTools::demo_specs().into_iter().map(|t| t.function.name),
             )
             .reset_policy(BrittlenessPolicy::default().max_turns(Some(config.max_turns)))
-            // Short cooldowns so a 40 s run shows a model leaving and coming back.
-            .cooldown(CooldownPolicy {
-                base_cooldown: Duration::from_secs(4),
-                max_cooldown: Duration::from_secs(16),
-                ..CooldownPolicy::default()
-            })
+            .cooldown(story_cooldown(config.duration))
             .monitor_rules(default_rules())
             .monitor_rule(
                 Rule::new(
@@ -359,6 +362,9 @@ async fn run(
         });
     }
 
+    // The router's story: sample the model states and keep each transition.
+    let watcher = tokio::spawn(watch_models(stack.clone(), start, stop.clone(), deadline));
+
     let mut set = JoinSet::new();
     let agents = ["trader", "risk_analyst", "manager"];
     for i in 0..config.sessions.max(1) {
@@ -386,15 +392,23 @@ async fn run(
             }
             _ = async { match ticker.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
                 let firing = stack.active_alerts().iter().filter(|a| a.state == AlertState::Firing).count();
+                let cooled = stack
+                    .router()
+                    .snapshot()
+                    .iter()
+                    .filter(|m| m.state != mantissa_triage::ModelState::Healthy)
+                    .count();
                 println!(
-                    "[{:>4.0}s] turns {:>5}  llm calls {:>5}  errors {:>3}  tool calls {:>5}  fallbacks {:>4}  resets {:>3}  alerts firing {}",
+                    "[{:>4.0}s] user turns {:>5}  llm calls {:>5} (failed after fallbacks {:>3}, served by a fallback {:>4})  \
+                     tool calls {:>5}  context resets {:>3}  models not healthy {}  alerts firing {}",
                     start.elapsed().as_secs_f64(),
                     counters.turns.load(Ordering::Relaxed),
                     counters.llm_calls.load(Ordering::Relaxed),
                     counters.llm_errors.load(Ordering::Relaxed),
-                    counters.tool_calls.load(Ordering::Relaxed),
                     counters.fallbacks.load(Ordering::Relaxed),
+                    counters.tool_calls.load(Ordering::Relaxed),
                     counters.resets.load(Ordering::Relaxed),
+                    cooled,
                     firing,
                 );
             }
@@ -404,6 +418,10 @@ async fn run(
     if let Some(m) = stack.monitor() {
         m.tick();
     }
+    stop.store(true, Ordering::Relaxed);
+    let story = watcher
+        .await
+        .map_err(|e| -> BoxError { format!("model watcher failed: {e}").into() })?;
 
     let tier_calls = tiers.lock().map(|t| t.clone()).unwrap_or_default();
     let reset_trace = resets.lock().map(|r| r.clone()).unwrap_or_default();
@@ -425,11 +443,93 @@ async fn run(
             .monitor()
             .map(|m| m.timeline().iter().map(alert_line).collect())
             .unwrap_or_else(|| manager.timeline()),
+        model_timeline: story.lines,
+        cooldowns: story.cooldowns,
+        readmissions: story.readmissions,
         reset_trace,
         text: String::new(),
     };
     report.text = render_report(&stack, &report);
     Ok(report)
+}
+
+/// The cooldown policy of the demo, scaled to the run so that every run
+/// tells the whole outage story: a model is cooled down after 5 failures in
+/// a row (the monitor's `model_consecutive_failures` rule fires on the same
+/// streak), probed every 1/12 to 1/6 of the run, so it is re-admitted well
+/// before the end; no jitter, so a seed replays the same cooldowns.
+fn story_cooldown(duration: Duration) -> CooldownPolicy {
+    let base = (duration / 12).max(Duration::from_millis(100));
+    CooldownPolicy {
+        consecutive_failures: 5,
+        // Only a streak cools the model: a rate over a window full of the
+        // calls before the outage would cool it after its first failures.
+        failure_rate_threshold: 1.0,
+        base_cooldown: base,
+        max_cooldown: base * 2,
+        jitter: 0.0,
+        ..CooldownPolicy::default()
+    }
+}
+
+/// Model state transitions seen while the load ran.
+#[derive(Debug, Default)]
+struct ModelStory {
+    lines: Vec<String>,
+    cooldowns: u64,
+    readmissions: u64,
+}
+
+/// Samples the router's model states every 50 ms until the load stops, and
+/// records every transition (a cooldown lasts seconds, a probe at least one
+/// upstream call, so none is missed at this rate).
+async fn watch_models(
+    stack: AgentStack,
+    start: tokio::time::Instant,
+    stop: Arc<AtomicBool>,
+    deadline: tokio::time::Instant,
+) -> ModelStory {
+    use mantissa_triage::ModelState;
+    let mut story = ModelStory::default();
+    let mut last: BTreeMap<String, ModelState> = BTreeMap::new();
+    let mut cooled = std::collections::BTreeSet::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        tick.tick().await;
+        for m in stack.router().snapshot() {
+            let name = m.model.to_string();
+            let before = last.insert(name.clone(), m.state).unwrap_or(ModelState::Healthy);
+            if before == m.state {
+                continue;
+            }
+            match m.state {
+                ModelState::CooledDown => {
+                    story.cooldowns += 1;
+                    cooled.insert(name.clone());
+                }
+                ModelState::Healthy if cooled.remove(&name) => story.readmissions += 1,
+                _ => {}
+            }
+            let detail = match m.state {
+                ModelState::CooledDown => format!(
+                    " (failure rate {:.1} %, {} consecutive failures)",
+                    100.0 * m.failure_rate,
+                    m.consecutive_failures
+                ),
+                _ => String::new(),
+            };
+            story.lines.push(format!(
+                "{:>5.1}s  {:<12} {} -> {}{detail}",
+                start.elapsed().as_secs_f64(),
+                name,
+                before.as_str(),
+                m.state.as_str(),
+            ));
+        }
+        if stop.load(Ordering::Relaxed) || tokio::time::Instant::now() >= deadline + Duration::from_secs(60) {
+            return story;
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -562,18 +662,24 @@ async fn session_loop(
 fn render_report(stack: &AgentStack, report: &DemoReport) -> String {
     let snapshot = stack.registry().snapshot();
     let mut out = String::new();
-    let _ = writeln!(out, "\n== health by agent (last 15 minutes) ==");
+    let _ = writeln!(
+        out,
+        "\n== health by agent (last 15 minutes; each call as the agent saw it, after fallbacks) =="
+    );
     let _ = writeln!(
         out,
         "{:<14} {:>6} {:>7} {:>7} {:>9} {:>9} {:>9} {:>10} {:>6}",
-        "agent", "calls", "errors", "err %", "p50 ms", "p95 ms", "tokens", "cost $", "score"
+        "agent", "calls", "failed", "fail %", "p50 ms", "p95 ms", "tokens", "cost $", "score"
     );
     let mut agents: Vec<_> = snapshot.agents.values().collect();
     agents.sort_by(|a, b| a.name.cmp(&b.name));
     for a in agents {
         table_row(&mut out, &a.name, a);
     }
-    let _ = writeln!(out, "\n== health by model ==");
+    let _ = writeln!(
+        out,
+        "\n== health by model (every upstream attempt, fallbacks included) =="
+    );
     let mut models: Vec<_> = snapshot.models.values().collect();
     models.sort_by(|a, b| a.name.cmp(&b.name));
     for m in models {
@@ -612,8 +718,20 @@ fn render_report(stack: &AgentStack, report: &DemoReport) -> String {
     let _ = writeln!(out, "\n== router ==");
     let _ = writeln!(
         out,
-        "fallbacks (responses served by another tier or after a failed attempt): {}",
+        "responses served by a fallback (another tier, or after a failed attempt): {}",
         report.fallbacks
+    );
+    let _ = writeln!(
+        out,
+        "models cooled down {} times, re-admitted by a successful probe {} times",
+        report.cooldowns, report.readmissions
+    );
+    for line in &report.model_timeline {
+        let _ = writeln!(out, "  {line}");
+    }
+    let _ = writeln!(
+        out,
+        "state at the end (a cooled model shows its failure rate when it was cooled):"
     );
     for m in stack.router().snapshot() {
         let _ = writeln!(
@@ -641,8 +759,8 @@ fn render_report(stack: &AgentStack, report: &DemoReport) -> String {
     }
     let _ = writeln!(
         out,
-        "\n{} turns, {} LLM calls ({} failed after fallbacks), {} tool calls",
-        report.turns, report.llm_calls, report.llm_errors, report.tool_calls
+        "\n{} user turns, {} LLM calls ({} failed after fallbacks, {} served by a fallback), {} tool calls",
+        report.turns, report.llm_calls, report.llm_errors, report.fallbacks, report.tool_calls
     );
     out
 }

@@ -404,6 +404,53 @@ async fn bad_configuration_names_the_field_instead_of_defaulting() {
     }
 }
 
+/// The demo with an outage tells the whole story, every run: the failing
+/// model's traffic falls back, the model is cooled down, probed and
+/// re-admitted; the consecutive-failures alert fires and resolves; no agent
+/// call fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_outage_falls_back_cools_down_readmits_and_alerts() {
+    let mut demo = mantissa::demo::Demo::start(mantissa::demo::DemoConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        duration: Duration::from_secs(6),
+        sessions: 12,
+        think_time: Duration::from_millis(20),
+        outage: Some((0.2, 0.5)),
+        progress: None,
+        monitor_interval: Duration::from_millis(100),
+        seed: 3,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let report = demo.wait().await.unwrap();
+    let text = &report.text;
+    assert!(report.fallbacks > 0, "no fallback\n{text}");
+    assert_eq!(report.llm_errors, 0, "an agent call failed\n{text}");
+    assert!(report.cooldowns >= 1, "never cooled down\n{text}");
+    assert!(report.readmissions >= 1, "never re-admitted\n{text}");
+    assert!(
+        report
+            .model_timeline
+            .iter()
+            .any(|l| l.contains("mock-small") && l.contains("-> cooled_down")),
+        "{text}"
+    );
+    let fired = report.alert_timeline.iter().position(|l| {
+        l.starts_with("firing") && l.contains("model_consecutive_failures") && l.contains("mock-small")
+    });
+    let resolved = report.alert_timeline.iter().position(|l| {
+        l.starts_with("resolved") && l.contains("model_consecutive_failures") && l.contains("mock-small")
+    });
+    assert!(matches!((fired, resolved), (Some(f), Some(r)) if f < r), "{text}");
+    // The report names its figures: failures after fallbacks, fallback-served responses.
+    assert!(
+        text.contains("failed after fallbacks") && text.contains("served by a fallback"),
+        "{text}"
+    );
+    demo.shutdown().await.unwrap();
+}
+
 /// The main job's service on 127.0.0.1:0: `/metrics` over HTTP has labelled
 /// series for each agent, model and tool, and every catalogued metric.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -423,8 +470,8 @@ async fn the_demo_serves_labelled_series_for_every_agent_model_and_tool() {
     .await
     .unwrap();
     let report = demo.wait().await.unwrap();
-    assert!(report.turns > 0 && report.tool_calls > 0, "{report:?}");
-    assert!(report.resets > 0, "sessions crossed max_turns");
+    assert!(report.turns >= 12 && report.tool_calls > 0, "{}", report.text);
+    assert!(report.resets > 0, "sessions crossed max_turns\n{}", report.text);
     assert!(report.counterfactual_cost_usd > report.cost_usd);
 
     let url = format!("http://{}/metrics", demo.metrics_addr());
