@@ -66,7 +66,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use mantissa_core::{
-    AgentLabels, AgentName, BoxError, ConfigError, EventSink, LlmRequest, LlmResponse, ModelSpec, Tier,
+    AgentName, BoundedLabels, BoxError, ConfigError, EventSink, LlmRequest, LlmResponse, ModelSpec, Tier,
     TierSet, ToolRequest, ToolResponse,
 };
 use mantissa_health::{HealthLayer, HealthRegistry, Scope};
@@ -449,9 +449,9 @@ impl AgentStackBuilder {
         // One rule bounds the agent label of every metric family: the
         // configured agents (others are `other`), or the first names seen.
         let agent_labels = if agent_names.is_empty() {
-            AgentLabels::default()
+            BoundedLabels::default()
         } else {
-            AgentLabels::new(agent_names.iter().map(AgentName::as_str))
+            BoundedLabels::new(agent_names.iter().map(AgentName::as_str))
         };
         let health = HealthLayer::with_tiers(self.tiers.clone())
             .registry(registry.clone())
@@ -653,7 +653,7 @@ struct Inner {
     monitor: Option<(SystemMonitor, MonitorHandle)>,
     exporter: Option<ExporterHandle>,
     upstream: Upstream,
-    agent_labels: AgentLabels,
+    agent_labels: BoundedLabels,
 }
 
 /// A composed stack for a team of agents. Cheap to clone.

@@ -1,28 +1,30 @@
-//! [`AgentLabels`]: the one rule that bounds the `agent` label of every
-//! metric family.
+//! [`BoundedLabels`]: the one rule that bounds a label whose values come
+//! from code — the `agent` label of every metric family, and the `tool` and
+//! `tier` labels of the health layer.
 //!
 //! Agent names come from code (`AgentStack::llm(name)`, a request's `agent`
 //! field), so nothing stops a program from passing a new one per user or per
 //! request. Every layer that labels a metric with the agent (health, triage,
-//! reset) folds the name through the same `AgentLabels` value, so one agent
+//! reset) folds the name through the same `BoundedLabels` value, so one agent
 //! is labelled the same way in every family and the number of series stays
-//! bounded:
+//! bounded (models are bounded by the model catalogue the same way: unknown
+//! ids are `other`):
 //!
-//! - with a list of agents ([`AgentLabels::new`], what `AgentStack` uses when
+//! - with a list of agents ([`BoundedLabels::new`], what `AgentStack` uses when
 //!   agents are configured), a listed name is its own label and every other
 //!   name is [`OTHER_LABEL`];
-//! - without one ([`AgentLabels::capped`], the default), the first `max`
+//! - without one ([`BoundedLabels::capped`], the default), the first `max`
 //!   distinct names seen are their own labels, later new names are
 //!   [`OTHER_LABEL`].
 //!
 //! ```
-//! use mantissa_core::{AgentLabels, AgentName};
+//! use mantissa_core::{BoundedLabels, AgentName};
 //!
-//! let labels = AgentLabels::new(["trader", "manager"]);
+//! let labels = BoundedLabels::new(["trader", "manager"]);
 //! assert_eq!(labels.fold(&AgentName::new("trader")).as_str(), "trader");
 //! assert_eq!(labels.fold(&AgentName::new("user-8812")).as_str(), "other");
 //!
-//! let capped = AgentLabels::capped(1);
+//! let capped = BoundedLabels::capped(1);
 //! assert_eq!(capped.fold(&AgentName::new("a")).as_str(), "a");
 //! assert_eq!(capped.fold(&AgentName::new("b")).as_str(), "other");
 //! assert_eq!(capped.fold(&AgentName::new("a")).as_str(), "a");
@@ -34,13 +36,13 @@ use std::sync::{Arc, RwLock};
 
 use crate::{AgentName, OTHER_LABEL};
 
-/// Distinct agent labels admitted by [`AgentLabels::default`].
-pub const DEFAULT_MAX_AGENT_LABELS: usize = 64;
+/// Distinct label values admitted by [`BoundedLabels::default`].
+pub const DEFAULT_MAX_LABELS: usize = 64;
 
-/// The rule that folds agent names into bounded label values; a cheap
-/// `Clone` handle, shared by every layer of a stack.
+/// The rule that folds names (agents, tools, tiers) into bounded label
+/// values; a cheap `Clone` handle, shared by every layer of a stack.
 #[derive(Clone)]
-pub struct AgentLabels {
+pub struct BoundedLabels {
     inner: Arc<Inner>,
 }
 
@@ -52,27 +54,27 @@ enum Inner {
     },
 }
 
-impl fmt::Debug for AgentLabels {
+impl fmt::Debug for BoundedLabels {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &*self.inner {
             Inner::Listed(names) => f
-                .debug_struct("AgentLabels")
+                .debug_struct("BoundedLabels")
                 .field("listed", &names.len())
                 .finish(),
-            Inner::Capped { max, .. } => f.debug_struct("AgentLabels").field("max", max).finish(),
+            Inner::Capped { max, .. } => f.debug_struct("BoundedLabels").field("max", max).finish(),
         }
     }
 }
 
-impl Default for AgentLabels {
-    /// [`AgentLabels::capped`] at [`DEFAULT_MAX_AGENT_LABELS`].
+impl Default for BoundedLabels {
+    /// [`BoundedLabels::capped`] at [`DEFAULT_MAX_LABELS`].
     fn default() -> Self {
-        Self::capped(DEFAULT_MAX_AGENT_LABELS)
+        Self::capped(DEFAULT_MAX_LABELS)
     }
 }
 
-impl AgentLabels {
-    /// Listed agents are their own label; every other name is `other`.
+impl BoundedLabels {
+    /// Listed names are their own label; every other name is `other`.
     pub fn new<I, S>(agents: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -95,16 +97,16 @@ impl AgentLabels {
         }
     }
 
-    /// Whether `agent` is its own label (admitting it if there is room).
-    pub fn admits(&self, agent: &str) -> bool {
-        if agent == OTHER_LABEL {
+    /// Whether `name` is its own label (admitting it if there is room).
+    pub fn admits(&self, name: &str) -> bool {
+        if name == OTHER_LABEL {
             return true;
         }
         match &*self.inner {
-            Inner::Listed(names) => names.contains(agent),
+            Inner::Listed(names) => names.contains(name),
             Inner::Capped { max, seen } => {
                 if let Ok(seen) = seen.read() {
-                    if seen.contains(agent) {
+                    if seen.contains(name) {
                         return true;
                     }
                     if seen.len() >= *max {
@@ -112,8 +114,8 @@ impl AgentLabels {
                     }
                 }
                 match seen.write() {
-                    Ok(mut seen) if seen.len() < *max || seen.contains(agent) => {
-                        seen.insert(Arc::from(agent));
+                    Ok(mut seen) if seen.len() < *max || seen.contains(name) => {
+                        seen.insert(Arc::from(name));
                         true
                     }
                     _ => false,
@@ -131,9 +133,9 @@ impl AgentLabels {
         }
     }
 
-    /// The label value of `agent` as a string slice: itself, or `other`.
-    pub fn fold_str<'a>(&self, agent: &'a str) -> &'a str {
-        if self.admits(agent) { agent } else { OTHER_LABEL }
+    /// The label value of `name` as a string slice: itself, or `other`.
+    pub fn fold_str<'a>(&self, name: &'a str) -> &'a str {
+        if self.admits(name) { name } else { OTHER_LABEL }
     }
 }
 
@@ -143,7 +145,7 @@ mod tests {
 
     #[test]
     fn a_cap_bounds_distinct_labels_and_keeps_admitted_ones() {
-        let labels = AgentLabels::capped(3);
+        let labels = BoundedLabels::capped(3);
         let folded: HashSet<String> = (0..1000)
             .map(|i| labels.fold_str(&format!("agent-{i}")).to_owned())
             .collect();
@@ -155,7 +157,7 @@ mod tests {
 
     #[test]
     fn clones_share_one_rule() {
-        let a = AgentLabels::capped(1);
+        let a = BoundedLabels::capped(1);
         let b = a.clone();
         assert!(a.admits("x"));
         assert!(!b.admits("y"));

@@ -41,7 +41,7 @@ pub use estimate::{CharEstimator, TokenEstimator};
 pub use event::{EventKind, EventSink, HealthEvent, unix_millis};
 pub use failure::{Cancelled, FailureClass, LlmError, Outcome, classify, classify_box};
 pub use ids::{AgentName, ModelId, SessionId, Tier};
-pub use labels::{AgentLabels, DEFAULT_MAX_AGENT_LABELS};
+pub use labels::{BoundedLabels, DEFAULT_MAX_LABELS};
 pub use message::{FunctionCall, FunctionSpec, Message, Role, ToolCall, ToolSpec};
 pub use request::{GenerationParams, LlmRequest, METADATA_STAKES};
 pub use response::{Chunk, ChunkStream, FinishReason, LlmResponse, StreamAssembler, ToolCallDelta, Usage};

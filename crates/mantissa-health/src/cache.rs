@@ -17,8 +17,6 @@ type Build = foldhash::fast::FixedState;
 
 /// A `HashMap` with the label hasher.
 pub(crate) type LabelMap<K, V> = HashMap<K, V, Build>;
-/// A `HashSet` with the label hasher.
-pub(crate) type LabelSet<K> = std::collections::HashSet<K, Build>;
 
 /// A map read without locks and written copy-on-write.
 pub(crate) struct CowMap<K, V> {

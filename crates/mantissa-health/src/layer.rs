@@ -1,8 +1,7 @@
-use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use mantissa_core::{AgentLabels, AgentName, EventSink, ModelCatalog, ModelSpec, Pricing, Tier, TierSet};
+use mantissa_core::{AgentName, BoundedLabels, EventSink, ModelCatalog, ModelSpec, Pricing, TierSet};
 use tower_layer::Layer;
 
 use crate::record::{Scope, Settings, Shared};
@@ -22,8 +21,8 @@ pub struct HealthLayer {
     catalog: ModelCatalog,
     model: Option<ModelSpec>,
     tiers: Option<TierSet>,
-    agents: AgentLabels,
-    tools: Option<HashSet<String>>,
+    agents: BoundedLabels,
+    tools: BoundedLabels,
     sinks: Vec<Arc<dyn EventSink>>,
     journal: bool,
     trace: TraceSettings,
@@ -63,8 +62,8 @@ impl HealthLayer {
             catalog: ModelCatalog::new(),
             model: None,
             tiers: None,
-            agents: AgentLabels::default(),
-            tools: None,
+            agents: BoundedLabels::default(),
+            tools: BoundedLabels::default(),
             sinks: Vec::new(),
             journal: true,
             trace: TraceSettings::default(),
@@ -129,33 +128,35 @@ impl HealthLayer {
 
     /// Bounds the agent label: agents not in `agents` are recorded as
     /// `other` (shorthand for [`agent_labels`](Self::agent_labels) with
-    /// [`AgentLabels::new`]).
+    /// [`BoundedLabels::new`]).
     pub fn agents<I, A>(self, agents: I) -> Self
     where
         I: IntoIterator<Item = A>,
         A: Into<AgentName>,
     {
         let names: Vec<AgentName> = agents.into_iter().map(Into::into).collect();
-        self.agent_labels(AgentLabels::new(names.iter().map(AgentName::as_str)))
+        self.agent_labels(BoundedLabels::new(names.iter().map(AgentName::as_str)))
     }
 
     /// The rule that bounds the agent label, shared with the other layers of
     /// a stack so an agent is labelled the same way in every metric family.
-    /// Defaults to [`AgentLabels::default`]: the first 64 distinct agent
+    /// Defaults to [`BoundedLabels::default`]: the first 64 distinct agent
     /// names are their own label, later ones are `other`.
-    pub fn agent_labels(mut self, labels: AgentLabels) -> Self {
+    pub fn agent_labels(mut self, labels: BoundedLabels) -> Self {
         self.agents = labels;
         self.changed()
     }
 
     /// Bounds the tool label: tools not in `tools` are recorded as `other`.
-    /// Defaults to no bound (tool names come from code).
+    /// Defaults to [`BoundedLabels::default`]: the first 64 distinct tool
+    /// names are their own label, later ones are `other`.
     pub fn tools<I, T>(mut self, tools: I) -> Self
     where
         I: IntoIterator<Item = T>,
         T: Into<String>,
     {
-        self.tools = Some(tools.into_iter().map(Into::into).collect());
+        let names: Vec<String> = tools.into_iter().map(Into::into).collect();
+        self.tools = BoundedLabels::new(names);
         self.changed()
     }
 
@@ -207,8 +208,12 @@ impl HealthLayer {
                     .and_then(TierSet::top)
                     .and_then(|t| t.models.first())
                     .map(|m| m.pricing);
-                let tier_names: Option<HashSet<Tier>> =
-                    tiers.map(|t| t.iter().map(|c| c.name.clone()).collect());
+                // Tier names come from the ladder; without one, from code
+                // (bounded like any such label).
+                let tier_names = match tiers {
+                    Some(t) => BoundedLabels::new(t.iter().map(|c| c.name.as_str())),
+                    None => BoundedLabels::default(),
+                };
                 Arc::new(Shared::new(Settings {
                     registry: self.registry.clone(),
                     catalog: self.catalog.clone(),

@@ -4,7 +4,6 @@
 
 use std::borrow::Borrow;
 use std::cell::Cell;
-use std::collections::HashSet;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock};
@@ -12,13 +11,13 @@ use std::time::Duration;
 
 use mantissa_core::catalog::{self, labels};
 use mantissa_core::{
-    AgentLabels, AgentName, EventKind, EventSink, FailureClass, HealthEvent, ModelCatalog, ModelId,
+    AgentName, BoundedLabels, EventKind, EventSink, FailureClass, HealthEvent, ModelCatalog, ModelId,
     OTHER_LABEL, Outcome, Pricing, SessionId, Tier, Usage,
 };
 use metrics::{Counter, Gauge, Histogram, Label};
 use tokio::time::Instant;
 
-use crate::cache::{CowMap, LabelMap, LabelSet};
+use crate::cache::{CowMap, LabelMap};
 use crate::registry::{HealthRegistry, Sample, SubjectStats};
 use crate::request::ObservedRequest;
 use crate::trace::{self, TraceSettings};
@@ -67,10 +66,10 @@ pub(crate) struct Shared {
     models: LabelMap<ModelId, ModelInfo>,
     other_model: ModelInfo,
     fixed_model: Option<ModelId>,
-    tiers: Option<LabelSet<Tier>>,
+    tiers: BoundedLabels,
     top_pricing: Option<Pricing>,
-    agents: AgentLabels,
-    tools: Option<LabelSet<String>>,
+    agents: BoundedLabels,
+    tools: BoundedLabels,
     sinks: Box<[Arc<dyn EventSink>]>,
     journal: bool,
     pub(crate) trace: TraceSettings,
@@ -100,10 +99,10 @@ pub(crate) struct Settings {
     pub(crate) registry: HealthRegistry,
     pub(crate) catalog: ModelCatalog,
     pub(crate) fixed_model: Option<ModelId>,
-    pub(crate) tiers: Option<HashSet<Tier>>,
+    pub(crate) tiers: BoundedLabels,
     pub(crate) top_pricing: Option<Pricing>,
-    pub(crate) agents: AgentLabels,
-    pub(crate) tools: Option<HashSet<String>>,
+    pub(crate) agents: BoundedLabels,
+    pub(crate) tools: BoundedLabels,
     pub(crate) sinks: Vec<Arc<dyn EventSink>>,
     pub(crate) journal: bool,
     pub(crate) trace: TraceSettings,
@@ -135,10 +134,10 @@ impl Shared {
                 pricing: Pricing::default(),
             },
             fixed_model: s.fixed_model,
-            tiers: s.tiers.map(|t| t.into_iter().collect()),
+            tiers: s.tiers,
             top_pricing: s.top_pricing,
             agents: s.agents,
-            tools: s.tools.map(|t| t.into_iter().collect()),
+            tools: s.tools,
             sinks: s.sinks.into_boxed_slice(),
             journal: s.journal,
             trace: s.trace,
@@ -166,10 +165,9 @@ impl Shared {
 
     #[inline]
     fn tier_label<'a>(&'a self, requested: Option<&'a Tier>, info: &'a ModelInfo) -> &'a str {
-        match (requested, &self.tiers) {
-            (Some(t), Some(known)) if !known.contains(t.as_str()) => OTHER_LABEL,
-            (Some(t), _) => t.as_str(),
-            (None, _) => info.tier.as_ref().map_or(NO_TIER, Tier::as_str),
+        match requested {
+            Some(t) => self.tiers.fold_str(t.as_str()),
+            None => info.tier.as_ref().map_or(NO_TIER, Tier::as_str),
         }
     }
 
@@ -254,10 +252,7 @@ impl Shared {
         match R::KIND {
             EventKind::Tool => {
                 let name = req.subject().unwrap_or(OTHER_LABEL);
-                let name = match &self.tools {
-                    Some(allowed) if !allowed.contains(name) => OTHER_LABEL,
-                    _ => name,
-                };
+                let name = self.tools.fold_str(name);
                 Target::Bound(self.series(EventKind::Tool, agent, name, "", None))
             }
             _ => match req.subject().or(self.fixed_model.as_ref().map(ModelId::as_str)) {

@@ -462,6 +462,50 @@ async fn ten_thousand_sessions_add_no_series() {
     );
 }
 
+/// Labels that come from code are bounded even on a layer configured with
+/// nothing: a thousand agent, tool and tier names make at most
+/// `DEFAULT_MAX_LABELS` distinct values each, and the rest are `other`.
+#[tokio::test(start_paused = true)]
+async fn names_from_code_are_bounded_without_configuration() {
+    let recorder = DebuggingRecorder::new();
+    let mut metrics = Metrics::new(&recorder);
+    let _g = metrics::set_default_local_recorder(&recorder);
+
+    let layer = HealthLayer::new();
+    let mut llm_svc = layer.layer(llm("mock-small", Usage::new(5, 5), Duration::ZERO));
+    let mut tool_svc = layer.layer(service_fn(|_r: ToolRequest| async {
+        Ok::<_, BoxError>(ToolResponse::ok("x"))
+    }));
+    for i in 0..1_000 {
+        let req = chat("s", &format!("agent-{i}"), Some("mock-small")).with_tier(format!("tier-{i}"));
+        llm_svc.ready().await.unwrap().call(req).await.unwrap();
+        let req = tool_req("s", "trader", &format!("tool-{i}"));
+        tool_svc.ready().await.unwrap().call(req).await.unwrap();
+    }
+    let series = metrics.read();
+    for label in ["agent", "tool", "tier", "gen_ai_agent_name", "gen_ai_tool_name"] {
+        let values: std::collections::BTreeSet<&str> = series
+            .iter()
+            .filter_map(|(_, l, _)| l.get(label).map(String::as_str))
+            .collect();
+        assert!(
+            values.len() <= mantissa_core::DEFAULT_MAX_LABELS + 2,
+            "{label}: {} values",
+            values.len()
+        );
+    }
+    assert!(
+        series
+            .iter()
+            .any(|(_, l, _)| l.get("tool").map(String::as_str) == Some("other"))
+    );
+    assert!(
+        series
+            .iter()
+            .any(|(_, l, _)| l.get("agent").map(String::as_str) == Some("other"))
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn unknown_models_and_agents_fold_into_other() {
     let recorder = DebuggingRecorder::new();

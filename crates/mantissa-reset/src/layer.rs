@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use mantissa_core::{
-    AgentLabels, BoxError, CharEstimator, EventSink, LlmRequest, LlmResponse, ModelCatalog, ModelId, Tier,
+    BoundedLabels, BoxError, CharEstimator, EventSink, LlmRequest, LlmResponse, ModelCatalog, ModelId, Tier,
     TierSet, TokenEstimator,
 };
 use tower::util::BoxCloneSyncService;
@@ -74,7 +74,7 @@ pub(crate) struct Config<St> {
     pub(crate) summary: SummaryConfig,
     pub(crate) respawner: Arc<dyn Respawner>,
     pub(crate) fail_over_budget: bool,
-    pub(crate) labels: AgentLabels,
+    pub(crate) labels: BoundedLabels,
 }
 
 /// Applies [`Reset`] to a service: brittleness detection and context reset.
@@ -143,15 +143,15 @@ impl<St: SessionStore + Clone> ResetLayer<St> {
                 summary: SummaryConfig::default(),
                 respawner: Arc::new(SuffixRespawner),
                 fail_over_budget: false,
-                labels: AgentLabels::default(),
+                labels: BoundedLabels::default(),
             },
         }
     }
 
     /// The rule that bounds the `agent` label of the reset metrics and
     /// events, shared with the other layers of a stack. Defaults to
-    /// [`AgentLabels::default`].
-    pub fn agent_labels(mut self, labels: AgentLabels) -> Self {
+    /// [`BoundedLabels::default`].
+    pub fn agent_labels(mut self, labels: BoundedLabels) -> Self {
         self.config.labels = labels;
         self
     }

@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mantissa_core::{AgentLabels, TierSet};
+use mantissa_core::{BoundedLabels, TierSet};
 use tower_layer::Layer;
 
 use super::{DEFAULT_STICKY_CAPACITY, DEFAULT_STICKY_TTL, Shared, TriageControl, TriageService};
@@ -13,7 +13,7 @@ pub struct TriageLayer<T> {
     triage: Arc<T>,
     set: TierSet,
     sticky: Option<(usize, Duration)>,
-    labels: AgentLabels,
+    labels: BoundedLabels,
     shared: Arc<Shared>,
 }
 
@@ -33,7 +33,7 @@ impl<T> TriageLayer<T> {
     /// A layer deciding tiers of `set` with `triage`, stickiness on.
     pub fn new(set: &TierSet, triage: T) -> Self {
         let sticky = Some((DEFAULT_STICKY_CAPACITY, DEFAULT_STICKY_TTL));
-        let labels = AgentLabels::default();
+        let labels = BoundedLabels::default();
         Self {
             triage: Arc::new(triage),
             set: set.clone(),
@@ -63,8 +63,8 @@ impl<T> TriageLayer<T> {
 
     /// The rule that bounds the `agent` label of the triage metrics, shared
     /// with the other layers of a stack. Defaults to
-    /// [`AgentLabels::default`].
-    pub fn agent_labels(mut self, labels: AgentLabels) -> Self {
+    /// [`BoundedLabels::default`].
+    pub fn agent_labels(mut self, labels: BoundedLabels) -> Self {
         self.labels = labels;
         self.rebuild()
     }

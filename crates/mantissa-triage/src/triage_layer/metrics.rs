@@ -5,7 +5,7 @@ use foldhash::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use mantissa_core::catalog::{self, labels};
-use mantissa_core::{AgentLabels, AgentName, OTHER_LABEL, Tier};
+use mantissa_core::{AgentName, BoundedLabels, OTHER_LABEL, Tier};
 use metrics::{Counter, Histogram};
 
 use crate::decision::{TierDecision, TriageReason};
@@ -23,13 +23,13 @@ struct AgentHandles {
 
 #[derive(Debug)]
 pub(crate) struct DecisionMetrics {
-    labels: AgentLabels,
+    labels: BoundedLabels,
     agents: RwLock<HashMap<AgentName, Arc<AgentHandles>>>,
 }
 
 impl DecisionMetrics {
     /// Metrics whose agent label is bounded by `labels`.
-    pub(crate) fn new(labels: AgentLabels) -> Self {
+    pub(crate) fn new(labels: BoundedLabels) -> Self {
         Self {
             labels,
             agents: RwLock::default(),

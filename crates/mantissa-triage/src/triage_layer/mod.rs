@@ -73,7 +73,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use mantissa_core::control::TierControl;
-use mantissa_core::{AgentLabels, AgentName, LlmRequest, LlmResponse, ModelId, OTHER_LABEL, Tier, TierSet};
+use mantissa_core::{AgentName, BoundedLabels, LlmRequest, LlmResponse, ModelId, OTHER_LABEL, Tier, TierSet};
 use tower_service::Service;
 
 pub use self::future::ResponseFuture;
@@ -99,7 +99,7 @@ pub const DEFAULT_STICKY_CAPACITY: usize = 10_000;
 pub const DEFAULT_STICKY_TTL: Duration = Duration::from_secs(30 * 60);
 
 impl Shared {
-    pub(crate) fn new(set: &TierSet, sticky: Option<(usize, Duration)>, labels: AgentLabels) -> Self {
+    pub(crate) fn new(set: &TierSet, sticky: Option<(usize, Duration)>, labels: BoundedLabels) -> Self {
         let mut model_ranks = HashMap::default();
         for (rank, t) in set.iter().enumerate() {
             for m in &t.models {
