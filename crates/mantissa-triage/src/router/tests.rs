@@ -646,9 +646,18 @@ fn fixture_builder(s: &Script) -> TierRouterBuilder {
 
 #[tokio::test(start_paused = true)]
 async fn streaming_responses_pass_through() {
+    use futures_util::StreamExt;
     let stream = Script::new(Mode::Ok);
+    // Two chunks, then the connection is cut mid-stream.
     let svc = tower::service_fn(|req: LlmRequest| async move {
-        let chunks = futures_util::stream::iter(vec![Ok(mantissa_core::Chunk::default())]);
+        let chunk = |text: &str| {
+            Ok(mantissa_core::Chunk {
+                content: Some(text.to_owned()),
+                ..mantissa_core::Chunk::default()
+            })
+        };
+        let cut: BoxError = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "cut mid-stream").into();
+        let chunks = futures_util::stream::iter(vec![chunk("hel"), chunk("lo"), Err(cut)]);
         Ok::<_, BoxError>(LlmResponse::streaming(
             req.model.unwrap(),
             mantissa_core::ChunkStream::new(chunks),
@@ -660,9 +669,21 @@ async fn streaming_responses_pass_through() {
         .model("mock-large", stream.service())
         .build()
         .unwrap();
-    let resp = send(&router, req("low")).await.unwrap();
+    let mut resp = send(&router, req("low")).await.unwrap();
     assert!(resp.is_streaming());
     assert_eq!(resp.model.as_str(), "mock-small");
+    assert_eq!(resp.extensions.get::<Routed>().unwrap().attempts, 1);
+    let items: Vec<_> = resp.stream.take().unwrap().collect().await;
+    let text: Vec<_> = items
+        .iter()
+        .filter_map(|i| i.as_ref().ok()?.content.as_deref())
+        .collect();
+    assert_eq!(text, ["hel", "lo"]);
+    // The mid-stream failure reaches the reader and is not retried elsewhere.
+    assert_eq!(items.len(), 3);
+    let err = items[2].as_ref().unwrap_err();
+    assert_eq!(classify_box(err), FailureClass::Transport);
+    assert_eq!(stream.calls(), 0, "no fallback after the stream started");
 }
 
 /// Lets spawned tasks run without moving the paused clock.
