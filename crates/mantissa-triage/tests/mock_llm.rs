@@ -59,7 +59,8 @@ async fn a_failing_mock_model_is_cooled_down_and_probed_back() {
 async fn spawned_agents_share_the_router() {
     let mock = MockLlm::new();
     let tiers = TierSet::default();
-    let spawner = AgentSpawner::new(router(&mock), &tiers);
+    let router = router(&mock);
+    let spawner = AgentSpawner::new(router.clone(), &tiers);
     let cheap = spawner.spawn("scout", "low").unwrap();
     let expensive = spawner.spawn("analyst", "high").unwrap();
     for _ in 0..3 {
@@ -69,4 +70,30 @@ async fn spawned_agents_share_the_router() {
     }
     assert_eq!((mock.calls("mock-small"), mock.calls("mock-large")), (3, 3));
     assert_eq!(mock.last_request().unwrap().agent.as_str(), "analyst");
+
+    // The scout's calls cool the small model down ...
+    mock.control()
+        .fail_model("mock-small", MockFailure::new(FailureClass::UpstreamServer));
+    for _ in 0..5 {
+        let req = LlmRequest::new("s", "x", vec![Message::user("go")]);
+        let resp = cheap.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.model.as_str(), "mock-medium");
+    }
+    assert_eq!(mock.calls("mock-small"), 8);
+    assert_eq!(
+        router.model_snapshot("mock-small").unwrap().state,
+        ModelState::CooledDown
+    );
+    // ... and another agent of the same tier, spawned later, skips it.
+    let helper = spawner.spawn("helper", "low").unwrap();
+    let req = LlmRequest::new("s2", "x", vec![Message::user("go")]);
+    let resp = helper.oneshot(req).await.unwrap();
+    let routed = resp.extensions.get::<Routed>().unwrap();
+    assert_eq!((routed.model.as_str(), routed.attempts), ("mock-medium", 1));
+    assert_eq!(
+        mock.calls("mock-small"),
+        8,
+        "the helper never called the cooled model"
+    );
+    assert_eq!(mock.last_request().unwrap().agent.as_str(), "helper");
 }

@@ -16,6 +16,7 @@ use super::{AllModelsFailed, Candidates, ModelService, Routed, RouterInner, TRAC
 struct ProbeGuard {
     router: Arc<RouterInner>,
     slot: usize,
+    round: u64,
     armed: bool,
 }
 
@@ -28,13 +29,15 @@ impl ProbeGuard {
 impl Drop for ProbeGuard {
     fn drop(&mut self) {
         if self.armed {
-            self.router.slots[self.slot].health.release_probe();
+            self.router.slots[self.slot].health.release_probe(self.round);
         }
     }
 }
 
 struct InFlight {
     slot: usize,
+    /// The model's round when the call was admitted.
+    round: u64,
     fut: Oneshot<ModelService, LlmRequest>,
     probe: Option<ProbeGuard>,
 }
@@ -129,13 +132,17 @@ impl ResponseFuture {
             {
                 continue;
             }
-            let probe = match self.router.admit(slot) {
-                Admission::Yes => None,
-                Admission::Probe => Some(ProbeGuard {
-                    router: self.router.clone(),
-                    slot,
-                    armed: true,
-                }),
+            let (round, probe) = match self.router.admit(slot) {
+                Admission::Yes(round) => (round, None),
+                Admission::Probe(round) => (
+                    round,
+                    Some(ProbeGuard {
+                        router: self.router.clone(),
+                        slot,
+                        round,
+                        armed: true,
+                    }),
+                ),
                 Admission::No => {
                     tracing::event!(
                         target: TRACE_TARGET,
@@ -158,6 +165,7 @@ impl ResponseFuture {
             self.attempts += 1;
             self.in_flight = Some(InFlight {
                 slot,
+                round,
                 fut: Oneshot::new(s.service.clone(), req),
                 probe,
             });
@@ -220,14 +228,17 @@ impl ResponseFuture {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(r) => r,
                 };
-                let Some(InFlight { slot, probe, .. }) = this.in_flight.take() else {
+                let Some(InFlight {
+                    slot, round, probe, ..
+                }) = this.in_flight.take()
+                else {
                     return Poll::Pending;
                 };
                 let router = this.router.clone();
                 let s = &router.slots[slot];
                 match result {
                     Ok(mut resp) => {
-                        s.health.on_success();
+                        s.health.on_success(round);
                         if let Some(p) = probe {
                             p.disarm();
                         }
@@ -257,23 +268,20 @@ impl ResponseFuture {
                         let class = classify_box(&err);
                         match class {
                             FailureClass::RateLimited { retry_after } => {
-                                match retry_after {
-                                    Some(d) => s.health.cool_for(d),
-                                    None => s.health.release_probe(),
-                                }
+                                s.health.on_rate_limited(round, retry_after);
                                 if let Some(p) = probe {
                                     p.disarm();
                                 }
                             }
                             c if c.counts_toward_cooldown() => {
-                                s.health.on_failure();
+                                s.health.on_failure(round);
                                 if let Some(p) = probe {
                                     p.disarm();
                                 }
                             }
                             FailureClass::ContextLengthExceeded => {
                                 // The model answered: it is healthy.
-                                s.health.on_success();
+                                s.health.on_success(round);
                                 if let Some(p) = probe {
                                     p.disarm();
                                 }

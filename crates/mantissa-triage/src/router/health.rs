@@ -33,7 +33,12 @@ use tokio::time::Instant;
 ///
 /// Only failures whose [`FailureClass::counts_toward_cooldown`](mantissa_core::FailureClass::counts_toward_cooldown)
 /// (5xx, timeouts, transport) count. A 429 with a Retry-After cools the model
-/// for exactly that long, without backoff.
+/// for that long, without backoff, but never longer than `max_cooldown`.
+///
+/// A failure streak ends at a success, or once its last failure is older
+/// than `window`. Results of calls admitted before the model's latest move
+/// into cooldown or back into rotation are ignored, and a model re-admitted
+/// by its probe starts with an empty window.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CooldownPolicy {
     /// Failures in a row that cool a model down. Defaults to 5.
@@ -43,11 +48,13 @@ pub struct CooldownPolicy {
     pub failure_rate_threshold: f64,
     /// Calls in the window before the failure rate is trusted. Defaults to 10.
     pub minimum_calls: u32,
-    /// The failure-rate window. Defaults to 60 s.
+    /// The failure-rate window; also how long a failure streak lasts
+    /// without a new failure. Defaults to 60 s.
     pub window: Duration,
     /// First cooldown. Defaults to 30 s.
     pub base_cooldown: Duration,
-    /// Longest cooldown. Defaults to 300 s.
+    /// Longest cooldown: caps the doubled (and jittered) backoff and a 429's
+    /// Retry-After. Defaults to 300 s.
     pub max_cooldown: Duration,
     /// Relative jitter in `[0, 1)` applied to computed cooldowns. Defaults to 0.2.
     pub jitter: f64,
@@ -100,16 +107,18 @@ impl CooldownPolicy {
         Ok(())
     }
 
-    /// The cooldown after the `ejections`-th ejection in a row (1-based).
+    /// The cooldown after the `ejections`-th ejection in a row (1-based):
+    /// doubled per ejection and jittered, never longer than `max_cooldown`.
     pub(crate) fn cooldown(&self, ejections: u32) -> Duration {
         let factor = 2u32.saturating_pow(ejections.saturating_sub(1).min(16));
         let d = self.base_cooldown.saturating_mul(factor).min(self.max_cooldown);
-        if self.jitter > 0.0 {
+        let d = if self.jitter > 0.0 {
             let j = rand::rng().random_range(-self.jitter..=self.jitter);
             d.mul_f64(1.0 + j)
         } else {
             d
-        }
+        };
+        d.min(self.max_cooldown)
     }
 }
 
@@ -162,22 +171,37 @@ enum Phase {
     HalfOpen { probing: bool },
 }
 
+/// The streak and window of a model when it was last taken out of rotation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct AtCooldown {
+    consecutive: u32,
+    calls: u32,
+    failures: u32,
+}
+
 #[derive(Debug)]
 struct Inner {
     phase: Phase,
+    /// Bumped on every move into cooldown and back into rotation; a result
+    /// is counted only if its call was admitted in the current round.
+    round: u64,
     consecutive: u32,
+    /// When the current streak's last failure arrived.
+    last_failure: Option<Instant>,
     ejections: u32,
     buckets: [Bucket; BUCKETS],
+    /// Shown by snapshots while the model is out of rotation.
+    at_cooldown: Option<AtCooldown>,
     reported: ModelState,
 }
 
 /// What admission decided for one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Admission {
-    /// Send the call.
-    Yes,
-    /// Send the call as the single half-open probe.
-    Probe,
+    /// Send the call; report its result with this round.
+    Yes(u64),
+    /// Send the call as the single half-open probe of this round.
+    Probe(u64),
     /// Skip: cooled down (or a probe is already in flight).
     No,
 }
@@ -194,6 +218,10 @@ pub(crate) struct ModelHealth {
 
 /// A point-in-time view of one model's health, from
 /// [`TierRouter::snapshot`](super::TierRouter::snapshot).
+///
+/// While a model is out of rotation (cooled down, or half-open until its
+/// probe succeeds), `consecutive_failures`, `failure_rate` and
+/// `window_calls` are the values it had when it was last cooled down.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelSnapshot {
     /// The model.
@@ -202,7 +230,8 @@ pub struct ModelSnapshot {
     pub tier: mantissa_core::Tier,
     /// The state.
     pub state: ModelState,
-    /// Countable failures in a row.
+    /// Countable failures in a row. A streak ends at a success, or once its
+    /// last failure is older than the policy's window.
     pub consecutive_failures: u32,
     /// Failure rate over the window (0 when no calls).
     pub failure_rate: f64,
@@ -221,9 +250,12 @@ impl ModelHealth {
             bucket_len: policy.window / BUCKETS as u32,
             inner: Mutex::new(Inner {
                 phase: Phase::Healthy,
+                round: 0,
                 consecutive: 0,
+                last_failure: None,
                 ejections: 0,
                 buckets: [Bucket::default(); BUCKETS],
+                at_cooldown: None,
                 reported: ModelState::Healthy,
             }),
             gauge,
@@ -244,17 +276,17 @@ impl ModelHealth {
     pub(crate) fn admit(&self) -> Admission {
         let mut g = self.lock();
         match g.phase {
-            Phase::Healthy => Admission::Yes,
+            Phase::Healthy => Admission::Yes(g.round),
             Phase::HalfOpen { probing: true } => Admission::No,
             Phase::HalfOpen { probing: false } => {
                 g.phase = Phase::HalfOpen { probing: true };
-                Admission::Probe
+                Admission::Probe(g.round)
             }
             Phase::CooledDown { until } => {
                 if Instant::now() >= until {
                     g.phase = Phase::HalfOpen { probing: true };
                     self.report(&mut g);
-                    Admission::Probe
+                    Admission::Probe(g.round)
                 } else {
                     Admission::No
                 }
@@ -262,27 +294,44 @@ impl ModelHealth {
         }
     }
 
-    /// The model answered (success, or an answer that says nothing about its
-    /// health being bad).
-    pub(crate) fn on_success(&self) {
+    /// A call admitted in `round` answered (success, or an answer that says
+    /// nothing about its health being bad). A successful probe puts the
+    /// model back into rotation with a fresh window and no streak.
+    pub(crate) fn on_success(&self, round: u64) {
         let now = Instant::now();
         let mut g = self.lock();
-        self.count(&mut g, now, false);
-        g.consecutive = 0;
-        if matches!(g.phase, Phase::HalfOpen { .. }) {
-            // The probe (or a call admitted before the cooldown) succeeded.
-            g.phase = Phase::Healthy;
-            g.ejections = 0;
+        if g.round != round {
+            return;
+        }
+        match g.phase {
+            Phase::Healthy => {
+                self.count(&mut g, now, false);
+                g.consecutive = 0;
+                g.last_failure = None;
+            }
+            Phase::HalfOpen { .. } => {
+                Self::readmit(&mut g);
+                g.ejections = 0;
+            }
+            // Every call of this round is the probe, admitted half-open.
+            Phase::CooledDown { .. } => {}
         }
         self.report(&mut g);
     }
 
-    /// A failure that counts toward cooldown.
-    pub(crate) fn on_failure(&self) {
+    /// A call admitted in `round` failed in a way that counts toward cooldown.
+    pub(crate) fn on_failure(&self, round: u64) {
         let now = Instant::now();
         let mut g = self.lock();
+        if g.round != round {
+            return;
+        }
+        if g.phase == Phase::Healthy && !self.streak_live(&g, now) {
+            g.consecutive = 0;
+        }
         self.count(&mut g, now, true);
         g.consecutive = g.consecutive.saturating_add(1);
+        g.last_failure = Some(now);
         let eject = match g.phase {
             // A failed probe: cool down again, for longer.
             Phase::HalfOpen { .. } => true,
@@ -297,54 +346,121 @@ impl ModelHealth {
         };
         if eject {
             g.ejections = g.ejections.saturating_add(1);
-            let d = self.policy.cooldown(g.ejections);
-            g.phase = Phase::CooledDown { until: now + d };
-            g.consecutive = 0;
-            g.buckets = [Bucket::default(); BUCKETS];
+            let until = Self::deadline(now, self.policy.cooldown(g.ejections));
+            self.enter_cooldown(&mut g, now, until);
         }
         self.report(&mut g);
     }
 
-    /// Cools down for exactly `d` (a 429's Retry-After, or the monitor),
+    /// A call admitted in `round` was rate limited: with a Retry-After the
+    /// model cools down for that long, capped at the policy's
+    /// `max_cooldown` (the provider's statement is about now, so it is
+    /// honoured whatever the round); without, a probe's slot is freed.
+    pub(crate) fn on_rate_limited(&self, round: u64, retry_after: Option<Duration>) {
+        match retry_after {
+            Some(d) => self.cool_for(d.min(self.policy.max_cooldown)),
+            None => self.release_probe(round),
+        }
+    }
+
+    /// Cools down for exactly `d` (the monitor, or a capped Retry-After),
     /// unless already cooled down for longer.
     pub(crate) fn cool_for(&self, d: Duration) {
-        let until = Instant::now() + d;
+        let now = Instant::now();
+        let until = Self::deadline(now, d);
         let mut g = self.lock();
-        g.phase = match g.phase {
-            Phase::CooledDown { until: u } if u > until => Phase::CooledDown { until: u },
-            _ => Phase::CooledDown { until },
-        };
+        match g.phase {
+            Phase::CooledDown { until: u } if u > until => {}
+            Phase::CooledDown { .. } => g.phase = Phase::CooledDown { until },
+            Phase::Healthy | Phase::HalfOpen { .. } => self.enter_cooldown(&mut g, now, until),
+        }
         self.report(&mut g);
     }
 
     /// Back to healthy with a clean slate.
     pub(crate) fn restore(&self) {
         let mut g = self.lock();
-        g.phase = Phase::Healthy;
-        g.consecutive = 0;
+        Self::readmit(&mut g);
         g.ejections = 0;
-        g.buckets = [Bucket::default(); BUCKETS];
         self.report(&mut g);
     }
 
-    /// Frees the half-open probe slot without a verdict (the probe was
-    /// cancelled or ended with an error that says nothing about health).
-    pub(crate) fn release_probe(&self) {
+    /// Frees the half-open probe slot of `round` without a verdict (the
+    /// probe was cancelled or ended with an error that says nothing about
+    /// health).
+    pub(crate) fn release_probe(&self, round: u64) {
         let mut g = self.lock();
-        if let Phase::HalfOpen { probing: true } = g.phase {
+        if g.round == round && g.phase == (Phase::HalfOpen { probing: true }) {
             g.phase = Phase::HalfOpen { probing: false };
         }
+    }
+
+    /// Takes the model out of rotation until `until`: a new round, and the
+    /// streak and window as they are now kept for snapshots.
+    fn enter_cooldown(&self, g: &mut Inner, now: Instant, until: Instant) {
+        let (calls, failures) = self.window(g, now);
+        let consecutive = if self.streak_live(g, now) || g.phase != Phase::Healthy {
+            g.consecutive
+        } else {
+            0
+        };
+        g.consecutive = consecutive;
+        g.at_cooldown = Some(AtCooldown {
+            consecutive,
+            calls,
+            failures,
+        });
+        g.phase = Phase::CooledDown { until };
+        g.round = g.round.wrapping_add(1);
+    }
+
+    /// Puts the model back into rotation: a new round with a fresh window
+    /// and no streak.
+    fn readmit(g: &mut Inner) {
+        g.phase = Phase::Healthy;
+        g.round = g.round.wrapping_add(1);
+        g.consecutive = 0;
+        g.last_failure = None;
+        g.buckets = [Bucket::default(); BUCKETS];
+        g.at_cooldown = None;
+    }
+
+    /// `now + d`, saturating instead of overflowing the clock.
+    fn deadline(now: Instant, d: Duration) -> Instant {
+        now.checked_add(d)
+            .or_else(|| now.checked_add(Duration::from_secs(u64::from(u32::MAX))))
+            .unwrap_or(now)
+    }
+
+    /// Whether the streak's last failure is still inside the window.
+    fn streak_live(&self, g: &Inner, now: Instant) -> bool {
+        g.consecutive > 0
+            && g.last_failure
+                .is_some_and(|t| now.saturating_duration_since(t) < self.policy.window)
     }
 
     pub(crate) fn snapshot(&self, model: mantissa_core::ModelId, tier: mantissa_core::Tier) -> ModelSnapshot {
         let now = Instant::now();
         let g = self.lock();
-        let (calls, failures) = self.window(&g, now);
+        let (consecutive, calls, failures) = match (g.phase, g.at_cooldown) {
+            (Phase::CooledDown { .. } | Phase::HalfOpen { .. }, Some(at)) => {
+                (at.consecutive, at.calls, at.failures)
+            }
+            _ => {
+                let (calls, failures) = self.window(&g, now);
+                let streak = if self.streak_live(&g, now) {
+                    g.consecutive
+                } else {
+                    0
+                };
+                (streak, calls, failures)
+            }
+        };
         ModelSnapshot {
             model,
             tier,
-            state: Self::state_of(&g, now),
-            consecutive_failures: g.consecutive,
+            state: self.state_of(&g, now),
+            consecutive_failures: consecutive,
             failure_rate: if calls == 0 {
                 0.0
             } else {
@@ -358,17 +474,17 @@ impl ModelHealth {
         }
     }
 
-    fn state_of(g: &Inner, now: Instant) -> ModelState {
+    fn state_of(&self, g: &Inner, now: Instant) -> ModelState {
         match g.phase {
             Phase::CooledDown { until } if until > now => ModelState::CooledDown,
             Phase::CooledDown { .. } | Phase::HalfOpen { .. } => ModelState::Degraded,
-            Phase::Healthy if g.consecutive > 0 => ModelState::Degraded,
+            Phase::Healthy if self.streak_live(g, now) => ModelState::Degraded,
             Phase::Healthy => ModelState::Healthy,
         }
     }
 
     fn report(&self, g: &mut Inner) {
-        let state = Self::state_of(g, Instant::now());
+        let state = self.state_of(g, Instant::now());
         if state != g.reported {
             g.reported = state;
             self.gauge.set(state.as_gauge());

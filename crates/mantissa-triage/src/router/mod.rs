@@ -37,14 +37,26 @@
 //! (see [`CooldownPolicy`] for the defaults and their sources). A model is
 //! cooled down after 5 countable failures in a row or a 50 % failure rate
 //! over a minute (with at least 10 calls); countable failures are 5xx,
-//! timeouts and transport errors only. A 429 with Retry-After cools it for
-//! exactly that long. When the cooldown ends, the next request is admitted
+//! timeouts and transport errors only; a streak of failures ends at a
+//! success or once its last failure is older than the window. A 429 with
+//! Retry-After cools it for that long, capped at the policy's
+//! `max_cooldown`. When the cooldown ends, the next request is admitted
 //! as a single half-open probe (other requests keep skipping the model); a
-//! successful probe makes it healthy, a failed one cools it down again for
-//! twice as long (jittered, capped). [`TierRouter::snapshot`] shows the state;
+//! successful probe makes it healthy with an empty window and no streak, a
+//! failed one cools it down again for twice as long (jittered, capped).
+//!
+//! Each admitted call is tagged with the model's *round*, which changes
+//! every time the model is cooled down or put back into rotation; results
+//! of calls from an earlier round are ignored. So a call sent before a
+//! cooldown that fails during it is neither taken as the probe's verdict nor
+//! left in the re-admitted model's window.
+//!
+//! [`TierRouter::snapshot`] shows the state (for a model out of rotation,
+//! the streak and failure rate it had when it was cooled down);
 //! `mantissa_model_state{model}` exports it (0 healthy, 1 degraded, 2 cooled
-//! down; the gauge leaves 2 when the next request probes the model, while
-//! `snapshot()` reads the clock). [`ModelControl`] lets the monitor cool a
+//! down; the gauge follows events: it leaves 2 when the next request probes
+//! the model, and the 1 of an expired streak at the model's next result,
+//! while `snapshot()` reads the clock). [`ModelControl`] lets the monitor cool a
 //! model down (for exactly the given time, then a probe) or restore it.
 //!
 //! # Backpressure

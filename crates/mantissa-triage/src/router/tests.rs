@@ -21,6 +21,8 @@ pub(crate) enum Mode {
     Io(std::io::ErrorKind),
     Hang,
     Sleep(Duration),
+    /// Fails like `Fail` after a delay (a call in flight across a state change).
+    SlowFail(Duration, FailureClass, u16),
 }
 
 #[derive(Debug)]
@@ -96,6 +98,12 @@ impl Script {
                             Message::assistant("slow"),
                             Usage::new(10, 2),
                         ))
+                    }
+                    Mode::SlowFail(d, class, status) => {
+                        tokio::time::sleep(d).await;
+                        Err(LlmError::new(class, "scripted late failure")
+                            .with_status(status)
+                            .into())
                     }
                 }
             });
@@ -281,7 +289,7 @@ async fn a_failed_probe_backs_off_exponentially() {
             d >= Duration::from_secs(48) && d <= Duration::from_secs(72),
             "{d:?}"
         );
-        assert!(p.cooldown(10) <= Duration::from_secs(360));
+        assert!(p.cooldown(10) <= Duration::from_secs(300));
     }
 }
 
@@ -638,9 +646,18 @@ fn fixture_builder(s: &Script) -> TierRouterBuilder {
 
 #[tokio::test(start_paused = true)]
 async fn streaming_responses_pass_through() {
+    use futures_util::StreamExt;
     let stream = Script::new(Mode::Ok);
+    // Two chunks, then the connection is cut mid-stream.
     let svc = tower::service_fn(|req: LlmRequest| async move {
-        let chunks = futures_util::stream::iter(vec![Ok(mantissa_core::Chunk::default())]);
+        let chunk = |text: &str| {
+            Ok(mantissa_core::Chunk {
+                content: Some(text.to_owned()),
+                ..mantissa_core::Chunk::default()
+            })
+        };
+        let cut: BoxError = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "cut mid-stream").into();
+        let chunks = futures_util::stream::iter(vec![chunk("hel"), chunk("lo"), Err(cut)]);
         Ok::<_, BoxError>(LlmResponse::streaming(
             req.model.unwrap(),
             mantissa_core::ChunkStream::new(chunks),
@@ -652,7 +669,254 @@ async fn streaming_responses_pass_through() {
         .model("mock-large", stream.service())
         .build()
         .unwrap();
-    let resp = send(&router, req("low")).await.unwrap();
+    let mut resp = send(&router, req("low")).await.unwrap();
     assert!(resp.is_streaming());
     assert_eq!(resp.model.as_str(), "mock-small");
+    assert_eq!(resp.extensions.get::<Routed>().unwrap().attempts, 1);
+    let items: Vec<_> = resp.stream.take().unwrap().collect().await;
+    let text: Vec<_> = items
+        .iter()
+        .filter_map(|i| i.as_ref().ok()?.content.as_deref())
+        .collect();
+    assert_eq!(text, ["hel", "lo"]);
+    // The mid-stream failure reaches the reader and is not retried elsewhere.
+    assert_eq!(items.len(), 3);
+    let err = items[2].as_ref().unwrap_err();
+    assert_eq!(classify_box(err), FailureClass::Transport);
+    assert_eq!(stream.calls(), 0, "no fallback after the stream started");
+}
+
+/// Lets spawned tasks run without moving the paused clock.
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_failures_do_not_poison_the_readmitted_window() {
+    let f = fixture(no_jitter());
+    // 15 calls admitted while healthy all fail 10 s later: the first 5 cool
+    // the model down, the other 10 arrive after the cooldown began.
+    f.small.set(Mode::SlowFail(
+        Duration::from_secs(10),
+        FailureClass::UpstreamServer,
+        500,
+    ));
+    let calls: Vec<_> = (0..15)
+        .map(|_| tokio::spawn(f.router.clone().oneshot(req("low"))))
+        .collect();
+    settle().await;
+    assert_eq!(f.small.calls(), 15);
+    tokio::time::advance(Duration::from_secs(10)).await;
+    for c in calls {
+        assert_eq!(c.await.unwrap().unwrap().model.as_str(), "mock-medium");
+    }
+    assert_eq!(state(&f.router, "mock-small"), ModelState::CooledDown);
+
+    // The probe re-admits the model with a clean slate.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    f.small.set(Mode::Ok);
+    assert_eq!(
+        send(&f.router, req("low")).await.unwrap().model.as_str(),
+        "mock-small"
+    );
+    let snap = f.router.model_snapshot("mock-small").unwrap();
+    assert_eq!(
+        (
+            snap.state,
+            snap.consecutive_failures,
+            snap.window_calls,
+            snap.failure_rate
+        ),
+        (ModelState::Healthy, 0, 0, 0.0)
+    );
+
+    // One new failure is one failure, not the 16th of 17 calls.
+    f.small.set(Mode::Fail(FailureClass::UpstreamServer, 500));
+    assert_eq!(
+        send(&f.router, req("low")).await.unwrap().model.as_str(),
+        "mock-medium"
+    );
+    let snap = f.router.model_snapshot("mock-small").unwrap();
+    assert_eq!(
+        (
+            snap.state,
+            snap.consecutive_failures,
+            snap.window_calls,
+            snap.failure_rate
+        ),
+        (ModelState::Degraded, 1, 1, 1.0)
+    );
+    let calls = f.small.calls();
+    send(&f.router, req("low")).await.unwrap();
+    assert_eq!(f.small.calls(), calls + 1, "the model is still in rotation");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_failure_during_the_probe_is_not_the_probes_verdict() {
+    let f = fixture(no_jitter());
+    // A straggler admitted while healthy, failing at t = 100 s.
+    f.small.set(Mode::SlowFail(
+        Duration::from_secs(100),
+        FailureClass::UpstreamServer,
+        500,
+    ));
+    let straggler = tokio::spawn(f.router.clone().oneshot(req("low")));
+    settle().await;
+    assert_eq!(f.small.calls(), 1);
+    // Five failures in a row cool the model down until t = 30 s.
+    f.small.set(Mode::Fail(FailureClass::UpstreamServer, 500));
+    for _ in 0..5 {
+        send(&f.router, req("low")).await.unwrap();
+    }
+    assert_eq!(state(&f.router, "mock-small"), ModelState::CooledDown);
+    // At t = 30 s the probe is admitted; it succeeds at t = 110 s.
+    tokio::time::advance(Duration::from_secs(30)).await;
+    f.small.set(Mode::Sleep(Duration::from_secs(80)));
+    let probe = tokio::spawn(f.router.clone().oneshot(req("low")));
+    settle().await;
+    assert_eq!(f.small.calls(), 7);
+    // The straggler fails in the middle of the probe: not the probe's verdict.
+    tokio::time::advance(Duration::from_secs(70)).await;
+    settle().await;
+    assert_eq!(straggler.await.unwrap().unwrap().model.as_str(), "mock-medium");
+    let snap = f.router.model_snapshot("mock-small").unwrap();
+    assert_eq!((snap.state, snap.cooled_until), (ModelState::Degraded, None));
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(probe.await.unwrap().unwrap().model.as_str(), "mock-small");
+    let snap = f.router.model_snapshot("mock-small").unwrap();
+    assert_eq!(
+        (snap.state, snap.cooled_until, snap.consecutive_failures),
+        (ModelState::Healthy, None, 0)
+    );
+    f.small.set(Mode::Ok);
+    assert_eq!(
+        send(&f.router, req("low")).await.unwrap().model.as_str(),
+        "mock-small"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_after_is_capped_at_the_longest_cooldown() {
+    let f = fixture(no_jitter());
+    f.small.set(Mode::Fail(
+        FailureClass::RateLimited {
+            retry_after: Some(Duration::from_secs(999_999_999)),
+        },
+        429,
+    ));
+    assert_eq!(
+        send(&f.router, req("low")).await.unwrap().model.as_str(),
+        "mock-medium"
+    );
+    let snap = f.router.model_snapshot("mock-small").unwrap();
+    assert_eq!(snap.state, ModelState::CooledDown);
+    assert_eq!(
+        snap.cooled_until.unwrap() - Instant::now(),
+        Duration::from_secs(300)
+    );
+    // After the longest cooldown the model is probed again.
+    f.small.set(Mode::Ok);
+    tokio::time::advance(Duration::from_secs(300)).await;
+    assert_eq!(
+        send(&f.router, req("low")).await.unwrap().model.as_str(),
+        "mock-small"
+    );
+    // The monitor's cooldown is exact, and one too long for the clock saturates.
+    assert!(f.router.cool_down(&"mock-large".into(), Duration::MAX));
+    let snap = f.router.model_snapshot("mock-large").unwrap();
+    assert_eq!(snap.state, ModelState::CooledDown);
+    assert!(snap.cooled_until.unwrap() - Instant::now() > Duration::from_secs(86_400 * 365 * 100));
+}
+
+#[test]
+fn jittered_backoff_never_exceeds_the_longest_cooldown() {
+    let p = CooldownPolicy {
+        base_cooldown: Duration::from_secs(30),
+        max_cooldown: Duration::from_secs(100),
+        jitter: 0.2,
+        ..CooldownPolicy::default()
+    };
+    for ejections in [3, 4, 10, 1000] {
+        for _ in 0..200 {
+            let d = p.cooldown(ejections);
+            assert!(d <= Duration::from_secs(100), "{ejections}: {d:?}");
+            assert!(d >= Duration::from_secs(80), "{ejections}: {d:?}");
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cooled_model_shows_the_window_it_was_cooled_with() {
+    let f = fixture(no_jitter());
+    // 6 failures in 11 calls, never 5 in a row: cooled by the failure rate.
+    for i in 0..11 {
+        f.small.set(if i % 2 == 0 {
+            Mode::Fail(FailureClass::UpstreamServer, 500)
+        } else {
+            Mode::Ok
+        });
+        send(&f.router, req("low")).await.unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    let snap = f.router.model_snapshot("mock-small").unwrap();
+    assert_eq!(snap.state, ModelState::CooledDown);
+    assert_eq!(
+        (snap.consecutive_failures, snap.window_calls, snap.failure_rate),
+        (1, 11, 6.0 / 11.0)
+    );
+    // Still shown once the failures have left the window, and while half-open.
+    tokio::time::advance(Duration::from_secs(29)).await;
+    let snap = f.router.model_snapshot("mock-small").unwrap();
+    assert_eq!(snap.state, ModelState::Degraded);
+    assert_eq!((snap.window_calls, snap.failure_rate), (11, 6.0 / 11.0));
+    // Five in a row: the streak that cooled it.
+    let f = fixture(no_jitter());
+    f.small.set(Mode::Fail(FailureClass::Timeout, 504));
+    for _ in 0..5 {
+        send(&f.router, req("low")).await.unwrap();
+    }
+    let snap = f.router.model_snapshot("mock-small").unwrap();
+    assert_eq!(
+        (
+            snap.state,
+            snap.consecutive_failures,
+            snap.window_calls,
+            snap.failure_rate
+        ),
+        (ModelState::CooledDown, 5, 5, 1.0)
+    );
+    // A failed probe extends the streak (the first five are still in the window).
+    tokio::time::advance(Duration::from_secs(30)).await;
+    send(&f.router, req("low")).await.unwrap();
+    let snap = f.router.model_snapshot("mock-small").unwrap();
+    assert_eq!(
+        (
+            snap.state,
+            snap.consecutive_failures,
+            snap.window_calls,
+            snap.failure_rate
+        ),
+        (ModelState::CooledDown, 6, 6, 1.0)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failure_streak_expires_with_the_window() {
+    let f = fixture(no_jitter());
+    f.small.set(Mode::Fail(FailureClass::UpstreamServer, 500));
+    for _ in 0..4 {
+        send(&f.router, req("low")).await.unwrap();
+    }
+    let snap = f.router.model_snapshot("mock-small").unwrap();
+    assert_eq!((snap.state, snap.consecutive_failures), (ModelState::Degraded, 4));
+    // An hour without calls: the old streak is gone.
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    let snap = f.router.model_snapshot("mock-small").unwrap();
+    assert_eq!((snap.state, snap.consecutive_failures), (ModelState::Healthy, 0));
+    // One failure now is the first of a new streak, not the fifth.
+    send(&f.router, req("low")).await.unwrap();
+    let snap = f.router.model_snapshot("mock-small").unwrap();
+    assert_eq!((snap.state, snap.consecutive_failures), (ModelState::Degraded, 1));
 }
