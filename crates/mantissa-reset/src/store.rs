@@ -1148,10 +1148,20 @@ mod tests {
             s.record_latency(100.0, 5);
         }
         assert_eq!(s.latency_drift(5), None);
-        s.record_latency(300.0, 5);
-        s.record_latency(300.0, 5);
+        assert_eq!(s.latency_ms().0, 100.0);
+        // A sustained drift: without the gate the slow EWMA would follow it
+        // (40 samples at 3x move an ungated baseline to ~270 ms and the drift
+        // ratio under 1.2); with the gate the baseline does not move at all.
+        for _ in 0..40 {
+            s.record_latency(300.0, 5);
+        }
+        assert_eq!(s.latency_ms(), (100.0, 300.0));
         let d = s.latency_drift(5).unwrap();
-        assert!(d >= 2.0, "{d}");
+        assert!((d - 3.0).abs() < 1e-6, "{d}");
+        // Samples within the gate still move the baseline slowly.
+        s.record_latency(140.0, 5);
+        let base = s.latency_ms().0;
+        assert!((base - 102.0).abs() < 1e-3, "{base}");
     }
 
     #[tokio::test(start_paused = true)]
