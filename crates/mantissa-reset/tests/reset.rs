@@ -392,6 +392,7 @@ async fn turns_are_user_messages_and_llm_calls_are_counted_apart() {
     );
     let snap = store.snapshot(&"s".into(), 20).unwrap();
     assert_eq!((snap.turns, snap.turns_since_reset, snap.resets), (10, 10, 0));
+    assert_eq!(snap.llm_calls, 60);
 }
 
 #[test]
