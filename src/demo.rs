@@ -35,7 +35,7 @@ use mantissa_core::{
 use mantissa_mock::{Latency, MockFailure, MockLlm, MockReply, MockTools, demo as mock_demo};
 use mantissa_monitor::{Alert, AlertState, Condition, Rule, Selector, Severity, Window, rule::default_rules};
 use mantissa_prometheus::{MetricsServer, PrometheusConfig};
-use mantissa_reset::{BrittlenessPolicy, ContextReset};
+use mantissa_reset::{BrittlenessPolicy, ContextReset, Stage, StagePlan, Trigger};
 use mantissa_triage::{CooldownPolicy, Routed};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
@@ -268,7 +268,13 @@ impl Demo {
                     .with_latency("place_order", Latency::range(ms(5), ms(20))),
                 MockTools::demo_specs().into_iter().map(|t| t.function.name),
             )
-            .reset_policy(BrittlenessPolicy::default().max_turns(Some(config.max_turns)))
+            // Turns only warn by default; the demo also compacts on them, to
+            // show resets in a short run.
+            .reset_policy(
+                BrittlenessPolicy::default()
+                    .max_turns(Some(config.max_turns))
+                    .stages(StagePlan::default().with(Trigger::Turns, Stage::Summarize)),
+            )
             .cooldown(story_cooldown(config.duration))
             .monitor_rules(default_rules())
             .monitor_rule(

@@ -16,7 +16,7 @@ use mantissa::mock::http::{HttpMockLlm, HttpReply};
 use mantissa::mock::{MockTools, ToolFault};
 use mantissa::monitor::{AlertState, ChannelSink, Condition, Rule, Selector, Window};
 use mantissa::openai::{OpenAiClient, OpenAiConfig};
-use mantissa::reset::{BrittlenessPolicy, ContextReset};
+use mantissa::reset::{BrittlenessPolicy, ContextReset, Stage, StagePlan, Trigger};
 use mantissa::triage::{CooldownPolicy, Routed, TierRouter};
 use mantissa::{AgentSpec, AgentStack, LlmService, Upstream};
 use tower::ServiceExt;
@@ -97,6 +97,13 @@ fn user(session: &str, agent: &str, history: &[Message]) -> LlmRequest {
     LlmRequest::new(session, agent, history.to_vec())
 }
 
+/// A policy that compacts after `turns` user turns (turns only warn by default).
+fn compact_on_turns(turns: u32) -> BrittlenessPolicy {
+    BrittlenessPolicy::default()
+        .max_turns(Some(turns))
+        .stages(StagePlan::default().with(Trigger::Turns, Stage::Summarize))
+}
+
 #[tokio::test]
 async fn a_long_session_is_compacted_and_the_reset_is_remembered() {
     let ups = Upstreams::start(&["small", "medium", "large"]).await;
@@ -104,7 +111,7 @@ async fn a_long_session_is_compacted_and_the_reset_is_remembered() {
         .agent(AgentSpec::new("trader"))
         .tiers(small_tiers())
         .upstream(ups.upstream())
-        .reset_policy(BrittlenessPolicy::default().max_turns(Some(6)))
+        .reset_policy(compact_on_turns(6))
         .summarize_on_low_tier(false)
         .without_monitor()
         .build()
@@ -236,7 +243,13 @@ async fn tool_failures_raise_a_sessions_brittleness() {
         .build()
         .unwrap();
     let llm = stack.llm("trader");
-    let history = vec![Message::user("price of ACME?")];
+    // Two turns: a reset must have an older turn to remove (a compaction
+    // that removes nothing is only a warning).
+    let history = vec![
+        Message::user("hello"),
+        Message::assistant("hi"),
+        Message::user("price of ACME?"),
+    ];
     llm.clone()
         .oneshot(user("s-tools", "trader", &history))
         .await
@@ -512,7 +525,7 @@ async fn a_scrape_shows_every_catalogued_series() {
         .agent(AgentSpec::new("trader"))
         .tiers(small_tiers())
         .upstream(ups.upstream())
-        .reset_policy(BrittlenessPolicy::default().max_turns(Some(3)))
+        .reset_policy(compact_on_turns(3))
         .monitor_rule(Rule::new(
             "model_down",
             Selector::models(),

@@ -225,7 +225,11 @@ fn a_context_reset_is_an_event_on_the_callers_span() {
                 Usage::new(n * 10, 2),
             ))
         });
-        let mut svc = mantissa::ResetLayer::new().layer(model);
+        use mantissa::reset::{BrittlenessPolicy, Stage, StagePlan, Trigger};
+        // Turns only warn by default: give them a compaction stage.
+        let policy =
+            BrittlenessPolicy::default().stages(StagePlan::default().with(Trigger::Turns, Stage::Summarize));
+        let mut svc = mantissa::ResetLayer::new().policy(policy).layer(model);
         let mut history = vec![Message::system("You are a trader.")];
         let mut resets = 0;
         for turn in 1..=50 {

@@ -139,7 +139,8 @@ pub struct TriageConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResetConfig {
-    /// Turns that trigger a reset (0 disables). Defaults to 50.
+    /// User turns since the last reset that raise a warning suggesting a
+    /// reset (0 disables). Defaults to 50.
     #[serde(default)]
     pub max_turns: Option<u32>,
     /// Context fraction that warns. Defaults to 0.75.

@@ -605,6 +605,7 @@ fn session_json(s: &mantissa_reset::SessionSnapshot) -> serde_json::Value {
     serde_json::json!({
         "turns": s.turns,
         "turns_since_reset": s.turns_since_reset,
+        "llm_calls": s.llm_calls,
         "context_tokens": s.context_tokens,
         "consecutive_llm_errors": s.consecutive_llm_errors,
         "consecutive_tool_errors": s.consecutive_tool_errors,

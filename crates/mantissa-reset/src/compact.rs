@@ -8,7 +8,10 @@
 //! * an assistant's tool calls and their tool results stay together: a cut is
 //!   never placed between a call and a result that answers it, and clearing
 //!   replaces result *contents* with placeholders instead of deleting results;
-//! * the latest user message and everything after it always stay.
+//! * the latest user message and everything after it always stay; only the
+//!   last-resort clearing ([`clear_current_turn_tool_results`]) replaces the
+//!   contents of older tool results of the current turn, and it keeps the
+//!   latest batch of results (those answering the last assistant tool call).
 //!
 //! Costs are linear in the history, but compaction only runs on a reset.
 
@@ -184,7 +187,38 @@ pub fn clear_tool_results(
     keep_last: usize,
     at_least: u64,
 ) -> Option<(Vec<Message>, u64)> {
-    let current_turn = last_user(msgs).unwrap_or(0);
+    let spared_from = last_user(msgs).unwrap_or(0);
+    clear_before(msgs, est, keep_last, at_least, spared_from)
+}
+
+/// Like [`clear_tool_results`], but also clears tool results of the current
+/// turn (after the latest user message): the escalation for a long tool loop
+/// under one user message, where no older turn is left to compact. Keeps the
+/// last `keep_last` results and always the latest batch (the results after
+/// the last assistant message with tool calls), so the model still sees what
+/// its last tool calls returned.
+pub fn clear_current_turn_tool_results(
+    msgs: &[Message],
+    est: &dyn TokenEstimator,
+    keep_last: usize,
+    at_least: u64,
+) -> Option<(Vec<Message>, u64)> {
+    let spared_from = msgs
+        .iter()
+        .rposition(|m| !m.tool_calls.is_empty())
+        .map(|i| i + 1)
+        .unwrap_or(0);
+    clear_before(msgs, est, keep_last, at_least, spared_from)
+}
+
+/// Clears tool results before index `spared_from`, except the last `keep_last`.
+fn clear_before(
+    msgs: &[Message],
+    est: &dyn TokenEstimator,
+    keep_last: usize,
+    at_least: u64,
+    spared_from: usize,
+) -> Option<(Vec<Message>, u64)> {
     let candidates: Vec<usize> = msgs
         .iter()
         .enumerate()
@@ -196,7 +230,7 @@ pub fn clear_tool_results(
     let mut freed = 0u64;
     for &i in &candidates[..keep_from] {
         let m = &msgs[i];
-        if i >= current_turn || m.text().starts_with(CLEARED_PREFIX) {
+        if i >= spared_from || m.text().starts_with(CLEARED_PREFIX) {
             continue;
         }
         let before = u64::from(est.estimate_text(m.text()));
@@ -302,5 +336,32 @@ mod tests {
         assert!(freed > 50);
         // Idempotent: nothing more to clear.
         assert!(clear_tool_results(&out, &CharEstimator, 1, 1).is_none());
+    }
+
+    #[test]
+    fn current_turn_clearing_keeps_the_latest_batch_and_the_pairs() {
+        // One user message, then a tool loop of four round trips.
+        let mut h = vec![Message::system("sys"), Message::user("go")];
+        for k in 0..4 {
+            let id = format!("t{k}");
+            h.push(call(&id));
+            h.push(Message::tool(&id, "r".repeat(400)));
+        }
+        // Everything is in the current turn: the ordinary clearing spares it.
+        assert!(clear_tool_results(&h, &CharEstimator, 0, 1).is_none());
+        let (out, freed) = clear_current_turn_tool_results(&h, &CharEstimator, 0, 1).unwrap();
+        assert!(freed > 200);
+        assert_eq!(out.len(), h.len());
+        for (a, b) in h.iter().zip(&out) {
+            assert_eq!(
+                (a.role, &a.tool_call_id, &a.tool_calls),
+                (b.role, &b.tool_call_id, &b.tool_calls)
+            );
+        }
+        let cleared: Vec<usize> = (0..out.len())
+            .filter(|&i| out[i].text().starts_with(CLEARED_PREFIX))
+            .collect();
+        assert_eq!(cleared, vec![3, 5, 7], "the latest batch (index 9) stays");
+        assert_eq!(out[..2], h[..2]);
     }
 }

@@ -8,7 +8,8 @@
 //! On each call [`Reset`]:
 //!
 //! 1. updates the session's tracker ([`SessionState`] in a [`SessionStore`]):
-//!    turns, context tokens (the provider's reported prompt tokens of the last
+//!    conversation turns (user messages — an agent's tool round trips are
+//!    LLM calls, counted apart), LLM calls, context tokens (the provider's reported prompt tokens of the last
 //!    response plus an estimate of the messages added since — never a rescan
 //!    of the whole history), LLM and tool error streaks, an error ring over
 //!    the last calls, a latency baseline and the recent latency;
@@ -19,7 +20,10 @@
 //!    serving model's window, error streak, error rate, latency drift,
 //!    requested resets) into a score in [0, 1] and an action;
 //! 4. runs the staged response: warn → clear old tool results → summarize
-//!    (falling back to trimming) → respawn, each stage pluggable;
+//!    (falling back to trimming) → clear older tool results of the current
+//!    turn → respawn, each stage pluggable. A compaction that removes nothing
+//!    is not a reset (no reset metric, event or notice): the call goes out
+//!    unchanged with a warning instead, once per episode;
 //! 5. sends the (possibly compacted) request inward, records latency, usage
 //!    and the classified outcome, and attaches a [`ContextReset`] and/or
 //!    [`ContextWarning`] notice to the response's extensions.
@@ -33,7 +37,7 @@
 //!
 //! | setting | default |
 //! |---|---|
-//! | turns trigger | 50 turns since the last reset → summarize |
+//! | turns trigger | 50 user turns since the last reset → warn (event, metric, log line suggesting a reset); never compacts unless its stage is changed |
 //! | context warning / compaction | 0.75 / 0.85 of the window → warn / clear tool results |
 //! | compaction target | 0.6 of the window |
 //! | consecutive errors | 3 → summarize |
@@ -41,7 +45,7 @@
 //! | latency drift | recent ≥ 2 × baseline (and ≥ 50 ms above it) after 5 samples → warn |
 //! | combination | any |
 //! | window | request's model, else smallest of its tier's models, else smallest configured, else 128k |
-//! | clear stage | keep last 3 tool results and the current turn's; act only if ≥ 1,024 tokens freed |
+//! | clear stage | keep last 3 tool results and the current turn's; act only if ≥ 1,024 tokens freed; last resort: clear older results of the current turn too (keeping the last 3 and the latest batch) |
 //! | summarize stage | no summarizer → trim; with one: low tier, 30 s timeout, 1,024 tokens, keep 2 turns |
 //! | respawn | never by default (`respawn_after_resets`, or a stage plan entry) |
 //! | store | in memory, 100,000 sessions, 1 h idle TTL |
@@ -51,7 +55,7 @@
 //!
 //! ```
 //! use mantissa_core::{LlmRequest, LlmResponse, Message, Usage, BoxError};
-//! use mantissa_reset::{ContextReset, ResetLayer};
+//! use mantissa_reset::{ContextReset, ContextWarning, ResetLayer, Trigger};
 //! use tower::{Layer, Service, ServiceExt, service_fn};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), BoxError> {
@@ -67,18 +71,19 @@
 //!     history.push(Message::user(format!("turn {turn}")));
 //!     let req = LlmRequest::new("s1", "trader", history.clone());
 //!     let resp = svc.ready().await?.call(req).await?;
-//!     if let Some(reset) = ContextReset::of(&resp) {
-//!         // Turn 50 hits the default turns trigger. With no summarizer the
-//!         // summarize stage trims, keeping the system message and the last turns.
+//!     // A short context is never compacted for its length in turns alone.
+//!     assert!(ContextReset::of(&resp).is_none());
+//!     if let Some(warning) = ContextWarning::of(&resp) {
+//!         // User turn 50 hits the default turns trigger: a warning that
+//!         // suggests a reset (also an event, a metric and a log line).
 //!         assert_eq!(turn, 50);
-//!         assert_eq!(reset.reason.as_str(), "turns");
-//!         assert_eq!(reset.strategy.as_str(), "trim");
-//!         assert_eq!(reset.history[0], Message::system("You are a trader."));
-//!         println!("{reset}");
+//!         assert!(warning.triggers.contains(Trigger::Turns));
+//!         println!("{warning}");
 //!     }
 //!     history.push(resp.message);
 //! }
-//! assert_eq!(layer.store().snapshot(&"s1".into(), 20).unwrap().resets, 1);
+//! let session = layer.store().snapshot(&"s1".into(), 20).unwrap();
+//! assert_eq!((session.turns, session.llm_calls, session.resets), (50, 50, 0));
 //! # Ok(()) }
 //! ```
 //!
@@ -100,7 +105,12 @@
 //! });
 //! let policy = BrittlenessPolicy::default()
 //!     .max_turns(Some(10))
-//!     .stages(StagePlan::default().with(Trigger::ErrorRate, Stage::Summarize));
+//!     // Compact (rather than only warn) after 10 user turns and on a high error rate.
+//!     .stages(
+//!         StagePlan::default()
+//!             .with(Trigger::Turns, Stage::Summarize)
+//!             .with(Trigger::ErrorRate, Stage::Summarize),
+//!     );
 //! let layer = ResetLayer::with_store(store.clone())
 //!     .policy(policy)
 //!     .tiers(&TierSet::default())
@@ -167,10 +177,11 @@
 //! * one compaction of a 1,000-message history: ~0.16 ms (trim) and
 //!   ~0.3–0.5 ms (summarize, with an immediate summarizer) including the
 //!   first-call token estimate of the whole history;
-//! * memory per idle session: [`SessionState`] is 120 bytes; with its slot
-//!   and index entry [`bytes_per_session_lower_bound`] is 169 bytes; measured
-//!   with 1,000,000 idle sessions, the store's structures take 211 bytes per
-//!   session and the resident set grows by 253 bytes per session including
+//! * memory per idle session: [`SessionState`] is 128 bytes; with its slot
+//!   and index entry [`bytes_per_session_lower_bound`] is 177 bytes; measured
+//!   with 1,000,000 idle sessions (when the state was 8 bytes smaller, before
+//!   it counted LLM calls apart from turns), the store's structures took 211
+//!   bytes per session and the resident set grew by 253 bytes per session including
 //!   the 15-character session-id strings.
 //!
 //! The per-call path does two store updates (one sharded lock and one keyed
@@ -189,7 +200,7 @@ mod service;
 mod stage;
 pub mod store;
 
-pub use compact::{CLEARED_PREFIX, SUMMARY_NAME, clear_tool_results};
+pub use compact::{CLEARED_PREFIX, SUMMARY_NAME, clear_current_turn_tool_results, clear_tool_results};
 pub use layer::{FALLBACK_WINDOW, ResetLayer, Summarizer};
 pub use notice::{ContextReset, ContextWarning, trace};
 pub use policy::{

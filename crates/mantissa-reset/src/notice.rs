@@ -26,8 +26,11 @@ pub struct ContextReset {
     pub requested_reason: Option<String>,
     /// What was done.
     pub strategy: Strategy,
-    /// Session turns at the reset.
+    /// Conversation turns (user messages) of the session at the reset.
     pub turns: u32,
+    /// LLM calls of the session at the reset (tool loops make several per
+    /// turn).
+    pub llm_calls: u32,
     /// Context tokens before.
     pub tokens_before: u64,
     /// Context tokens after (estimated).
@@ -55,13 +58,14 @@ impl ContextReset {
 
 impl fmt::Display for ContextReset {
     /// One line for a trace, for example
-    /// `context reset of session s1 at turn 50: reason=turns strategy=summarize tokens 9120 -> 1480 (target 9830) messages 101 -> 5`.
+    /// `context reset of session s1 at turn 50 (212 LLM calls): reason=context_tokens strategy=summarize tokens 9120 -> 1480 (target 9830) messages 101 -> 5`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "context reset of session {} at turn {}: reason={} strategy={} tokens {} -> {} (target {}) messages {} -> {}",
+            "context reset of session {} at turn {} ({} LLM calls): reason={} strategy={} tokens {} -> {} (target {}) messages {} -> {}",
             self.session,
             self.turns,
+            self.llm_calls,
             self.reason,
             self.strategy,
             self.tokens_before,
@@ -92,7 +96,8 @@ impl fmt::Display for ContextReset {
 pub struct ContextWarning {
     /// The session.
     pub session: SessionId,
-    /// The triggers that just became active.
+    /// The triggers that just became active, and a compaction trigger whose
+    /// compaction could remove nothing (see `note`).
     pub triggers: TriggerSet,
     /// The brittleness score of the call.
     pub score: f64,
@@ -100,8 +105,13 @@ pub struct ContextWarning {
     pub context_tokens: u64,
     /// The serving model's window.
     pub window: u32,
-    /// Session turns.
+    /// Conversation turns (user messages) of the session.
     pub turns: u32,
+    /// LLM calls of the session.
+    pub llm_calls: u32,
+    /// Why a compaction trigger only warned (the compaction could remove
+    /// nothing), or why a reset is suggested.
+    pub note: Option<String>,
 }
 
 impl ContextWarning {
@@ -115,8 +125,8 @@ impl fmt::Display for ContextWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "brittleness warning for session {} at turn {}:",
-            self.session, self.turns
+            "brittleness warning for session {} at turn {} ({} LLM calls):",
+            self.session, self.turns, self.llm_calls
         )?;
         for t in self.triggers.iter() {
             write!(f, " {t}")?;
@@ -125,7 +135,11 @@ impl fmt::Display for ContextWarning {
             f,
             " (score {:.2}, context {} of {} tokens)",
             self.score, self.context_tokens, self.window
-        )
+        )?;
+        if let Some(n) = &self.note {
+            write!(f, "; {n}")?;
+        }
+        Ok(())
     }
 }
 

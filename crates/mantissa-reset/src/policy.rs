@@ -4,9 +4,9 @@
 //!
 //! | trigger | fires when | default stage |
 //! |---|---|---|
-//! | `turns` | turns since the last reset ≥ 50 | summarize |
+//! | `turns` | conversation turns (user messages) since the last reset ≥ 50 | warn (suggests a reset) |
 //! | `context_warning` | context tokens ≥ 0.75 × the serving model's window | warn |
-//! | `context_tokens` | context tokens ≥ 0.85 × the window | clear old tool results (escalating to summarize, then trim) |
+//! | `context_tokens` | context tokens ≥ 0.85 × the window | clear old tool results (escalating to summarize, then trim, then clearing older tool results of the current turn) |
 //! | `consecutive_errors` | ≥ 3 LLM or tool errors in a row | summarize |
 //! | `error_rate` | ≥ 50 % errors over the last 20 calls (at least 10 seen) | warn |
 //! | `latency_drift` | recent latency ≥ 2 × the session's own baseline and ≥ 50 ms above it (after 5 samples) | warn |
@@ -17,6 +17,11 @@
 //! only after it was inactive). Compaction triggers combine with
 //! [`Combine::Any`] (default) or [`Combine::All`]; `requested` and
 //! `context_length_exceeded` always act.
+//!
+//! By default turns only warn: compaction is driven by the context fraction
+//! and error streaks (and requests and provider overflows). A compaction
+//! that can remove nothing is not a reset: it raises a warning (once per
+//! episode) with the compaction trigger as its reason instead.
 
 use std::fmt;
 
@@ -26,7 +31,7 @@ use mantissa_core::ConfigError;
 /// the bounded `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Trigger {
-    /// Too many turns since the last reset.
+    /// Too many conversation turns (user messages) since the last reset.
     Turns,
     /// The context passed the warning fraction of the model's window.
     ContextWarning,
@@ -194,7 +199,7 @@ impl Default for StagePlan {
         let mut plan = Self {
             stages: [Stage::Ignore; 8],
         };
-        plan.stages[Trigger::Turns.index()] = Stage::Summarize;
+        plan.stages[Trigger::Turns.index()] = Stage::Warn;
         plan.stages[Trigger::ContextWarning.index()] = Stage::Warn;
         plan.stages[Trigger::ContextTokens.index()] = Stage::ClearToolResults;
         plan.stages[Trigger::ConsecutiveErrors.index()] = Stage::Summarize;
@@ -234,7 +239,8 @@ pub struct ErrorRateRule {
 /// What the policy looks at for one call (read from the session state).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Signals {
-    /// Turns since the last reset, including this call.
+    /// Conversation turns (user messages, not LLM calls) since the last
+    /// reset, including this call's.
     pub turns_since_reset: u32,
     /// Context tokens of the effective history of this call.
     pub context_tokens: u64,
@@ -325,7 +331,12 @@ impl BrittlenessPolicy {
         Self::default()
     }
 
-    /// Turns since the last reset that trigger a reset (`None` disables).
+    /// Conversation turns (user messages) since the last reset at which the
+    /// `turns` trigger fires (`None` disables). An agent's tool round trips
+    /// are LLM calls, not turns. The trigger's stage is [`Stage::Warn`] by
+    /// default (a `context_warning` event, a metric and a log line suggesting
+    /// a reset); to compact on turns, give it a compaction stage:
+    /// `.stages(StagePlan::default().with(Trigger::Turns, Stage::Summarize))`.
     /// Defaults to 50.
     pub fn max_turns(mut self, turns: Option<u32>) -> Self {
         self.max_turns = turns.filter(|t| *t > 0);
@@ -569,7 +580,9 @@ mod tests {
             turns_since_reset: 50,
             ..quiet()
         });
-        assert_eq!(turns.action, Some((Trigger::Turns, Stage::Summarize)));
+        assert!(turns.active.contains(Trigger::Turns));
+        assert_eq!(turns.action, None, "turns only warn by default");
+        assert_eq!(p.plan().stage(Trigger::Turns), Stage::Warn);
         assert_eq!(turns.score, 1.0);
         let at49 = p.evaluate(&Signals {
             turns_since_reset: 49,
@@ -627,10 +640,10 @@ mod tests {
         let p = BrittlenessPolicy::default();
         let a = p.evaluate(&Signals {
             context_tokens: 900,
-            turns_since_reset: 60,
+            consecutive_errors: 3,
             ..quiet()
         });
-        assert_eq!(a.action, Some((Trigger::Turns, Stage::Summarize)));
+        assert_eq!(a.action, Some((Trigger::ConsecutiveErrors, Stage::Summarize)));
         let forced = p.evaluate(&Signals {
             forced: Some(Trigger::Requested),
             ..quiet()
@@ -657,7 +670,19 @@ mod tests {
             context_tokens: 900,
             ..quiet()
         });
-        assert_eq!(both.action, Some((Trigger::Turns, Stage::Summarize)));
+        assert_eq!(
+            both.action,
+            Some((Trigger::ContextTokens, Stage::ClearToolResults))
+        );
+        let on_turns = p
+            .clone()
+            .stages(StagePlan::default().with(Trigger::Turns, Stage::Summarize))
+            .evaluate(&Signals {
+                turns_since_reset: 60,
+                context_tokens: 900,
+                ..quiet()
+            });
+        assert_eq!(on_turns.action, Some((Trigger::Turns, Stage::Summarize)));
     }
 
     #[test]

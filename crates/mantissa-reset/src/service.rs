@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use mantissa_core::catalog::{self, labels};
 use mantissa_core::{
-    AgentName, BoxError, EventKind, HealthEvent, LlmRequest, LlmResponse, Message, Outcome, SessionId,
+    AgentName, BoxError, EventKind, HealthEvent, LlmRequest, LlmResponse, Message, Outcome, Role, SessionId,
     TokenEstimator, classify,
 };
 use parking_lot::RwLock;
@@ -20,7 +20,7 @@ use tower::ServiceExt;
 use tower_service::Service;
 
 use crate::compact;
-use crate::fingerprint::{PrefixFingerprint, first_difference};
+use crate::fingerprint::{PrefixFingerprint, first_difference, message_hash};
 use crate::layer::Config;
 use crate::notice::{ContextReset, ContextWarning};
 use crate::policy::{Assessment, BrittlenessPolicy, Signals, Stage, Strategy, Trigger, TriggerSet};
@@ -192,13 +192,82 @@ struct Pre {
     assessment: Assessment,
     action: Option<(Trigger, Stage)>,
     warnings: TriggerSet,
+    /// Conversation turns of the session.
     turns: u32,
+    /// Conversation turns since the last reset.
+    turns_since_reset: u32,
+    /// LLM calls of the session.
+    llm_calls: u32,
     resets: u32,
     requested_reason: Option<String>,
+    /// An earlier compaction of this episode already could remove nothing
+    /// (and warned).
+    stuck: bool,
 }
 
-/// Estimated tokens of `effective[from..to]`, where the effective history is
+/// `effective[from..to]` as two slices, where the effective history is
 /// `raw` with its covered prefix replaced by `rem`'s replacement.
+fn view<'a>(
+    raw: &'a [Message],
+    rem: Option<&'a RememberedReset>,
+    from: usize,
+    to: usize,
+) -> (&'a [Message], &'a [Message]) {
+    let (head, tail): (&[Message], &[Message]) = match rem {
+        None => (&[], raw),
+        Some(r) => (&r.replacement, raw.get(r.covered_len()..).unwrap_or(&[])),
+    };
+    let hl = head.len();
+    let to = to.max(from);
+    (
+        head.get(from.min(hl)..to.min(hl)).unwrap_or(&[]),
+        tail.get(from.saturating_sub(hl)..to.saturating_sub(hl))
+            .unwrap_or(&[]),
+    )
+}
+
+/// What the new messages of a call add: estimated tokens, user messages
+/// (conversation turns) and the fingerprint of the last user message.
+struct Added {
+    tokens: u64,
+    user_turns: u32,
+    latest_user: Option<u32>,
+}
+
+/// The 32-bit fingerprint of a user message that tells a new turn from a
+/// repeated one.
+fn user_fingerprint(m: &Message) -> u32 {
+    let h = message_hash(m);
+    (h ^ (h >> 32)) as u32
+}
+
+/// Scans `effective[from..to]` (the messages not yet accounted) once.
+fn scan_added(
+    est: &dyn TokenEstimator,
+    raw: &[Message],
+    rem: Option<&RememberedReset>,
+    from: usize,
+    to: usize,
+) -> Added {
+    let (a, b) = view(raw, rem, from, to);
+    let mut added = Added {
+        tokens: 0,
+        user_turns: 0,
+        latest_user: None,
+    };
+    let mut latest = None;
+    for m in a.iter().chain(b) {
+        added.tokens += u64::from(est.estimate_message(m));
+        if m.role == Role::User {
+            added.user_turns = added.user_turns.saturating_add(1);
+            latest = Some(m);
+        }
+    }
+    added.latest_user = latest.map(user_fingerprint);
+    added
+}
+
+/// Estimated tokens of `effective[from..to]`.
 fn estimate_view(
     est: &dyn TokenEstimator,
     raw: &[Message],
@@ -206,28 +275,34 @@ fn estimate_view(
     from: usize,
     to: usize,
 ) -> u64 {
-    let sum = |msgs: &[Message]| -> u64 { msgs.iter().map(|m| u64::from(est.estimate_message(m))).sum() };
-    match rem {
-        None => raw.get(from..to).map(sum).unwrap_or(0),
-        Some(r) => {
-            let rl = r.replacement.len();
-            let mut total = 0;
-            if from < rl {
-                total += r.replacement.get(from..rl.min(to)).map(sum).unwrap_or(0);
-            }
-            if to > rl {
-                let a = from.max(rl) - rl + r.covered_len();
-                let b = to - rl + r.covered_len();
-                total += raw.get(a..b).map(sum).unwrap_or(0);
-            }
-            total
-        }
-    }
+    let (a, b) = view(raw, rem, from, to);
+    a.iter()
+        .chain(b)
+        .map(|m| u64::from(est.estimate_message(m)))
+        .sum()
 }
 
-/// The pre-call read-modify-write: count the turn, recognise a remembered
-/// reset, account tokens for new messages only, evaluate the policy. O(new
-/// messages); never rescans the history unless it shrank (then once).
+/// The fingerprint of the latest user message of `effective[..to]`
+/// (a backward scan to it: only on calls whose history did not grow).
+fn latest_user_view(raw: &[Message], rem: Option<&RememberedReset>, to: usize) -> Option<u32> {
+    let (a, b) = view(raw, rem, 0, to);
+    a.iter()
+        .chain(b)
+        .rev()
+        .find(|m| m.role == Role::User)
+        .map(user_fingerprint)
+}
+
+/// The pre-call read-modify-write: count the call, recognise a remembered
+/// reset, account tokens and count user turns for new messages only,
+/// evaluate the policy. O(new messages); never rescans the history unless it
+/// shrank (then once).
+///
+/// A conversation turn is a user message: a call whose new messages include
+/// user messages adds that many turns, a call that only adds tool results or
+/// retries adds none. When the history did not grow (a retry, a caller
+/// sliding a window or trimming), a turn counts when the latest user message
+/// differs from the last one seen.
 fn pre_call(
     st: &mut SessionState,
     raw: &[Message],
@@ -235,7 +310,7 @@ fn pre_call(
     policy: &BrittlenessPolicy,
     window: u32,
 ) -> Pre {
-    st.begin_turn();
+    st.begin_call();
     let remembered = st.remembered_arc();
     let resent = match remembered.as_ref().map(|r| (r.classify(raw), r)) {
         Some((Match::Resent, r)) => Some(r.clone()),
@@ -251,16 +326,33 @@ fn pre_call(
         None => raw.len(),
     };
     let (base, accounted) = st.accounting();
-    let tokens = if accounted <= caller_len {
-        base + estimate_view(est, raw, resent.as_deref(), accounted, caller_len)
-    } else if accounted - caller_len <= 1 {
-        // The same history again (a retry), or a sliding window that dropped
-        // as many messages as it added: the provider's last count, which also
-        // covers its reply, is the best (slightly high) figure. No rescan.
+    let tokens = if accounted < caller_len {
+        let added = scan_added(est, raw, resent.as_deref(), accounted, caller_len);
+        if let Some(latest) = added.latest_user {
+            st.add_turns(added.user_turns, latest);
+        }
+        base + added.tokens
+    } else if accounted == caller_len {
+        // Nothing new since the last call went out: a retry after an error,
+        // or concurrent calls of one session with histories of one length.
+        if let Some(latest) = latest_user_view(raw, resent.as_deref(), caller_len) {
+            st.observe_latest_user(latest);
+        }
         base
     } else {
-        // The history shrank (the caller trimmed it itself): recount once.
-        estimate_view(est, raw, resent.as_deref(), 0, caller_len)
+        if let Some(latest) = latest_user_view(raw, resent.as_deref(), caller_len) {
+            st.observe_latest_user(latest);
+        }
+        if accounted - caller_len <= 1 {
+            // The same history again (a retry), or a sliding window that
+            // dropped as many messages as it added: the provider's last
+            // count, which also covers its reply, is the best (slightly high)
+            // figure. No rescan.
+            base
+        } else {
+            // The history shrank (the caller trimmed it itself): recount once.
+            estimate_view(est, raw, resent.as_deref(), 0, caller_len)
+        }
     };
     st.set_accounting(tokens, caller_len);
     st.set_context_tokens(tokens);
@@ -284,6 +376,9 @@ fn pre_call(
             (t, stage)
         }
     });
+    if action.is_none() {
+        st.set_compaction_stuck(false);
+    }
     let rising = st.rising_warnings(assessment.active, assessment.calm);
     let mut warnings = TriggerSet::EMPTY;
     for t in rising.iter() {
@@ -299,8 +394,11 @@ fn pre_call(
         action,
         warnings,
         turns: st.turns(),
+        turns_since_reset: st.turns_since_reset(),
+        llm_calls: st.llm_calls(),
         resets: st.resets(),
         requested_reason: st.pending_reset().map(str::to_owned),
+        stuck: st.compaction_stuck(),
     }
 }
 
@@ -310,6 +408,9 @@ struct Compacted {
     strategy: Strategy,
     note: Option<String>,
     new_session: Option<SessionId>,
+    /// Whether a stage changed the history (`messages` differs from the
+    /// effective history the stages started from).
+    changed: bool,
 }
 
 async fn run<S, St>(shared: Arc<Shared<St>>, inner: S, mut req: LlmRequest) -> Result<LlmResponse, BoxError>
@@ -425,7 +526,9 @@ struct Rare {
 }
 
 /// The warn stage and the compaction stages, with their metrics, events and
-/// the commit of a reset.
+/// the commit of a reset. A compaction that removes nothing is not a reset:
+/// the call goes out unchanged and the compaction trigger warns instead
+/// (once per episode).
 async fn warn_and_compact<St: SessionStore>(
     shared: &Shared<St>,
     mut req: LlmRequest,
@@ -436,49 +539,8 @@ async fn warn_and_compact<St: SessionStore>(
     let cfg = &shared.cfg;
     let est: &dyn TokenEstimator = &*cfg.estimator;
     let mut caller_len = None;
-
-    // Warn stage.
-    let mut warning = None;
-    if !pre.warnings.is_empty() {
-        let w = ContextWarning {
-            session: req.session.clone(),
-            triggers: pre.warnings,
-            score: pre.assessment.score,
-            context_tokens: pre.tokens,
-            window,
-            turns: pre.turns,
-        };
-        for t in pre.warnings.iter() {
-            metrics::counter!(
-                catalog::CONTEXT_WARNINGS_TOTAL,
-                labels::AGENT => shared.agent_label(&req.agent).as_str().to_owned(),
-                labels::REASON => t.as_str()
-            )
-            .increment(1);
-            let mut ev = HealthEvent::now(
-                shared.agent_label(&req.agent),
-                req.session.clone(),
-                EventKind::ContextWarning,
-                t.as_str(),
-                Outcome::Success,
-                Duration::ZERO,
-            );
-            ev.detail = Some(format!(
-                "score {:.2}, context {} of {} tokens, turn {}",
-                w.score, w.context_tokens, window, w.turns
-            ));
-            shared.emit(&ev);
-        }
-        tracing::event!(
-            target: "mantissa_reset",
-            tracing::Level::INFO,
-            mantissa.warning.score = w.score,
-            mantissa.warning.context_tokens = w.context_tokens,
-            mantissa.warning.turns = w.turns,
-            "{w}"
-        );
-        warning = Some(w);
-    }
+    let mut warn_triggers = pre.warnings;
+    let mut warn_note = None;
 
     // Compaction stages.
     let mut reset_notice = None;
@@ -502,94 +564,85 @@ async fn warn_and_compact<St: SessionStore>(
                 target,
             }));
         }
-        let history = Arc::new(compacted.messages);
-        let distinguish = first_difference(raw, &history);
-        let remembered = (history.as_slice() != raw.as_slice()).then(|| {
-            Arc::new(RememberedReset {
-                covered: PrefixFingerprint::of(raw, distinguish),
-                replacement_fp: PrefixFingerprint::of(&history, distinguish),
-                replacement: history.clone(),
-                replacement_tokens: tokens_after,
-                reason: trigger,
-                strategy: compacted.strategy,
-            })
-        });
-        let commit_at = Instant::now();
-        let committed = cfg
-            .store
-            .update(&req.session, commit_at, |st| {
-                st.commit_reset(commit_at, remembered.clone(), tokens_after, history.len())
-            })
+        // A reset must remove something: fewer messages, or fewer tokens on
+        // the same (estimated) basis.
+        let reduced = compacted.changed
+            && (compacted.messages.len() < effective.len()
+                || tokens_after < compact::tokens(est, &effective));
+        if reduced {
+            let notice = commit_reset(
+                shared,
+                &req,
+                raw,
+                &pre,
+                Reduced {
+                    trigger,
+                    started,
+                    effective: &effective,
+                    compacted: Compacted { note, ..compacted },
+                    tokens_after,
+                    target,
+                    fits,
+                },
+            )
             .await;
-        if let Err(e) = committed {
-            tracing::warn!(error = %e, "session store failed to record a reset");
-        }
-        if let Some(new) = &compacted.new_session {
-            let seeded = cfg
+            caller_len = Some(notice.history.len());
+            req.messages = notice.history.clone();
+            if let Some(new) = &notice.new_session {
+                req.session = new.clone();
+            }
+            reset_notice = Some(notice);
+        } else {
+            let why = note.unwrap_or_else(|| "no stage changed the history".to_owned());
+            let committed = cfg
                 .store
-                .update(new, commit_at, |st| {
-                    st.commit_reset(commit_at, remembered.clone(), tokens_after, history.len())
-                })
+                .update(&req.session, Instant::now(), |st| st.set_compaction_stuck(true))
                 .await;
-            if let Err(e) = seeded {
-                tracing::warn!(error = %e, "session store failed to seed a respawned session");
+            if let Err(e) = committed {
+                tracing::warn!(error = %e, "session store failed to record a compaction that removed nothing");
+            }
+            if pre.stuck {
+                tracing::debug!(
+                    target: "mantissa_reset",
+                    session = %req.session,
+                    reason = trigger.as_str(),
+                    "compaction still removes nothing; no reset"
+                );
+            } else {
+                warn_triggers.insert(trigger);
+                warn_note = Some(format!(
+                    "{trigger} asked for a compaction but nothing could be removed, so no reset was done ({why})"
+                ));
             }
         }
-        let agent = shared.agent_label(&req.agent).as_str().to_owned();
-        metrics::counter!(
-            catalog::CONTEXT_RESETS_TOTAL,
-            labels::AGENT => agent.clone(),
-            labels::REASON => trigger.as_str(),
-            labels::STRATEGY => compacted.strategy.as_str()
-        )
-        .increment(1);
-        metrics::histogram!(catalog::SESSION_TURNS_AT_RESET, labels::AGENT => agent.clone())
-            .record(f64::from(pre.turns));
-        metrics::histogram!(catalog::SESSION_CONTEXT_TOKENS_AT_RESET, labels::AGENT => agent)
-            .record(pre.tokens as f64);
-        let notice = ContextReset {
-            session: req.session.clone(),
-            new_session: compacted.new_session.clone(),
-            reason: trigger,
-            requested_reason: pre.requested_reason.clone(),
-            strategy: compacted.strategy,
-            turns: pre.turns,
-            tokens_before: pre.tokens,
-            tokens_after,
-            messages_before: effective.len(),
-            messages_after: history.len(),
-            target_tokens: target,
-            fits,
-            note,
-            history: history.clone(),
-        };
-        let mut ev = HealthEvent::now(
-            shared.agent_label(&req.agent),
-            req.session.clone(),
-            EventKind::ContextReset,
-            compacted.strategy.as_str(),
-            Outcome::Success,
-            started.elapsed(),
-        );
-        ev.detail = Some(notice.to_string());
-        shared.emit(&ev);
-        // A span event on the caller's current span (exported by `mantissa::otel`).
-        tracing::event!(
-            target: "mantissa_reset",
-            tracing::Level::INFO,
-            mantissa.reset.reason = notice.reason.as_str(),
-            mantissa.reset.strategy = notice.strategy.as_str(),
-            mantissa.reset.tokens_before = notice.tokens_before,
-            mantissa.reset.tokens_after = notice.tokens_after,
-            mantissa.reset.turns = notice.turns,
-            "{notice}"
-        );
-        caller_len = Some(history.len());
-        req.messages = history;
-        if let Some(new) = compacted.new_session {
-            req.session = new;
+    }
+
+    // Warn stage.
+    let mut warning = None;
+    if !warn_triggers.is_empty() {
+        if warn_triggers.contains(Trigger::Turns) {
+            let turns_note = format!(
+                "{} user turns since the last reset ({} LLM calls in the session); consider a reset: start a new \
+                 session or request one (SessionControl::request_reset)",
+                pre.turns_since_reset, pre.llm_calls
+            );
+            warn_note = Some(match warn_note {
+                Some(n) => format!("{n}; {turns_note}"),
+                None => turns_note,
+            });
         }
-        reset_notice = Some(notice);
+        let w = ContextWarning {
+            session: req.session.clone(),
+            triggers: warn_triggers,
+            score: pre.assessment.score,
+            context_tokens: pre.tokens,
+            window,
+            turns: pre.turns,
+            llm_calls: pre.llm_calls,
+            note: warn_note,
+        };
+        emit_warning(shared, &req, &w);
+        warning = Some(w);
     }
 
     if let Some(w) = &warning
@@ -609,8 +662,170 @@ async fn warn_and_compact<St: SessionStore>(
     })
 }
 
-/// Runs the stages from `stage` upward until the target is met (clear →
-/// summarize → trim), or the respawn stage.
+/// Metrics, events and log lines of a warning.
+fn emit_warning<St>(shared: &Shared<St>, req: &LlmRequest, w: &ContextWarning) {
+    for t in w.triggers.iter() {
+        metrics::counter!(
+            catalog::CONTEXT_WARNINGS_TOTAL,
+            labels::AGENT => shared.agent_label(&req.agent).as_str().to_owned(),
+            labels::REASON => t.as_str()
+        )
+        .increment(1);
+        let mut ev = HealthEvent::now(
+            shared.agent_label(&req.agent),
+            req.session.clone(),
+            EventKind::ContextWarning,
+            t.as_str(),
+            Outcome::Success,
+            Duration::ZERO,
+        );
+        let mut detail = format!(
+            "score {:.2}, context {} of {} tokens, turn {}, {} LLM calls",
+            w.score, w.context_tokens, w.window, w.turns, w.llm_calls
+        );
+        if let Some(n) = &w.note {
+            detail.push_str("; ");
+            detail.push_str(n);
+        }
+        ev.detail = Some(detail);
+        shared.emit(&ev);
+    }
+    // A span event on the caller's current span (exported by `mantissa::otel`).
+    tracing::event!(
+        target: "mantissa_reset",
+        tracing::Level::INFO,
+        mantissa.warning.score = w.score,
+        mantissa.warning.context_tokens = w.context_tokens,
+        mantissa.warning.turns = w.turns,
+        mantissa.warning.llm_calls = w.llm_calls,
+        "{w}"
+    );
+    if let Some(n) = &w.note {
+        // Operators' log: what the layer could not do, or suggests.
+        tracing::warn!(target: "mantissa_reset", session = %w.session, "{n}");
+    }
+}
+
+/// A compaction that removed something.
+struct Reduced<'a> {
+    trigger: Trigger,
+    started: Instant,
+    effective: &'a Arc<Vec<Message>>,
+    compacted: Compacted,
+    tokens_after: u64,
+    target: u64,
+    fits: bool,
+}
+
+/// Records a reset: the store commit (and the respawned session's seed),
+/// metrics, the event, the span event, and the notice.
+async fn commit_reset<St: SessionStore>(
+    shared: &Shared<St>,
+    req: &LlmRequest,
+    raw: &Arc<Vec<Message>>,
+    pre: &Pre,
+    r: Reduced<'_>,
+) -> ContextReset {
+    let cfg = &shared.cfg;
+    let Reduced {
+        trigger,
+        started,
+        effective,
+        compacted,
+        tokens_after,
+        target,
+        fits,
+    } = r;
+    let history = Arc::new(compacted.messages);
+    let distinguish = first_difference(raw, &history);
+    let remembered = (history.as_slice() != raw.as_slice()).then(|| {
+        Arc::new(RememberedReset {
+            covered: PrefixFingerprint::of(raw, distinguish),
+            replacement_fp: PrefixFingerprint::of(&history, distinguish),
+            replacement: history.clone(),
+            replacement_tokens: tokens_after,
+            reason: trigger,
+            strategy: compacted.strategy,
+        })
+    });
+    let commit_at = Instant::now();
+    let committed = cfg
+        .store
+        .update(&req.session, commit_at, |st| {
+            st.commit_reset(commit_at, remembered.clone(), tokens_after, history.len())
+        })
+        .await;
+    if let Err(e) = committed {
+        tracing::warn!(error = %e, "session store failed to record a reset");
+    }
+    if let Some(new) = &compacted.new_session {
+        let seeded = cfg
+            .store
+            .update(new, commit_at, |st| {
+                st.commit_reset(commit_at, remembered.clone(), tokens_after, history.len())
+            })
+            .await;
+        if let Err(e) = seeded {
+            tracing::warn!(error = %e, "session store failed to seed a respawned session");
+        }
+    }
+    let agent = shared.agent_label(&req.agent).as_str().to_owned();
+    metrics::counter!(
+        catalog::CONTEXT_RESETS_TOTAL,
+        labels::AGENT => agent.clone(),
+        labels::REASON => trigger.as_str(),
+        labels::STRATEGY => compacted.strategy.as_str()
+    )
+    .increment(1);
+    metrics::histogram!(catalog::SESSION_TURNS_AT_RESET, labels::AGENT => agent.clone())
+        .record(f64::from(pre.turns));
+    metrics::histogram!(catalog::SESSION_CONTEXT_TOKENS_AT_RESET, labels::AGENT => agent)
+        .record(pre.tokens as f64);
+    let notice = ContextReset {
+        session: req.session.clone(),
+        new_session: compacted.new_session,
+        reason: trigger,
+        requested_reason: pre.requested_reason.clone(),
+        strategy: compacted.strategy,
+        turns: pre.turns,
+        llm_calls: pre.llm_calls,
+        tokens_before: pre.tokens,
+        tokens_after,
+        messages_before: effective.len(),
+        messages_after: history.len(),
+        target_tokens: target,
+        fits,
+        note: compacted.note,
+        history,
+    };
+    let mut ev = HealthEvent::now(
+        shared.agent_label(&req.agent),
+        req.session.clone(),
+        EventKind::ContextReset,
+        notice.strategy.as_str(),
+        Outcome::Success,
+        started.elapsed(),
+    );
+    ev.detail = Some(notice.to_string());
+    shared.emit(&ev);
+    // A span event on the caller's current span (exported by `mantissa::otel`).
+    tracing::event!(
+        target: "mantissa_reset",
+        tracing::Level::INFO,
+        mantissa.reset.reason = notice.reason.as_str(),
+        mantissa.reset.strategy = notice.strategy.as_str(),
+        mantissa.reset.tokens_before = notice.tokens_before,
+        mantissa.reset.tokens_after = notice.tokens_after,
+        mantissa.reset.turns = notice.turns,
+        mantissa.reset.llm_calls = notice.llm_calls,
+        "{notice}"
+    );
+    notice
+}
+
+/// Runs the stages from `stage` upward until the target is met (clear old
+/// tool results → summarize → trim → clear older tool results of the current
+/// turn), or the respawn stage.
 async fn compact_stages<St>(
     shared: &Shared<St>,
     req: &LlmRequest,
@@ -625,24 +840,64 @@ async fn compact_stages<St>(
     if stage == Stage::Respawn {
         let new_session = cfg.respawner.respawn(&req.session, resets.saturating_add(1));
         let mut out = summarize_or_trim(shared, req, current, 1, target).await;
+        escalate_within_turn(shared, &mut out, target);
         out.strategy = Strategy::Respawn;
         out.new_session = Some(new_session);
         return out;
     }
-    if stage == Stage::ClearToolResults {
-        if let Some(cleared) = cfg.clearer.clear(&current, est) {
-            current = cleared;
-            if compact::tokens(est, &current) <= target {
-                return Compacted {
-                    messages: current,
-                    strategy: Strategy::ClearToolResults,
-                    note: None,
-                    new_session: None,
-                };
-            }
+    let mut cleared_old = false;
+    if stage == Stage::ClearToolResults
+        && let Some(cleared) = cfg.clearer.clear(&current, est)
+    {
+        current = cleared;
+        cleared_old = true;
+        if compact::tokens(est, &current) <= target {
+            return Compacted {
+                messages: current,
+                strategy: Strategy::ClearToolResults,
+                note: None,
+                new_session: None,
+                changed: true,
+            };
         }
     }
-    summarize_or_trim(shared, req, current, cfg.summary.keep_turns, target).await
+    let mut out = summarize_or_trim(shared, req, current, cfg.summary.keep_turns, target).await;
+    if cleared_old && !out.changed {
+        // Older turns could not be summarized or trimmed: what was done is
+        // the clearing.
+        out.strategy = Strategy::ClearToolResults;
+        out.changed = true;
+    }
+    escalate_within_turn(shared, &mut out, target);
+    out
+}
+
+/// The last resort when the stages left the history over the target: clear
+/// older tool results of the current turn too (a long tool loop under one
+/// user message has no older turn to summarize or trim). Placeholders
+/// replace contents only, so every tool call keeps its result.
+fn escalate_within_turn<St>(shared: &Shared<St>, out: &mut Compacted, target: u64) {
+    let est: &dyn TokenEstimator = &*shared.cfg.estimator;
+    if compact::tokens(est, &out.messages) <= target {
+        return;
+    }
+    let Some(cleared) = shared.cfg.clearer.clear_current_turn(&out.messages, est) else {
+        return;
+    };
+    out.messages = cleared;
+    if out.changed {
+        let also = "older tool results of the current turn cleared too";
+        out.note = Some(match out.note.take() {
+            Some(n) => format!("{n}; {also}"),
+            None => also.to_owned(),
+        });
+    } else {
+        out.strategy = Strategy::ClearToolResults;
+        out.note = Some(
+            "no older turn to summarize or trim; older tool results of the current turn cleared".to_owned(),
+        );
+        out.changed = true;
+    }
 }
 
 async fn summarize_or_trim<St>(
@@ -706,6 +961,7 @@ async fn summarize_or_trim<St>(
                                 strategy: Strategy::Summarize,
                                 note,
                                 new_session: None,
+                                changed: true,
                             };
                         }
                         Ok(Ok(_)) => "summarizer returned an empty summary".to_owned(),
@@ -722,6 +978,7 @@ async fn summarize_or_trim<St>(
             strategy: Strategy::Trim,
             note: Some(format!("{fallback_reason}; trimmed instead")),
             new_session: None,
+            changed: true,
         },
         None => Compacted {
             messages: current,
@@ -730,6 +987,7 @@ async fn summarize_or_trim<St>(
                 "{fallback_reason}; nothing could be trimmed without cutting the latest turn"
             )),
             new_session: None,
+            changed: false,
         },
     }
 }

@@ -64,6 +64,19 @@ impl WarningNote for StandardNote {
 pub trait ToolResultClearer: Send + Sync + 'static {
     /// The cleared history, or `None` to skip this stage.
     fn clear(&self, messages: &[Message], estimator: &dyn TokenEstimator) -> Option<Vec<Message>>;
+
+    /// The last resort when the history is still over the target after every
+    /// other stage: also clear tool results of the current turn (a long tool
+    /// loop under one user message has no older turn to compact). Same
+    /// contract as [`clear`](Self::clear). Defaults to `None` (no escalation).
+    fn clear_current_turn(
+        &self,
+        messages: &[Message],
+        estimator: &dyn TokenEstimator,
+    ) -> Option<Vec<Message>> {
+        let _ = (messages, estimator);
+        None
+    }
 }
 
 impl<F> ToolResultClearer for F
@@ -79,6 +92,9 @@ where
 /// result of the current turn), replaces older ones with placeholders, and
 /// only acts when that frees at least `at_least` tokens at once (clearing a
 /// little at a time would invalidate provider prompt caches for little gain).
+/// As the last resort ([`ToolResultClearer::clear_current_turn`]) it clears
+/// older results of the current turn too, keeping the last `keep_last` and
+/// the latest batch ([`clear_current_turn_tool_results`](crate::clear_current_turn_tool_results)).
 #[derive(Debug, Clone, Copy)]
 pub struct PlaceholderClearer {
     /// Most recent tool results kept. Defaults to 3.
@@ -99,6 +115,15 @@ impl Default for PlaceholderClearer {
 impl ToolResultClearer for PlaceholderClearer {
     fn clear(&self, messages: &[Message], estimator: &dyn TokenEstimator) -> Option<Vec<Message>> {
         compact::clear_tool_results(messages, estimator, self.keep_last, self.at_least).map(|(m, _)| m)
+    }
+
+    fn clear_current_turn(
+        &self,
+        messages: &[Message],
+        estimator: &dyn TokenEstimator,
+    ) -> Option<Vec<Message>> {
+        compact::clear_current_turn_tool_results(messages, estimator, self.keep_last, self.at_least)
+            .map(|(m, _)| m)
     }
 }
 

@@ -144,7 +144,7 @@ impl RememberedReset {
 
 /// Everything the tracker keeps about one session. All operations are O(1).
 ///
-/// Size: 120 bytes on 64-bit targets (see the crate docs for the per-session
+/// Size: 128 bytes on 64-bit targets (see the crate docs for the per-session
 /// memory including the store's index).
 #[derive(Debug, Clone)]
 pub struct SessionState {
@@ -157,6 +157,8 @@ pub struct SessionState {
     remembered: Option<Arc<RememberedReset>>,
     turns: u32,
     turns_since_reset: u32,
+    llm_calls: u32,
+    last_user: u32,
     accounted_messages: u32,
     resets: u32,
     latency_baseline_ms: f32,
@@ -175,6 +177,10 @@ enum PendingTrigger {
     Requested,
     Overflow,
 }
+
+/// The bit of `warned` (above the trigger bits) marking a compaction that
+/// could remove nothing, so that its warning is given once per episode.
+const STUCK: u16 = 1 << 15;
 
 /// Weight of a new sample in the recent latency (a fast EWMA).
 const RECENT_ALPHA: f32 = 0.5;
@@ -200,6 +206,8 @@ impl SessionState {
             remembered: None,
             turns: 0,
             turns_since_reset: 0,
+            llm_calls: 0,
+            last_user: 0,
             accounted_messages: 0,
             resets: 0,
             latency_baseline_ms: 0.0,
@@ -214,14 +222,21 @@ impl SessionState {
         }
     }
 
-    /// LLM calls of the session.
+    /// Conversation turns of the session: user messages, however many LLM
+    /// calls (tool round trips) each one takes.
     pub fn turns(&self) -> u32 {
         self.turns
     }
 
-    /// LLM calls since the last reset.
+    /// Conversation turns since the last reset.
     pub fn turns_since_reset(&self) -> u32 {
         self.turns_since_reset
+    }
+
+    /// LLM calls of the session (every call through the layer, including
+    /// each round trip of a tool loop).
+    pub fn llm_calls(&self) -> u32 {
+        self.llm_calls
     }
 
     /// Context tokens of the last call's effective history.
@@ -294,9 +309,28 @@ impl SessionState {
         }
     }
 
-    pub(crate) fn begin_turn(&mut self) {
-        self.turns = self.turns.saturating_add(1);
-        self.turns_since_reset = self.turns_since_reset.saturating_add(1);
+    /// Counts an LLM call.
+    pub(crate) fn begin_call(&mut self) {
+        self.llm_calls = self.llm_calls.saturating_add(1);
+    }
+
+    /// Counts `n` new user messages; `latest` is the fingerprint of the last
+    /// of them.
+    pub(crate) fn add_turns(&mut self, n: u32, latest: u32) {
+        if n > 0 {
+            self.turns = self.turns.saturating_add(n);
+            self.turns_since_reset = self.turns_since_reset.saturating_add(n);
+            self.last_user = latest;
+        }
+    }
+
+    /// Counts a turn when the latest user message (by fingerprint) is not the
+    /// one seen last, for histories that did not grow (a caller sliding a
+    /// window or trimming its history itself). Returns whether it counted.
+    pub(crate) fn observe_latest_user(&mut self, latest: u32) -> bool {
+        let new = latest != self.last_user;
+        self.add_turns(u32::from(new), latest);
+        new
     }
 
     pub(crate) fn consecutive_errors(&self) -> u32 {
@@ -332,6 +366,22 @@ impl SessionState {
     pub(crate) fn request_reset(&mut self, reason: &str) {
         self.pending_trigger = Some(PendingTrigger::Requested);
         self.pending_reset = Some(Arc::from(reason));
+    }
+
+    /// Whether the last compaction attempt of the session could remove
+    /// nothing (its warning was already given).
+    pub(crate) fn compaction_stuck(&self) -> bool {
+        self.warned & STUCK != 0
+    }
+
+    /// Records whether compaction is stuck (cleared by a reset, and when no
+    /// compaction trigger is active).
+    pub(crate) fn set_compaction_stuck(&mut self, stuck: bool) {
+        if stuck {
+            self.warned |= STUCK;
+        } else {
+            self.warned &= !STUCK;
+        }
     }
 
     /// Warning triggers that just became active (rising edge, with
@@ -457,6 +507,7 @@ impl SessionState {
         SessionSnapshot {
             turns: self.turns,
             turns_since_reset: self.turns_since_reset,
+            llm_calls: self.llm_calls,
             context_tokens: self.context_tokens,
             consecutive_llm_errors: self.consecutive_llm_errors(),
             consecutive_tool_errors: self.consecutive_tool_errors(),
@@ -494,10 +545,12 @@ pub fn counts_against_session(class: FailureClass) -> bool {
 /// A point-in-time copy of a session's tracked state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionSnapshot {
-    /// LLM calls of the session.
+    /// Conversation turns (user messages) of the session.
     pub turns: u32,
-    /// LLM calls since the last reset.
+    /// Conversation turns since the last reset.
     pub turns_since_reset: u32,
+    /// LLM calls of the session (a tool loop makes several per turn).
+    pub llm_calls: u32,
     /// Context tokens of the last call.
     pub context_tokens: u64,
     /// LLM errors in a row.
@@ -1148,10 +1201,20 @@ mod tests {
             s.record_latency(100.0, 5);
         }
         assert_eq!(s.latency_drift(5), None);
-        s.record_latency(300.0, 5);
-        s.record_latency(300.0, 5);
+        assert_eq!(s.latency_ms().0, 100.0);
+        // A sustained drift: without the gate the slow EWMA would follow it
+        // (40 samples at 3x move an ungated baseline to ~270 ms and the drift
+        // ratio under 1.2); with the gate the baseline does not move at all.
+        for _ in 0..40 {
+            s.record_latency(300.0, 5);
+        }
+        assert_eq!(s.latency_ms(), (100.0, 300.0));
         let d = s.latency_drift(5).unwrap();
-        assert!(d >= 2.0, "{d}");
+        assert!((d - 3.0).abs() < 1e-6, "{d}");
+        // Samples within the gate still move the baseline slowly.
+        s.record_latency(140.0, 5);
+        let base = s.latency_ms().0;
+        assert!((base - 102.0).abs() < 1e-3, "{base}");
     }
 
     #[tokio::test(start_paused = true)]
@@ -1161,7 +1224,7 @@ mod tests {
         for (k, id) in ["a", "b", "c", "a", "d", "e"].into_iter().enumerate() {
             let at = t + Duration::from_secs(k as u64);
             store
-                .update(&SessionId::new(id), at, |s| s.begin_turn())
+                .update(&SessionId::new(id), at, |s| s.begin_call())
                 .await
                 .unwrap();
         }

@@ -72,6 +72,13 @@ fn quiet_policy() -> BrittlenessPolicy {
         .unwrap()
 }
 
+/// A policy that compacts (summarize stage) after `turns` user turns.
+fn compact_on_turns(policy: BrittlenessPolicy, turns: u32) -> BrittlenessPolicy {
+    policy
+        .max_turns(Some(turns))
+        .stages(StagePlan::default().with(Trigger::Turns, Stage::Summarize))
+}
+
 async fn send<S>(svc: &mut S, req: LlmRequest) -> Result<LlmResponse, BoxError>
 where
     S: Service<LlmRequest, Response = LlmResponse, Error = BoxError>,
@@ -106,11 +113,21 @@ fn check_invariants(input: &[Message], output: &[Message]) {
     let sys_in: Vec<&Message> = input.iter().filter(|m| pinned(m)).collect();
     let sys_out: Vec<&Message> = output.iter().filter(|m| pinned(m)).collect();
     assert_eq!(sys_in, sys_out, "system messages changed");
-    // The latest user turn stays intact.
+    // The latest user turn stays: its messages are all kept, only older tool
+    // results of it may be cleared (the last resort), never its latest batch.
     if let Some(last) = input.iter().rposition(|m| m.role == Role::User) {
         let tail = &input[last..];
         assert!(output.len() >= tail.len());
-        assert_eq!(&output[output.len() - tail.len()..], tail, "latest turn changed");
+        let out_tail = &output[output.len() - tail.len()..];
+        assert_eq!(out_tail[0], tail[0], "latest user message changed");
+        for (a, b) in tail.iter().zip(out_tail) {
+            assert!(same_modulo_clearing(a, b), "latest turn changed: {a:?} vs {b:?}");
+        }
+        let batch = tail
+            .iter()
+            .rposition(|m| !m.tool_calls.is_empty())
+            .map_or(0, |i| i + 1);
+        assert_eq!(out_tail[batch..], tail[batch..], "latest tool results changed");
     }
     // Tool calls and results stay paired.
     let calls_in: HashSet<&str> = input
@@ -264,7 +281,7 @@ proptest! {
         runtime().block_on(async move {
             let seen: Seen = Default::default();
             let layer = ResetLayer::new()
-                .policy(BrittlenessPolicy::default().max_turns(Some(max_turns)))
+                .policy(compact_on_turns(BrittlenessPolicy::default(), max_turns))
                 .default_window(4000)
                 .summarizer(summarizer_ok())
                 .summary(SummaryConfig::new().keep_turns(1));
@@ -299,9 +316,9 @@ proptest! {
 // ---------------------------------------------------------------- triggers
 
 #[tokio::test(start_paused = true)]
-async fn turns_trigger_resets_at_the_threshold() {
+async fn turns_trigger_resets_at_the_threshold_when_given_a_compaction_stage() {
     let seen: Seen = Default::default();
-    let layer = ResetLayer::new().policy(quiet_policy().max_turns(Some(5)));
+    let layer = ResetLayer::new().policy(compact_on_turns(quiet_policy(), 5));
     let store = layer.store().clone();
     let mut svc = layer.layer(model(seen.clone()));
     let mut h = vec![Message::system("sys")];
@@ -327,6 +344,125 @@ async fn turns_trigger_resets_at_the_threshold() {
     let snap = store.snapshot(&"s".into(), 20).unwrap();
     assert_eq!((snap.turns, snap.turns_since_reset, snap.resets), (5, 0, 1));
     assert!(snap.last_reset.is_some());
+}
+
+/// Drives an agent that makes `calls_per_turn` LLM calls per user message
+/// (the first answers the user message, the others follow tool round trips)
+/// for `user_turns` user messages. Returns every response.
+async fn tool_loop_agent<S>(
+    svc: &mut S,
+    session: &str,
+    user_turns: usize,
+    calls_per_turn: usize,
+) -> Vec<LlmResponse>
+where
+    S: Service<LlmRequest, Response = LlmResponse, Error = BoxError>,
+{
+    let mut h = vec![Message::system("sys")];
+    let mut out = Vec::new();
+    for t in 0..user_turns {
+        h.push(Message::user(format!("question {t}")));
+        for c in 0..calls_per_turn {
+            let resp = send(svc, LlmRequest::new(session, "a", h.clone())).await.unwrap();
+            if c + 1 < calls_per_turn {
+                let id = format!("c{t}_{c}");
+                h.push(call(&id));
+                h.push(Message::tool(&id, format!("result {t}.{c}")));
+            } else {
+                h.push(resp.message.clone());
+            }
+            out.push(resp);
+        }
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn turns_are_user_messages_and_llm_calls_are_counted_apart() {
+    let seen: Seen = Default::default();
+    let layer = ResetLayer::new();
+    let store = layer.store().clone();
+    let mut svc = layer.layer(model(seen));
+    // 6 LLM calls per user message, 10 user messages: 60 calls, 10 turns.
+    let responses = tool_loop_agent(&mut svc, "s", 10, 6).await;
+    assert_eq!(responses.len(), 60);
+    assert!(
+        responses.iter().all(|r| ContextReset::of(r).is_none()),
+        "turns alone do not compact, and 10 turns are far from any threshold"
+    );
+    let snap = store.snapshot(&"s".into(), 20).unwrap();
+    assert_eq!((snap.turns, snap.turns_since_reset, snap.resets), (10, 10, 0));
+    assert_eq!(snap.llm_calls, 60);
+}
+
+#[test]
+fn fifty_user_turns_warn_and_suggest_a_reset() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let events: Arc<Mutex<Vec<HealthEvent>>> = Default::default();
+    let ev = events.clone();
+    let (responses, snap) = metrics::with_local_recorder(&recorder, || {
+        runtime().block_on(async {
+            let seen: Seen = Default::default();
+            let layer =
+                ResetLayer::new().event_sink(move |e: &HealthEvent| ev.lock().unwrap().push(e.clone()));
+            let store = layer.store().clone();
+            let mut svc = layer.layer(model(seen));
+            // Two LLM calls per user message (one tool round trip each).
+            let responses = tool_loop_agent(&mut svc, "s", 52, 2).await;
+            (responses, store.snapshot(&"s".into(), 20).unwrap())
+        })
+    });
+    assert_eq!((snap.turns, snap.resets), (52, 0));
+    // The warning comes with the 50th user message (call 99), once.
+    let warned: Vec<usize> = responses
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| ContextWarning::of(r).is_some_and(|w| w.triggers.contains(Trigger::Turns)))
+        .map(|(i, _)| i + 1)
+        .collect();
+    assert_eq!(warned, vec![99]);
+    let w = ContextWarning::of(&responses[98]).unwrap();
+    assert_eq!(w.turns, 50);
+    assert!(responses.iter().all(|r| ContextReset::of(r).is_none()));
+
+    let events = events.lock().unwrap();
+    let turn_events: Vec<&HealthEvent> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::ContextWarning && &*e.subject == "turns")
+        .collect();
+    assert_eq!(turn_events.len(), 1);
+    let detail = turn_events[0].detail.as_deref().unwrap();
+    assert!(
+        detail.contains("50 user turns") && detail.contains("reset"),
+        "{detail}"
+    );
+    assert!(events.iter().all(|e| e.kind != EventKind::ContextReset));
+
+    let snap = snapshotter.snapshot().into_vec();
+    let counter = |name: &str, reason: &str| {
+        snap.iter()
+            .filter(|(k, ..)| {
+                k.key().name() == name
+                    && k.key()
+                        .labels()
+                        .any(|l| l.key() == "reason" && l.value() == reason)
+            })
+            .map(|(.., v)| match v {
+                DebugValue::Counter(n) => *n,
+                other => panic!("{other:?}"),
+            })
+            .sum::<u64>()
+    };
+    assert_eq!(
+        counter(mantissa_core::catalog::CONTEXT_WARNINGS_TOTAL, "turns"),
+        1
+    );
+    assert!(
+        snap.iter()
+            .all(|(k, ..)| k.key().name() != mantissa_core::catalog::CONTEXT_RESETS_TOTAL)
+    );
 }
 
 fn tool_heavy_history(turns: usize) -> Vec<Message> {
@@ -716,11 +852,12 @@ async fn summarizer_failure_and_timeout_fall_back_to_trimming() {
             }
         });
         let seen: Seen = Default::default();
-        let mut svc = ResetLayer::new()
-            .policy(quiet_policy().max_turns(Some(2)))
+        let layer = ResetLayer::new()
+            .policy(quiet_policy())
             .summarizer(summarizer)
-            .summary(SummaryConfig::new().timeout(Duration::from_secs(5)))
-            .layer(model(seen));
+            .summary(SummaryConfig::new().timeout(Duration::from_secs(5)));
+        let store = layer.store().clone();
+        let mut svc = layer.layer(model(seen));
         let mut h = vec![Message::system("sys")];
         for t in 0..6 {
             h.push(Message::user(format!("q{t}")));
@@ -730,6 +867,7 @@ async fn summarizer_failure_and_timeout_fall_back_to_trimming() {
         send(&mut svc, LlmRequest::new("s", "a", h.clone()))
             .await
             .unwrap();
+        assert!(store.request_reset(&"s".into(), "test"));
         let started = tokio::time::Instant::now();
         let resp = send(&mut svc, LlmRequest::new("s", "a", h.clone()))
             .await
@@ -769,7 +907,7 @@ async fn summarizer_failure_and_timeout_fall_back_to_trimming() {
 async fn respawn_continues_under_a_new_session() {
     let seen: Seen = Default::default();
     let layer = ResetLayer::new()
-        .policy(quiet_policy().max_turns(Some(3)).respawn_after_resets(Some(1)))
+        .policy(compact_on_turns(quiet_policy(), 3).respawn_after_resets(Some(1)))
         .summarizer(summarizer_ok());
     let store = layer.store().clone();
     let mut svc = layer.layer(model(seen.clone()));
@@ -801,24 +939,32 @@ async fn respawn_continues_under_a_new_session() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn over_budget_says_why_or_fails_when_configured() {
+async fn over_budget_with_nothing_to_remove_warns_or_fails_when_configured() {
     let seen: Seen = Default::default();
     let h = vec![Message::system("sys"), Message::user("x".repeat(8000))];
     let layer = ResetLayer::new()
-        .policy(quiet_policy().max_turns(Some(1)))
+        .policy(compact_on_turns(quiet_policy(), 1))
         .default_window(1000);
+    let store = layer.store().clone();
     let mut svc = layer.clone().layer(model(seen.clone()));
     let resp = send(&mut svc, LlmRequest::new("s", "a", h.clone()))
         .await
         .unwrap();
-    let r = ContextReset::of(&resp).unwrap();
-    assert!(!r.fits);
+    // Nothing can be removed: not a reset, a warning that says why.
+    assert!(ContextReset::of(&resp).is_none());
+    let w = ContextWarning::of(&resp).expect("warning instead of a reset");
+    assert!(w.triggers.contains(Trigger::Turns));
+    let note = w.note.as_deref().unwrap();
     assert!(
-        r.note.as_deref().unwrap().contains("nothing could be trimmed"),
-        "{:?}",
-        r.note
+        note.contains("nothing could be removed") && note.contains("nothing could be trimmed"),
+        "{note}"
     );
-    assert_eq!(*r.history, h, "the latest user message always stays");
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap().messages(),
+        &h[..],
+        "the call went out unchanged"
+    );
+    assert_eq!(store.snapshot(&"s".into(), 20).unwrap().resets, 0);
 
     let mut failing = layer.fail_when_over_budget(true).layer(model(seen));
     let err = send(&mut failing, LlmRequest::new("t", "a", h))
@@ -828,6 +974,153 @@ async fn over_budget_says_why_or_fails_when_configured() {
         .downcast_ref::<mantissa_reset::ContextBudgetExceeded>()
         .unwrap();
     assert_eq!(e.target, 600);
+}
+
+/// The estimated tokens of a history, as the layer's default estimator counts.
+fn est(h: &[Message]) -> u64 {
+    h.iter()
+        .map(|m| u64::from(CharEstimator.estimate_message(m)))
+        .sum()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tool_loop_over_the_threshold_clears_older_results_of_the_turn() {
+    // One user message, then a long tool loop with ~1,000-token results: the
+    // context crosses 0.85 of the window with no older turn to compact.
+    let seen: Seen = Default::default();
+    let events: Arc<Mutex<Vec<HealthEvent>>> = Default::default();
+    let ev = events.clone();
+    let layer = ResetLayer::new()
+        .default_window(10_000)
+        .event_sink(move |e: &HealthEvent| ev.lock().unwrap().push(e.clone()));
+    let store = layer.store().clone();
+    let mut svc = layer.layer(model(seen.clone()));
+    let mut h = vec![Message::system("sys"), Message::user("research ACME")];
+    let mut resets = Vec::new();
+    for k in 0..20 {
+        let resp = send(&mut svc, LlmRequest::new("s", "a", h.clone()))
+            .await
+            .unwrap();
+        let sent = seen.lock().unwrap().last().unwrap().messages().to_vec();
+        if let Some(r) = ContextReset::of(&resp) {
+            // A real reduction: the history changed and is smaller.
+            assert_ne!(*r.history, h, "call {k}: a reset that changed nothing");
+            assert!(est(&r.history) < est(&h), "call {k}: {r}");
+            assert!(r.tokens_after < r.tokens_before, "{r}");
+            assert_eq!(
+                (r.reason, r.strategy),
+                (Trigger::ContextTokens, Strategy::ClearToolResults)
+            );
+            assert_eq!(
+                r.messages_after, r.messages_before,
+                "clearing keeps every message"
+            );
+            assert_eq!(sent, *r.history);
+            check_invariants(&h, &r.history);
+            // The last three results stay.
+            let kept: Vec<&Message> = r
+                .history
+                .iter()
+                .filter(|m| m.role == Role::Tool)
+                .rev()
+                .take(3)
+                .collect();
+            assert!(kept.iter().all(|m| !m.text().starts_with(CLEARED_PREFIX)));
+            resets.push(k);
+        }
+        // The agent calls another tool (it resends its full history).
+        let id = format!("t{k}");
+        h.push(call(&id));
+        h.push(Message::tool(&id, format!("{k} {}", "data ".repeat(800))));
+    }
+    assert!(!resets.is_empty(), "the loop crossed the threshold");
+    let snap = store.snapshot(&"s".into(), 20).unwrap();
+    assert_eq!(snap.resets as usize, resets.len());
+    assert_eq!((snap.turns, snap.llm_calls), (1, 20));
+    let reset_events = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == EventKind::ContextReset)
+        .count();
+    assert_eq!(reset_events, resets.len());
+}
+
+#[test]
+fn a_compaction_that_can_remove_nothing_is_not_a_reset_but_one_warning() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let events: Arc<Mutex<Vec<HealthEvent>>> = Default::default();
+    let ev = events.clone();
+    let (responses, snap) = metrics::with_local_recorder(&recorder, || {
+        runtime().block_on(async {
+            let seen: Seen = Default::default();
+            let layer = ResetLayer::new()
+                .default_window(10_000)
+                .event_sink(move |e: &HealthEvent| ev.lock().unwrap().push(e.clone()));
+            let store = layer.store().clone();
+            let mut svc = layer.layer(model(seen.clone()));
+            // A huge user message, then a tool loop with small results:
+            // nothing can be cleared, summarized or trimmed.
+            let mut h = vec![Message::system("sys"), Message::user("x".repeat(36_000))];
+            let mut responses = Vec::new();
+            for k in 0..6 {
+                let resp = send(&mut svc, LlmRequest::new("s", "a", h.clone()))
+                    .await
+                    .unwrap();
+                assert_eq!(seen.lock().unwrap().last().unwrap().messages(), &h[..]);
+                responses.push(resp);
+                let id = format!("t{k}");
+                h.push(call(&id));
+                h.push(Message::tool(&id, "ok"));
+            }
+            (responses, store.snapshot(&"s".into(), 20).unwrap())
+        })
+    });
+    assert!(responses.iter().all(|r| ContextReset::of(r).is_none()));
+    assert_eq!((snap.resets, snap.turns, snap.llm_calls), (0, 1, 6));
+    // One warning, on the first call over the threshold, naming the trigger.
+    let stuck: Vec<&ContextWarning> = responses
+        .iter()
+        .filter_map(ContextWarning::of)
+        .filter(|w| w.triggers.contains(Trigger::ContextTokens))
+        .collect();
+    assert_eq!(stuck.len(), 1);
+    assert!(
+        stuck[0].note.as_deref().unwrap().contains("no reset"),
+        "{:?}",
+        stuck[0].note
+    );
+    let events = events.lock().unwrap();
+    assert!(events.iter().all(|e| e.kind != EventKind::ContextReset));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.kind == EventKind::ContextWarning && &*e.subject == "context_tokens")
+            .count(),
+        1
+    );
+    let snap = snapshotter.snapshot().into_vec();
+    assert!(
+        snap.iter()
+            .all(|(k, ..)| k.key().name() != mantissa_core::catalog::CONTEXT_RESETS_TOTAL),
+        "no reset metric"
+    );
+    let warned: u64 = snap
+        .iter()
+        .filter(|(k, ..)| {
+            k.key().name() == mantissa_core::catalog::CONTEXT_WARNINGS_TOTAL
+                && k.key()
+                    .labels()
+                    .any(|l| l.key() == "reason" && l.value() == "context_tokens")
+        })
+        .map(|(.., v)| match v {
+            DebugValue::Counter(n) => *n,
+            other => panic!("{other:?}"),
+        })
+        .sum();
+    assert_eq!(warned, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -958,7 +1251,7 @@ fn concurrent_updates_of_one_session_lose_no_count() {
             t.await.unwrap();
         }
         let snap = store.snapshot(&"shared".into(), 64).unwrap();
-        assert_eq!(snap.turns, 2000);
+        assert_eq!((snap.turns, snap.llm_calls), (2000, 2000));
         assert_eq!(snap.calls_seen, 64);
         assert_eq!(snap.recent_errors, 0);
     });
@@ -973,7 +1266,7 @@ async fn a_cancelled_call_leaves_no_half_written_state() {
     });
     let seen: Seen = Default::default();
     let layer = ResetLayer::new()
-        .policy(quiet_policy().max_turns(Some(2)))
+        .policy(quiet_policy())
         .summarizer(summarizer)
         .summary(SummaryConfig::new().timeout(Duration::from_secs(3600)));
     let store = layer.store().clone();
@@ -987,6 +1280,7 @@ async fn a_cancelled_call_leaves_no_half_written_state() {
     send(&mut svc, LlmRequest::new("s", "a", h.clone()))
         .await
         .unwrap();
+    assert!(store.request_reset(&"s".into(), "test"));
     let fut = svc
         .ready()
         .await
@@ -994,9 +1288,10 @@ async fn a_cancelled_call_leaves_no_half_written_state() {
         .call(LlmRequest::new("s", "a", h.clone()));
     let out = tokio::time::timeout(Duration::from_secs(1), fut).await;
     assert!(out.is_err(), "the call was still summarizing");
-    // The turn was counted (first atomic update); the reset was not half-done.
+    // The call was counted (first atomic update); the reset was not half-done.
     let snap = store.snapshot(&"s".into(), 20).unwrap();
-    assert_eq!((snap.turns, snap.resets, snap.remembered_reset), (2, 0, None));
+    assert_eq!((snap.llm_calls, snap.resets, snap.remembered_reset), (2, 0, None));
+    assert_eq!(snap.pending_reset.as_deref(), Some("test"));
     assert_eq!(seen.lock().unwrap().len(), 1, "nothing went out");
     // No lock is held: the store and the session keep working.
     assert!(store.request_reset(&"s".into(), "again"));
@@ -1014,12 +1309,10 @@ fn metrics_are_emitted_with_catalogue_names_and_labels() {
         runtime().block_on(async {
             let seen: Seen = Default::default();
             let mut svc = ResetLayer::new()
-                .policy(
-                    quiet_policy()
-                        .max_turns(Some(2))
-                        .context_thresholds(Some(0.5), None)
-                        .unwrap(),
-                )
+                .policy(compact_on_turns(
+                    quiet_policy().context_thresholds(Some(0.5), None).unwrap(),
+                    2,
+                ))
                 .default_window(1000)
                 .layer(model(seen));
             let h = vec![
@@ -1027,7 +1320,8 @@ fn metrics_are_emitted_with_catalogue_names_and_labels() {
                 Message::assistant("b"),
                 Message::user("c"),
             ];
-            send(&mut svc, LlmRequest::new("s", "trader", h.clone()))
+            // One user turn (a context warning), then the second (a reset).
+            send(&mut svc, LlmRequest::new("s", "trader", h[..1].to_vec()))
                 .await
                 .unwrap();
             send(&mut svc, LlmRequest::new("s", "trader", h.clone()))
