@@ -521,6 +521,31 @@ impl Condition {
         }
     }
 
+    /// What no verdict means for the condition, for summaries.
+    pub(crate) fn describe_no_verdict(&self) -> String {
+        match self {
+            Condition::ErrorRate {
+                window, min_calls, ..
+            } => format!(
+                "no verdict, fewer than {min_calls} finished calls over {}",
+                window.as_str()
+            ),
+            Condition::LatencyP95 {
+                window, min_calls, ..
+            } => format!(
+                "no verdict, fewer than {min_calls} calls over {}",
+                window.as_str()
+            ),
+            Condition::LatencyDrift {
+                window, min_calls, ..
+            } => format!(
+                "no verdict, fewer than {min_calls} calls over {} or no baseline",
+                window.as_str()
+            ),
+            _ => "no data".to_owned(),
+        }
+    }
+
     pub(crate) fn describe_threshold(&self) -> String {
         let t = self.threshold();
         match self {

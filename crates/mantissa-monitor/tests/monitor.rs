@@ -147,6 +147,11 @@ async fn error_rate_needs_volume_then_goes_pending_firing_resolved() {
     let t = monitor.tick();
     assert_eq!(states(&t), [("m".into(), AlertState::Resolved)]);
     assert!(t[0].resolved_at_ms.is_some());
+    // The message describes the state at resolution, not the firing value.
+    assert_eq!(
+        t[0].summary,
+        "model `m` recovered: no verdict, fewer than 10 finished calls over 1m (fired at > 50.0 %)"
+    );
     let got = received.lock().unwrap();
     assert_eq!(
         got.iter().map(|a| a.state).collect::<Vec<_>>(),
@@ -399,7 +404,7 @@ async fn context_reset_spike() {
 // ---------- lifecycle ----------
 
 #[tokio::test(start_paused = true)]
-async fn pending_lapses_silently_when_the_condition_stops_before_for() {
+async fn a_pending_alert_that_lapses_closes_in_the_timeline() {
     let reg = HealthRegistry::new();
     let (monitor, received) = monitor_with(
         &reg,
@@ -409,10 +414,16 @@ async fn pending_lapses_silently_when_the_condition_stops_before_for() {
     assert_eq!(monitor.tick()[0].state, AlertState::Pending);
     advance(S(20)).await;
     ok(&reg, "m", 1, 10);
-    assert!(
-        monitor.tick().is_empty(),
-        "no transition is reported for a lapsed pending alert"
+    let t = monitor.tick();
+    assert_eq!(t.len(), 1, "the lapse is a transition");
+    assert_eq!(t[0].state.as_str(), "lapsed");
+    assert_eq!(
+        t[0].summary,
+        "model `m` no longer pending: 0 consecutive failures (pending at >= 2)"
     );
+    let timeline: Vec<&str> = monitor.timeline().iter().map(|a| a.state.as_str()).collect();
+    assert_eq!(timeline, ["pending", "lapsed"]);
+    assert!(received.lock().unwrap().is_empty(), "receivers never hear of it");
     assert!(monitor.active_alerts().is_empty());
     // A new streak starts a new pending period: `for` counts from it.
     fail(&reg, "m", 2);
@@ -492,7 +503,12 @@ async fn keep_firing_for_requires_the_value_to_stay_clear() {
     ok(&reg, "m", 1, 10);
     assert!(monitor.tick().is_empty());
     advance(S(30)).await;
-    assert_eq!(monitor.tick()[0].state, AlertState::Resolved);
+    let t = monitor.tick();
+    assert_eq!(t[0].state, AlertState::Resolved);
+    assert_eq!(
+        t[0].summary,
+        "model `m` recovered: 0 consecutive failures (fired at >= 2)"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -946,10 +962,18 @@ mod webhook {
             "application/json"
         );
         let body: Value = serde_json::from_slice(&reqs[0].body).unwrap();
+        // A firing alert is valid for 4 × max(re-send 1 min, evaluation 15 s).
+        let firing = sample_alert(AlertState::Firing);
+        let until = firing.firing_since_ms.unwrap() + 4 * 60_000;
         assert_eq!(
             body,
-            alertmanager_payload(&[sample_alert(AlertState::Firing)], None)
+            json!([mantissa_monitor::sink::alertmanager_alert(
+                &firing,
+                Some(until),
+                None
+            )])
         );
+        assert_eq!(body[0]["endsAt"], "2025-11-25T22:39:26.000Z");
         assert_eq!(sink.stats().sent, 1);
         assert_eq!(sink.stats().dropped, 0);
     }
@@ -1066,6 +1090,100 @@ mod webhook {
         assert_eq!((st.sent, st.dropped, st.retries), (0, 10, 2));
         s.receive_health_alert(&sample_alert(AlertState::Firing));
         assert_eq!(s.stats().dropped, 11, "closed sinks drop");
+    }
+
+    /// Milliseconds since the Unix epoch of `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+    pub(super) fn parse_rfc3339(s: &str) -> u64 {
+        let n = |r: std::ops::Range<usize>| s[r].parse::<i64>().unwrap();
+        let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+        let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * m + 2) / 5 + d - 1;
+        let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+        let secs = days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19);
+        (secs * 1000 + n(20..23)) as u64
+    }
+
+    /// The alerts of every POST the server received, in order.
+    async fn posted(server: &MockServer) -> Vec<Value> {
+        let mut out = Vec::new();
+        for r in server.received_requests().await.unwrap() {
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            out.extend(body.as_array().unwrap().iter().cloned());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn firing_alerts_are_resent_with_ends_at_ahead_and_resolved_at_resolution() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&server)
+            .await;
+        // No client timeout: on paused time it would fire while the request
+        // waits for the (real-time) server.
+        let s = sink(&server).client(reqwest::Client::new()).build().unwrap();
+        let reg = HealthRegistry::new();
+        let monitor = SystemMonitor::builder(reg.clone())
+            .rule(Rule::new("streak", Selector::models(), Condition::consecutive_failures(1)).hysteresis(0.0))
+            .receiver(s.clone())
+            .build()
+            .unwrap();
+        assert_eq!(monitor.interval(), S(15));
+        tokio::time::pause();
+
+        fail(&reg, "m", 1);
+        let t = monitor.tick();
+        assert_eq!(t[0].state, AlertState::Firing);
+        let t0 = t[0].firing_since_ms.unwrap();
+        // Evaluations within the re-send interval (1 min) send nothing more.
+        for _ in 0..3 {
+            advance(S(15)).await;
+            assert!(monitor.tick().is_empty());
+        }
+        // 1 min after it was first sent: re-sent (not a transition).
+        advance(S(15)).await;
+        assert!(monitor.tick().is_empty());
+        ok(&reg, "m", 1, 10);
+        advance(S(1)).await;
+        let t = monitor.tick();
+        assert_eq!(t[0].state, AlertState::Resolved);
+        let resolved_at = t[0].resolved_at_ms.unwrap();
+        tokio::time::resume();
+        s.close().await;
+
+        let alerts = posted(&server).await;
+        let summary: Vec<(String, u64)> = alerts
+            .iter()
+            .map(|a| {
+                (
+                    a["annotations"]["description"]
+                        .as_str()
+                        .unwrap()
+                        .split(' ')
+                        .nth(1)
+                        .unwrap()
+                        .to_owned(),
+                    parse_rfc3339(a["endsAt"].as_str().expect("every alert has endsAt")),
+                )
+            })
+            .collect();
+        // endsAt of a firing alert: 4 × max(1 min re-send, 15 s evaluation) ahead.
+        assert_eq!(
+            summary,
+            [
+                ("firing".to_owned(), t0 + 4 * 60_000),
+                ("firing".to_owned(), t0 + 60_000 + 4 * 60_000),
+                ("resolved".to_owned(), resolved_at),
+            ]
+        );
+        assert_eq!(resolved_at, t0 + 61_000);
+        for a in &alerts {
+            assert_eq!(parse_rfc3339(a["startsAt"].as_str().unwrap()), t0);
+        }
+        assert_eq!(s.stats().sent, 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
