@@ -555,3 +555,39 @@ async fn the_demo_runs_against_an_openai_compatible_upstream() {
     );
     demo.shutdown().await.unwrap();
 }
+
+/// `log_agent_action` records a health event in the registry's journal and
+/// the stack's event sinks, like every call.
+#[tokio::test]
+async fn the_toolkits_logged_actions_reach_the_stacks_event_sinks() {
+    use mantissa::core::{EventKind, HealthEvent};
+    use std::sync::Mutex;
+    let ups = Upstreams::start(&["small", "medium", "large"]).await;
+    let seen: Arc<Mutex<Vec<HealthEvent>>> = Arc::default();
+    let stack = AgentStack::builder()
+        .agent(AgentSpec::new("manager"))
+        .tiers(small_tiers())
+        .upstream(ups.upstream())
+        .event_sink({
+            let seen = seen.clone();
+            move |e: &HealthEvent| seen.lock().unwrap().push(e.clone())
+        })
+        .without_monitor()
+        .build()
+        .unwrap();
+    let r = stack.toolkit().call(
+        "log_agent_action",
+        &serde_json::json!({"agent": "manager", "action": "cool_down small", "outcome": "success"}),
+    );
+    assert!(!r.is_error, "{}", r.content);
+    let actions: Vec<HealthEvent> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == EventKind::AgentAction)
+        .cloned()
+        .collect();
+    assert_eq!(actions.len(), 1);
+    assert_eq!(&*actions[0].subject, "cool_down small");
+    assert_eq!(stack.registry().recent(1)[0], actions[0]);
+}

@@ -1,7 +1,8 @@
-//! Health events: one record per LLM call, tool call, brittleness warning or
-//! context reset, shared by the health layer (which writes them), the reset
-//! layer (which writes warnings and resets, and reads tool failures) and the
-//! monitor.
+//! Health events: one record per LLM call, tool call, brittleness warning,
+//! context reset or agent action, shared by the health layer (which writes
+//! them), the reset layer (which writes warnings and resets, and reads tool
+//! failures), the monitor's toolkit (which writes the actions agents log) and
+//! the monitor.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,6 +25,11 @@ pub enum EventKind {
     ContextWarning,
     /// A context reset (subject: the strategy).
     ContextReset,
+    /// An action an agent reports having taken, for example a manager's
+    /// remediation logged through the health toolkit (subject: the action;
+    /// `detail`: its outcome and details). Not a call: it counts in no
+    /// window.
+    AgentAction,
 }
 
 impl EventKind {
@@ -34,6 +40,7 @@ impl EventKind {
             EventKind::Tool => "tool",
             EventKind::ContextWarning => "context_warning",
             EventKind::ContextReset => "context_reset",
+            EventKind::AgentAction => "agent_action",
         }
     }
 }

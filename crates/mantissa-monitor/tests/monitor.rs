@@ -1481,3 +1481,80 @@ async fn toolkit_validates_arguments_and_reflects_the_registry() {
             .contains("no session-health provider")
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn log_agent_action_records_a_health_event_in_the_journal_summary_and_sinks() {
+    let reg = HealthRegistry::new();
+    let seen: Arc<Mutex<Vec<HealthEvent>>> = Arc::default();
+    let toolkit = HealthToolkit::new(reg.clone()).event_sink({
+        let seen = seen.clone();
+        move |e: &HealthEvent| seen.lock().unwrap().push(e.clone())
+    });
+    ok(&reg, "m", 1, 10);
+    let req = ToolRequest::new(
+        "mgr-1",
+        "manager",
+        "c1",
+        "log_agent_action",
+        json!({"agent": "manager", "action": "cool_down m", "outcome": "success", "details": "error rate 80 %"}),
+    );
+    let r = toolkit.clone().oneshot(req).await.unwrap();
+    assert!(!r.is_error, "{}", r.content);
+    let failed = toolkit.call(
+        "log_agent_action",
+        &json!({"agent": "manager", "action": "reset s1", "outcome": "failed"}),
+    );
+    assert!(!failed.is_error, "{}", failed.content);
+
+    // The registry's journal holds the action as a health event…
+    let journal = reg.recent(10);
+    let actions: Vec<&HealthEvent> = journal
+        .iter()
+        .filter(|e| e.kind.as_str() == "agent_action")
+        .collect();
+    assert_eq!(actions.len(), 2, "{journal:?}");
+    let e = actions[0];
+    assert_eq!(
+        (e.agent.as_str(), e.session.as_str(), &*e.subject),
+        ("manager", "mgr-1", "cool_down m")
+    );
+    assert_eq!(e.outcome, Outcome::Success);
+    assert_eq!(e.detail.as_deref(), Some("outcome: success; error rate 80 %"));
+    assert_eq!(
+        actions[1].outcome,
+        Outcome::Failure(FailureClass::Other),
+        "a failed action is not a success"
+    );
+    // …that counts as no call of any agent.
+    assert_eq!(reg.agent_names(), ["trader"]);
+    assert_eq!(reg.agent("trader").unwrap().total_calls, 1);
+
+    // get_agent_health_summary shows it, with or without `agent`.
+    let v: Value =
+        serde_json::from_str(&toolkit.call("get_agent_health_summary", &Value::Null).content).unwrap();
+    let listed: Vec<(&str, &str)> = v["recent_actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["action"].as_str().unwrap(), a["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, [("cool_down m", "success"), ("reset s1", "error")]);
+    let r = toolkit.call("get_agent_health_summary", &json!({"agent": "manager"}));
+    assert!(!r.is_error, "{}", r.content);
+    let v: Value = serde_json::from_str(&r.content).unwrap();
+    assert_eq!(v["agent"], Value::Null, "no calls, no windows");
+    assert_eq!(v["recent_actions"][1]["detail"], "outcome: failed");
+    let v: Value = serde_json::from_str(
+        &toolkit
+            .call("get_agent_health_summary", &json!({"agent": "trader"}))
+            .content,
+    )
+    .unwrap();
+    assert_eq!(v["recent_actions"], json!([]));
+
+    // The attached sink got the same events.
+    let got = seen.lock().unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], *actions[0]);
+    assert_eq!(got[1], *actions[1]);
+}

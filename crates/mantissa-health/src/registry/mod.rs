@@ -400,7 +400,7 @@ impl HealthRegistry {
         self.agent(agent).map_or(1.0, |h| h.score)
     }
 
-    /// The latest `n` events (calls, warnings, resets), oldest first.
+    /// The latest `n` events (calls, warnings, resets, agent actions), oldest first.
     pub fn recent(&self, n: usize) -> Vec<HealthEvent> {
         self.inner.journal.recent(n)
     }
@@ -420,17 +420,24 @@ impl HealthRegistry {
 
     /// Records an event from outside the health layer: context warnings and
     /// resets (counted per agent), or LLM and tool calls (counted per agent and
-    /// per model or tool). Every event also goes to the journal.
+    /// per model or tool). Every event also goes to the journal; agent
+    /// actions go only there (they are not calls, and their agent names come
+    /// from an LLM's tool arguments, so they create no subject).
     ///
     /// A [`HealthLayer`](crate::HealthLayer) feeds its registry directly; do not
     /// also add the registry as one of the layer's sinks, or calls count twice.
     pub fn record_event(&self, event: &HealthEvent) {
+        if event.kind == EventKind::AgentAction {
+            self.inner.journal.push(event.clone());
+            return;
+        }
         let now = Instant::now();
         let secs = now.saturating_duration_since(self.inner.epoch).as_secs();
         let agent = self.inner.agents.get_or_insert(event.agent.as_str());
         match event.kind {
             EventKind::ContextWarning => agent.mark(secs, Mark::Warning),
             EventKind::ContextReset => agent.mark(secs, Mark::Reset),
+            EventKind::AgentAction => {}
             EventKind::Llm | EventKind::Tool => {
                 let subject = if event.kind == EventKind::Llm {
                     self.inner.models.get_or_insert(&event.subject)
