@@ -270,6 +270,12 @@ async fn tool_failures_raise_a_sessions_brittleness() {
         .unwrap();
     let reset = ContextReset::of(&resp).expect("three tool errors in a row trigger a reset");
     assert_eq!(reset.reason.as_str(), "consecutive_errors");
+    // The registry knows the reset is error-driven (the monitor's reset spike counts it).
+    let trader = stack.registry().agent("trader").unwrap();
+    assert_eq!(
+        (trader.last_1m.context_resets, trader.last_1m.error_driven_resets),
+        (1, 1)
+    );
 }
 
 /// The router may fall back while no chunk has reached the caller, never after.
@@ -436,10 +442,12 @@ async fn a_scrape_shows_every_catalogued_series() {
             Selector::models(),
             Condition::consecutive_failures(5),
         ))
+        // A second alert that fires, for the channel to drop (the session's
+        // turn-limit resets are routine: no reset spike).
         .monitor_rule(Rule::new(
-            "resets",
+            "tokens",
             Selector::agents(),
-            Condition::reset_spike(Window::OneMinute, 0),
+            Condition::token_burn(Window::OneMinute, 1.0),
         ))
         .monitor_interval(Duration::from_secs(3600))
         .alert_receiver(sink)

@@ -75,6 +75,12 @@ pub struct HealthEvent {
     /// Free-form detail (for resets: tokens before/after; for errors: the message).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Why, for a context reset: its trigger (the `reason` label of
+    /// `mantissa_context_resets_total`, for example `consecutive_errors`;
+    /// see [`catalog::is_error_driven_reset`](crate::catalog::is_error_driven_reset)).
+    /// `None` for other events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Arc<str>>,
 }
 
 impl HealthEvent {
@@ -100,6 +106,7 @@ impl HealthEvent {
             usage: Usage::default(),
             cost_usd: 0.0,
             detail: None,
+            reason: None,
         }
     }
 }

@@ -20,7 +20,7 @@
 //! [`Action`]. Conditions: error rate over a window (with a minimum call
 //! volume), consecutive failures, p95 latency above a bound or above k× the
 //! subject's own baseline (drift), token or cost burn rate, silence, health
-//! score below a threshold, and a spike of context resets. Rules are serde
+//! score below a threshold, and a spike of error-driven context resets. Rules are serde
 //! data: build them in code or load a [`RuleSet`] from TOML (see [`rule`]).
 //!
 //! ## Lifecycle

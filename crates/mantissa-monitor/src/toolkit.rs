@@ -532,6 +532,7 @@ fn subject_json(h: &SubjectHealth, window: Window, alerts: Vec<Value>) -> Value 
         "tokens_per_minute": round(w.tokens_per_minute),
         "cost_usd_per_hour": round(w.cost_usd_per_hour),
         "context_resets": w.context_resets,
+        "error_driven_resets": w.error_driven_resets,
         "active_alerts": alerts,
     })
 }

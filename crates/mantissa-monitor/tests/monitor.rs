@@ -368,8 +368,22 @@ async fn agent_score_below_threshold() {
     assert!(t[0].value < 0.5);
 }
 
+/// A context reset event of `agent` with trigger `reason`.
+fn reset_event(agent: &str, reason: &str) -> HealthEvent {
+    let mut e = HealthEvent::now(
+        agent.into(),
+        "s1".into(),
+        EventKind::ContextReset,
+        "summarize",
+        Outcome::Success,
+        Duration::ZERO,
+    );
+    e.reason = Some(reason.into());
+    e
+}
+
 #[tokio::test(start_paused = true)]
-async fn context_reset_spike() {
+async fn context_reset_spike_counts_only_error_driven_resets() {
     let reg = HealthRegistry::new();
     let (monitor, _) = monitor_with(
         &reg,
@@ -379,26 +393,58 @@ async fn context_reset_spike() {
             Condition::reset_spike(Window::FifteenMinutes, 3),
         )],
     );
-    let reset = || {
-        HealthEvent::now(
-            "trader".into(),
-            "s1".into(),
-            EventKind::ContextReset,
-            "summarize",
-            Outcome::Success,
-            Duration::ZERO,
-        )
-    };
-    for _ in 0..3 {
-        reg.record_event(&reset());
+    // A busy agent compacts often for routine reasons: no spike.
+    for reason in [
+        "turns",
+        "context_tokens",
+        "context_length_exceeded",
+        "latency_drift",
+        "requested",
+    ] {
+        for _ in 0..2 {
+            reg.record_event(&reset_event("busy", reason));
+        }
+    }
+    assert_eq!(reg.agent("busy").unwrap().last_15m.context_resets, 10);
+    assert_eq!(reg.agent("busy").unwrap().last_15m.error_driven_resets, 0);
+    assert!(monitor.tick().is_empty(), "routine resets are no spike");
+
+    for reason in ["consecutive_errors", "error_rate", "consecutive_errors"] {
+        reg.record_event(&reset_event("trader", reason));
     }
     assert!(monitor.tick().is_empty(), "3 is not above 3");
-    reg.record_event(&reset());
+    reg.record_event(&reset_event("trader", "turns"));
+    assert!(monitor.tick().is_empty(), "a routine reset does not count");
+    reg.record_event(&reset_event("trader", "error_rate"));
     let t = monitor.tick();
     assert_eq!(states(&t), [("trader".into(), AlertState::Firing)]);
     assert_eq!(t[0].value, 4.0);
+    assert_eq!(
+        t[0].summary,
+        "agent `trader`: 4 error-driven context resets over 15m (> 3)"
+    );
     advance(S(16 * 60)).await;
     assert_eq!(monitor.tick()[0].state, AlertState::Resolved);
+}
+
+/// The Prometheus alert counts the same reasons as the monitor's condition.
+#[test]
+fn the_prometheus_reset_spike_alert_counts_the_same_reasons() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/prometheus/alert_rules.yml"
+    );
+    let rules = std::fs::read_to_string(path).unwrap();
+    let alert = &rules[rules.find("alert: MantissaContextResetSpike").expect("the alert")..];
+    let expr = &alert[..alert.find("for:").unwrap()];
+    let selector = "agent_reason:mantissa_context_resets:rate5m{reason=~\"";
+    let at = expr.find(selector).expect("a reason selector") + selector.len();
+    let regex = &expr[at..at + expr[at..].find('"').unwrap()];
+    let mut prometheus: Vec<&str> = regex.split('|').collect();
+    prometheus.sort_unstable();
+    let mut monitor = catalog::ERROR_DRIVEN_RESET_REASONS.to_vec();
+    monitor.sort_unstable();
+    assert_eq!(prometheus, monitor);
 }
 
 // ---------- lifecycle ----------
@@ -449,16 +495,7 @@ async fn hysteresis_stops_a_hovering_value_from_flapping() {
             .hysteresis(0.2),
         ],
     );
-    let reset = || {
-        HealthEvent::now(
-            "trader".into(),
-            "s1".into(),
-            EventKind::ContextReset,
-            "summarize",
-            Outcome::Success,
-            Duration::ZERO,
-        )
-    };
+    let reset = || reset_event("trader", "consecutive_errors");
     // 11 resets in the minute: fires.
     for _ in 0..11 {
         reg.record_event(&reset());
@@ -469,7 +506,7 @@ async fn hysteresis_stops_a_hovering_value_from_flapping() {
     for step in 0..24 {
         advance(S(5)).await;
         let target = [9u64, 11, 10, 9][step % 4];
-        let now = reg.agent("trader").unwrap().last_1m.context_resets;
+        let now = reg.agent("trader").unwrap().last_1m.error_driven_resets;
         for _ in now..target {
             reg.record_event(&reset());
         }

@@ -566,6 +566,7 @@ async fn warn_and_compact<St: SessionStore>(
             started.elapsed(),
         );
         ev.detail = Some(notice.to_string());
+        ev.reason = Some(Arc::from(trigger.as_str()));
         shared.emit(&ev);
         // A span event on the caller's current span (exported by `mantissa::otel`).
         tracing::event!(

@@ -206,6 +206,7 @@ fn window_stats(c: &Counts, span: Duration, elapsed: Duration) -> WindowStats {
         cost_usd_per_hour: snapshot::per(c.cost_usd, covered) * 3600.0,
         context_warnings: c.context_warnings,
         context_resets: c.context_resets,
+        error_driven_resets: c.error_driven_resets,
     }
 }
 
@@ -436,7 +437,20 @@ impl HealthRegistry {
         let agent = self.inner.agents.get_or_insert(event.agent.as_str());
         match event.kind {
             EventKind::ContextWarning => agent.mark(secs, Mark::Warning),
-            EventKind::ContextReset => agent.mark(secs, Mark::Reset),
+            EventKind::ContextReset => {
+                let error_driven = event
+                    .reason
+                    .as_deref()
+                    .is_some_and(catalog::is_error_driven_reset);
+                agent.mark(
+                    secs,
+                    if error_driven {
+                        Mark::ErrorDrivenReset
+                    } else {
+                        Mark::Reset
+                    },
+                );
+            }
             EventKind::AgentAction => {}
             EventKind::Llm | EventKind::Tool => {
                 let subject = if event.kind == EventKind::Llm {

@@ -47,6 +47,7 @@ pub(crate) struct Totals {
     pub(crate) counterfactual_usd: f64,
     pub(crate) context_warnings: u64,
     pub(crate) context_resets: u64,
+    pub(crate) error_driven_resets: u64,
     lat_lo: usize,
     lat_hi: usize,
     lat_count: u64,
@@ -62,6 +63,7 @@ impl Totals {
         counterfactual_usd: 0.0,
         context_warnings: 0,
         context_resets: 0,
+        error_driven_resets: 0,
         lat_lo: LATENCY_BUCKETS,
         lat_hi: 0,
         lat_count: 0,
@@ -78,6 +80,7 @@ impl Totals {
         self.counterfactual_usd += o.counterfactual_usd;
         self.context_warnings += o.context_warnings;
         self.context_resets += o.context_resets;
+        self.error_driven_resets += o.error_driven_resets;
         if o.lat_lo < o.lat_hi {
             self.lat_lo = self.lat_lo.min(o.lat_lo);
             self.lat_hi = self.lat_hi.max(o.lat_hi);
@@ -236,6 +239,8 @@ impl Sample {
 pub(crate) enum Mark {
     Warning,
     Reset,
+    /// An error-driven reset (also a reset).
+    ErrorDrivenReset,
 }
 
 /// A ring of `N` slots of `W` seconds each: covers the last `N * W` seconds
@@ -297,6 +302,10 @@ impl<const W: u64, const N: usize> Ring<W, N> {
         match m {
             Mark::Warning => c.context_warnings += 1,
             Mark::Reset => c.context_resets += 1,
+            Mark::ErrorDrivenReset => {
+                c.context_resets += 1;
+                c.error_driven_resets += 1;
+            }
         }
     }
 
