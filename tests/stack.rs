@@ -283,6 +283,12 @@ async fn tool_failures_raise_a_sessions_brittleness() {
         .unwrap();
     let reset = ContextReset::of(&resp).expect("three tool errors in a row trigger a reset");
     assert_eq!(reset.reason.as_str(), "consecutive_errors");
+    // The registry knows the reset is error-driven (the monitor's reset spike counts it).
+    let trader = stack.registry().agent("trader").unwrap();
+    assert_eq!(
+        (trader.last_1m.context_resets, trader.last_1m.error_driven_resets),
+        (1, 1)
+    );
 }
 
 /// The router may fall back while no chunk has reached the caller, never after.
@@ -531,10 +537,12 @@ async fn a_scrape_shows_every_catalogued_series() {
             Selector::models(),
             Condition::consecutive_failures(5),
         ))
+        // A second alert that fires, for the channel to drop (the session's
+        // turn-limit resets are routine: no reset spike).
         .monitor_rule(Rule::new(
-            "resets",
+            "tokens",
             Selector::agents(),
-            Condition::reset_spike(Window::OneMinute, 0),
+            Condition::token_burn(Window::OneMinute, 1.0),
         ))
         .monitor_interval(Duration::from_secs(3600))
         .alert_receiver(sink)
@@ -726,4 +734,40 @@ async fn recovered_attempts_are_the_models_failures_not_the_agents() {
     assert_eq!(trader.consecutive_failures, 0);
     let small = stack.registry().model("small").unwrap();
     assert_eq!(small.last_1m.failures, 8);
+}
+
+/// `log_agent_action` records a health event in the registry's journal and
+/// the stack's event sinks, like every call.
+#[tokio::test]
+async fn the_toolkits_logged_actions_reach_the_stacks_event_sinks() {
+    use mantissa::core::{EventKind, HealthEvent};
+    use std::sync::Mutex;
+    let ups = Upstreams::start(&["small", "medium", "large"]).await;
+    let seen: Arc<Mutex<Vec<HealthEvent>>> = Arc::default();
+    let stack = AgentStack::builder()
+        .agent(AgentSpec::new("manager"))
+        .tiers(small_tiers())
+        .upstream(ups.upstream())
+        .event_sink({
+            let seen = seen.clone();
+            move |e: &HealthEvent| seen.lock().unwrap().push(e.clone())
+        })
+        .without_monitor()
+        .build()
+        .unwrap();
+    let r = stack.toolkit().call(
+        "log_agent_action",
+        &serde_json::json!({"agent": "manager", "action": "cool_down small", "outcome": "success"}),
+    );
+    assert!(!r.is_error, "{}", r.content);
+    let actions: Vec<HealthEvent> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.kind == EventKind::AgentAction)
+        .cloned()
+        .collect();
+    assert_eq!(actions.len(), 1);
+    assert_eq!(&*actions[0].subject, "cool_down small");
+    assert_eq!(stack.registry().recent(1)[0], actions[0]);
 }

@@ -363,7 +363,8 @@ impl AgentStackBuilder {
         self
     }
 
-    /// An extra sink for every health event (LLM and tool calls, warnings, resets).
+    /// An extra sink for every health event (LLM and tool calls, warnings, resets,
+    /// and the actions agents log through the toolkit's `log_agent_action`).
     pub fn event_sink(mut self, sink: impl EventSink) -> Self {
         self.sinks.push(Arc::new(sink));
         self
@@ -577,6 +578,10 @@ impl AgentStackBuilder {
         );
         if let Some((m, _)) = &monitor {
             toolkit = toolkit.with_monitor(m.clone());
+        }
+        // The manager's logged actions reach the same sinks as every call.
+        for sink in &self.sinks {
+            toolkit = toolkit.shared_event_sink(sink.clone());
         }
 
         Ok(AgentStack {

@@ -106,6 +106,22 @@ pub const MODEL_STATE: &str = "mantissa_model_state";
 
 /// Counter: context resets by agent, reason and strategy.
 pub const CONTEXT_RESETS_TOTAL: &str = "mantissa_context_resets_total";
+/// The `reason`s of [`CONTEXT_RESETS_TOTAL`] that make a reset error-driven:
+/// an error streak (`consecutive_errors`) or a high error rate
+/// (`error_rate`). Routine resets (turn and token limits, the provider's
+/// context-length rejection), latency drift and requested resets are not.
+///
+/// The one definition of a reset spike: the monitor's `reset_spike`
+/// condition counts these (the registry's `error_driven_resets`), and so does
+/// the Prometheus alert `MantissaContextResetSpike`
+/// (`deploy/prometheus/alert_rules.yml`; a test keeps the two equal).
+pub const ERROR_DRIVEN_RESET_REASONS: [&str; 2] = ["consecutive_errors", "error_rate"];
+
+/// Whether a context reset with this `reason` is error-driven (see
+/// [`ERROR_DRIVEN_RESET_REASONS`]).
+pub fn is_error_driven_reset(reason: &str) -> bool {
+    ERROR_DRIVEN_RESET_REASONS.contains(&reason)
+}
 /// Counter: brittleness warnings by agent and reason.
 pub const CONTEXT_WARNINGS_TOTAL: &str = "mantissa_context_warnings_total";
 /// Gauge: sessions held by the session store.

@@ -1,7 +1,8 @@
-//! Health events: one record per LLM call, tool call, brittleness warning or
-//! context reset, shared by the health layer (which writes them), the reset
-//! layer (which writes warnings and resets, and reads tool failures) and the
-//! monitor.
+//! Health events: one record per LLM call, tool call, brittleness warning,
+//! context reset or agent action, shared by the health layer (which writes
+//! them), the reset layer (which writes warnings and resets, and reads tool
+//! failures), the monitor's toolkit (which writes the actions agents log) and
+//! the monitor.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -24,6 +25,11 @@ pub enum EventKind {
     ContextWarning,
     /// A context reset (subject: the strategy).
     ContextReset,
+    /// An action an agent reports having taken, for example a manager's
+    /// remediation logged through the health toolkit (subject: the action;
+    /// `detail`: its outcome and details). Not a call: it counts in no
+    /// window.
+    AgentAction,
 }
 
 impl EventKind {
@@ -34,6 +40,7 @@ impl EventKind {
             EventKind::Tool => "tool",
             EventKind::ContextWarning => "context_warning",
             EventKind::ContextReset => "context_reset",
+            EventKind::AgentAction => "agent_action",
         }
     }
 }
@@ -68,6 +75,12 @@ pub struct HealthEvent {
     /// Free-form detail (for resets: tokens before/after; for errors: the message).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+    /// Why, for a context reset: its trigger (the `reason` label of
+    /// `mantissa_context_resets_total`, for example `consecutive_errors`;
+    /// see [`catalog::is_error_driven_reset`](crate::catalog::is_error_driven_reset)).
+    /// `None` for other events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<Arc<str>>,
 }
 
 impl HealthEvent {
@@ -93,6 +106,7 @@ impl HealthEvent {
             usage: Usage::default(),
             cost_usd: 0.0,
             detail: None,
+            reason: None,
         }
     }
 }

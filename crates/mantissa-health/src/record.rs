@@ -761,6 +761,7 @@ impl Call {
                 usage,
                 cost_usd: cost,
                 detail,
+                reason: None,
             };
             for sink in shared.sinks.iter() {
                 sink.record(&event);

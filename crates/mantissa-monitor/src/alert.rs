@@ -18,15 +18,20 @@ pub enum AlertState {
     /// A firing alert whose value came back past the hysteresis bound (and
     /// stayed there for `keep_firing_for`).
     Resolved,
+    /// A pending alert whose condition stopped holding before `for` elapsed:
+    /// the closing entry of the timeline (receivers never hear of it, as
+    /// they never heard of the pending alert).
+    Lapsed,
 }
 
 impl AlertState {
-    /// `pending`, `firing` or `resolved`.
+    /// `pending`, `firing`, `resolved` or `lapsed`.
     pub fn as_str(&self) -> &'static str {
         match self {
             AlertState::Pending => "pending",
             AlertState::Firing => "firing",
             AlertState::Resolved => "resolved",
+            AlertState::Lapsed => "lapsed",
         }
     }
 }
@@ -89,8 +94,9 @@ pub struct Alert {
     pub severity: Severity,
     /// The lifecycle state at this notification.
     pub state: AlertState,
-    /// The latest value of the condition (the last value seen past the
-    /// threshold for a resolved alert whose subject had no verdict).
+    /// The latest value of the condition (for a resolved or lapsed alert
+    /// whose subject had no verdict any more, the last value seen; its
+    /// `summary` says there was no verdict).
     pub value: f64,
     /// The threshold it is compared with.
     pub threshold: f64,
@@ -99,7 +105,7 @@ pub struct Alert {
     /// When it started firing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firing_since_ms: Option<u64>,
-    /// When it resolved.
+    /// When it resolved (or, for a lapsed alert, lapsed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resolved_at_ms: Option<u64>,
     /// The rule's labels.

@@ -20,7 +20,7 @@
 //! [`Action`]. Conditions: error rate over a window (with a minimum call
 //! volume), consecutive failures, p95 latency above a bound or above k× the
 //! subject's own baseline (drift), token or cost burn rate, silence, health
-//! score below a threshold, and a spike of context resets. Rules are serde
+//! score below a threshold, and a spike of error-driven context resets. Rules are serde
 //! data: build them in code or load a [`RuleSet`] from TOML (see [`rule`]).
 //!
 //! ## Lifecycle
@@ -31,7 +31,7 @@
 //!            condition met                 held for `for`
 //! (inactive) ─────────────▶ pending ────────────────────────▶ firing
 //!     ▲                        │ condition not met                │ value past threshold × (1 − margin)
-//!     └────────────────────────┘ (dropped silently)               │ for `keep_firing_for`
+//!     ├────────── lapsed ◀─────┘                                  │ for `keep_firing_for`
 //!     ▲                                                            ▼
 //!     └───────────────────────────────────────────────────────── resolved
 //! ```
@@ -40,11 +40,16 @@
 //! condition. A firing alert resolves only when the value is back past the
 //! hysteresis bound (or the subject has no verdict any more, for example too
 //! few calls in the window) and stays there for `keep_firing_for`, so a value
-//! hovering at the threshold does not flap. Lifecycle timing uses
+//! hovering at the threshold does not flap; its summary describes the value at
+//! resolution (or that there was no verdict). A pending alert whose condition
+//! stops holding before `for` lapses: the timeline gets a closing `lapsed`
+//! entry (receivers never heard of it). Lifecycle timing uses
 //! [`tokio::time::Instant`] (paused-time tests work); the timestamps in
 //! [`Alert`] are wall-clock milliseconds from the registry's clock.
 //!
-//! Receivers get firing and resolved alerts (Alertmanager semantics); pending
+//! Receivers get firing and resolved alerts (Alertmanager semantics), and
+//! after every evaluation the alerts still firing (the [`WebhookSink`]
+//! re-sends them so that Alertmanager keeps them active); pending and lapsed
 //! alerts are visible in [`SystemMonitor::active_alerts`] and the
 //! [timeline](SystemMonitor::timeline). Every transition counts in
 //! `mantissa_alerts_total{rule,severity,state}`; each tick sets
@@ -148,5 +153,5 @@ pub use monitor::{
     DEFAULT_INTERVAL, DEFAULT_TIMELINE_CAPACITY, MonitorHandle, SystemMonitor, SystemMonitorBuilder,
 };
 pub use rule::{Action, Condition, Rule, RuleSet, Selector, Severity, SubjectKind, Window, default_rules};
-pub use sink::{ChannelSink, HealthAlertReceiver, TracingSink, WebhookSink};
+pub use sink::{ChannelSink, Evaluation, HealthAlertReceiver, TracingSink, WebhookSink};
 pub use toolkit::{HealthToolkit, LoggedAction, SessionHealthProvider};

@@ -17,7 +17,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::alert::{ActionRecord, Alert, AlertState, SubjectRef};
 use crate::rule::{Action, Condition, Rule, RuleSet, Severity, SubjectKind, default_rules};
-use crate::sink::HealthAlertReceiver;
+use crate::sink::{Evaluation, HealthAlertReceiver};
 
 /// Default evaluation interval of the background task.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
@@ -312,7 +312,7 @@ impl SystemMonitor {
 
     /// One evaluation now: publishes the health scores (unless turned off),
     /// takes a registry snapshot and evaluates every rule. Returns the
-    /// transitions (pending, firing, resolved) of this tick.
+    /// transitions (pending, firing, resolved, lapsed) of this tick.
     pub fn tick(&self) -> Vec<Alert> {
         if self.inner.publish_scores {
             self.inner.registry.publish_scores();
@@ -329,8 +329,10 @@ impl SystemMonitor {
 
     /// Evaluates every rule against `snapshot` at `now`: advances the alert
     /// lifecycle, executes the actions of alerts that start firing, records
-    /// the transitions in the timeline and the metrics, and notifies the
-    /// receivers of firing and resolved alerts. Returns the transitions.
+    /// the transitions in the timeline and the metrics, notifies the
+    /// receivers of firing and resolved alerts, then hands them every alert
+    /// still firing ([`HealthAlertReceiver::receive_firing_alerts`]).
+    /// Returns the transitions.
     pub fn evaluate(&self, snapshot: &HealthSnapshot, now: Instant) -> Vec<Alert> {
         let inner = &*self.inner;
         let wall = snapshot.taken_at_ms;
@@ -417,6 +419,7 @@ impl SystemMonitor {
             .set(*n as f64);
         }
         if transitions.is_empty() {
+            self.refresh_firing(wall);
             return transitions;
         }
 
@@ -455,12 +458,30 @@ impl SystemMonitor {
                 st.timeline.push_back(alert.clone());
             }
         }
-        for alert in transitions.iter().filter(|a| a.state != AlertState::Pending) {
+        for alert in transitions
+            .iter()
+            .filter(|a| matches!(a.state, AlertState::Firing | AlertState::Resolved))
+        {
             for r in &inner.receivers {
                 r.receive_health_alert(alert);
             }
         }
+        self.refresh_firing(wall);
         transitions
+    }
+
+    /// Hands the receivers every alert firing after an evaluation at `wall`
+    /// (so that a webhook can re-send them).
+    fn refresh_firing(&self, wall: u64) {
+        let inner = &*self.inner;
+        if inner.receivers.is_empty() {
+            return;
+        }
+        let firing = self.firing_alerts();
+        let evaluation = Evaluation::new(wall, inner.interval);
+        for r in &inner.receivers {
+            r.receive_firing_alerts(&firing, &evaluation);
+        }
     }
 
     /// Executes the rule's action for a transition to firing (or its undo on
@@ -572,7 +593,7 @@ impl SystemMonitor {
                 .map(|e| {
                     // Summaries are written on transitions; refresh the value.
                     let mut a = e.alert.clone();
-                    a.summary = summary(rule, &a.subject, a.value, a.state);
+                    a.summary = summary(rule, &a.subject, Some(a.value), a.state);
                     a
                 })
                 .collect();
@@ -596,7 +617,7 @@ impl SystemMonitor {
         v
     }
 
-    /// The latest transitions (pending, firing, resolved), oldest first, with
+    /// The latest transitions (pending, firing, resolved, lapsed), oldest first, with
     /// the actions executed for them.
     pub fn timeline(&self) -> Vec<Alert> {
         self.inner.state.lock().timeline.iter().cloned().collect()
@@ -641,7 +662,7 @@ fn observe(
         alert.state = AlertState::Firing;
         alert.firing_since_ms = Some(wall);
     }
-    alert.summary = summary(rule, &alert.subject, value, alert.state);
+    alert.summary = summary(rule, &alert.subject, Some(value), alert.state);
     out.push(alert.clone());
     active.insert(
         name.to_owned(),
@@ -667,7 +688,15 @@ fn advance(
     match e.alert.state {
         AlertState::Pending => {
             if !met {
-                // The condition must hold for the whole `for` duration.
+                // The condition must hold for the whole `for` duration. The
+                // timeline gets a closing entry.
+                if let Some(v) = value {
+                    e.alert.value = v;
+                }
+                e.alert.state = AlertState::Lapsed;
+                e.alert.resolved_at_ms = Some(wall);
+                e.alert.summary = summary(rule, &e.alert.subject, value, AlertState::Lapsed);
+                out.push(e.alert.clone());
                 return Step::Remove;
             }
             if let Some(v) = value {
@@ -676,7 +705,7 @@ fn advance(
             if now.saturating_duration_since(e.pending_since) >= rule.for_duration {
                 e.alert.state = AlertState::Firing;
                 e.alert.firing_since_ms = Some(wall);
-                e.alert.summary = summary(rule, &e.alert.subject, e.alert.value, AlertState::Firing);
+                e.alert.summary = summary(rule, &e.alert.subject, Some(e.alert.value), AlertState::Firing);
                 out.push(e.alert.clone());
             }
             Step::Keep
@@ -696,24 +725,31 @@ fn advance(
             }
             e.alert.state = AlertState::Resolved;
             e.alert.resolved_at_ms = Some(wall);
-            e.alert.summary = summary(rule, &e.alert.subject, e.alert.value, AlertState::Resolved);
+            // Described by the value at resolution (or its absence), not
+            // the last value seen past the threshold.
+            e.alert.summary = summary(rule, &e.alert.subject, value, AlertState::Resolved);
             out.push(e.alert.clone());
             Step::Remove
         }
-        AlertState::Resolved => Step::Remove,
+        AlertState::Resolved | AlertState::Lapsed => Step::Remove,
     }
 }
 
-fn summary(rule: &Rule, subject: &SubjectRef, value: f64, state: AlertState) -> String {
+/// One line for humans: the condition described at `value` (`None`: no
+/// verdict, described as such).
+fn summary(rule: &Rule, subject: &SubjectRef, value: Option<f64>, state: AlertState) -> String {
     let c = &rule.condition;
-    let what = if value.is_nan() {
-        "no data".to_owned()
-    } else {
-        c.describe(value)
+    let what = match value {
+        Some(v) if !v.is_nan() => c.describe(v),
+        _ => c.describe_no_verdict(),
     };
     match state {
         AlertState::Resolved => format!(
             "{subject} recovered: {what} (fired at {})",
+            c.describe_threshold()
+        ),
+        AlertState::Lapsed => format!(
+            "{subject} no longer pending: {what} (pending at {})",
             c.describe_threshold()
         ),
         _ => format!("{subject}: {what} ({})", c.describe_threshold()),

@@ -312,8 +312,13 @@ pub enum Condition {
         /// Threshold in `(0, 1]`.
         below: f64,
     },
-    /// Context resets in `window` above `above` (a spike of resets: the
-    /// agent's sessions are turning brittle). Agents only.
+    /// Error-driven context resets in `window` above `above` (a spike of
+    /// them: the agent's sessions are turning brittle). Only resets whose
+    /// reason is in
+    /// [`ERROR_DRIVEN_RESET_REASONS`](mantissa_core::catalog::ERROR_DRIVEN_RESET_REASONS)
+    /// count — routine compactions of a busy agent do not — the same
+    /// definition as the Prometheus alert `MantissaContextResetSpike`.
+    /// Agents only.
     ResetSpike {
         /// The window. Defaults to `15m`.
         #[serde(default = "fifteen_minutes")]
@@ -389,7 +394,7 @@ impl Condition {
         Condition::ScoreBelow { below }
     }
 
-    /// More than `above` context resets in `window`.
+    /// More than `above` error-driven context resets in `window`.
     pub fn reset_spike(window: Window, above: u64) -> Self {
         Condition::ResetSpike { window, above }
     }
@@ -470,7 +475,7 @@ impl Condition {
             Condition::CostBurn { window, .. } => Some(window.of(h).cost_usd_per_hour),
             Condition::Silence { .. } => h.seconds_since_last_call,
             Condition::ScoreBelow { .. } => Some(h.score),
-            Condition::ResetSpike { window, .. } => Some(window.of(h).context_resets as f64),
+            Condition::ResetSpike { window, .. } => Some(window.of(h).error_driven_resets as f64),
         }
     }
 
@@ -516,8 +521,33 @@ impl Condition {
             Condition::Silence { .. } => format!("silent for {value:.0} s"),
             Condition::ScoreBelow { .. } => format!("health score {value:.2}"),
             Condition::ResetSpike { window, .. } => {
-                format!("{value:.0} context resets over {}", window.as_str())
+                format!("{value:.0} error-driven context resets over {}", window.as_str())
             }
+        }
+    }
+
+    /// What no verdict means for the condition, for summaries.
+    pub(crate) fn describe_no_verdict(&self) -> String {
+        match self {
+            Condition::ErrorRate {
+                window, min_calls, ..
+            } => format!(
+                "no verdict, fewer than {min_calls} finished calls over {}",
+                window.as_str()
+            ),
+            Condition::LatencyP95 {
+                window, min_calls, ..
+            } => format!(
+                "no verdict, fewer than {min_calls} calls over {}",
+                window.as_str()
+            ),
+            Condition::LatencyDrift {
+                window, min_calls, ..
+            } => format!(
+                "no verdict, fewer than {min_calls} calls over {} or no baseline",
+                window.as_str()
+            ),
+            _ => "no data".to_owned(),
         }
     }
 
@@ -991,7 +1021,7 @@ fn field_at(text: &str, offset: usize) -> String {
 /// | `tool_error_rate` | tools | error rate > 25 % over 15m, ≥ 20 calls | 2m | warning |
 /// | `model_latency_drift` | models | p95 over 1m > 3× baseline, ≥ 10 calls | 2m | warning |
 /// | `agent_health_low` | agents | score < 0.5 | 1m | warning |
-/// | `agent_reset_spike` | agents | > 10 context resets over 15m | 0s | warning |
+/// | `agent_reset_spike` | agents | > 10 error-driven context resets over 15m | 0s | warning |
 ///
 /// Thresholds are deliberately loose (they fire on outages, not on noise);
 /// tune them per deployment.

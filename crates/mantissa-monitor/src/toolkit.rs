@@ -8,10 +8,10 @@
 //!
 //! | tool | arguments | result |
 //! |---|---|---|
-//! | `get_agent_health_summary` | `agent?`, `window?` (`1m`/`15m`, default `1m`) | agents (and models, without `agent`) with score, calls, error rate, latency, streak, silence, burn rates, resets and active alerts |
+//! | `get_agent_health_summary` | `agent?`, `window?` (`1m`/`15m`, default `1m`) | agents (and models, without `agent`) with score, calls, error rate, latency, streak, silence, burn rates, resets and active alerts; the latest logged agent actions |
 //! | `list_active_alerts` | `severity?` (`info`/`warning`/`critical`: that severity or worse) | pending and firing alerts |
 //! | `get_session_health` | `session` | what the session-health provider reports |
-//! | `log_agent_action` | `agent`, `action`, `outcome`, `details?` | records the action in a bounded log and a `tracing` event |
+//! | `log_agent_action` | `agent`, `action`, `outcome`, `details?` | records the action as a health event (kind `agent_action`) in the registry's journal and the toolkit's event sinks, a bounded log and a `tracing` event |
 //!
 //! Results are JSON text. Invalid arguments (not an object, a missing or
 //! unknown field, a wrong type, an unknown window or severity, an unknown
@@ -49,25 +49,32 @@
 //! ```
 //!
 //! Customised, with a monitor, a session-health provider (the reset layer's
-//! session store; a closure here) and a smaller action log:
+//! session store; a closure here), an event sink (for example the JSON Lines
+//! sink the health layer writes to) and a smaller action log:
 //!
 //! ```
-//! use mantissa_core::SessionId;
+//! use std::sync::{Arc, Mutex};
+//! use mantissa_core::{EventKind, HealthEvent, SessionId};
 //! use mantissa_health::HealthRegistry;
 //! use mantissa_monitor::{HealthToolkit, SystemMonitor};
 //! use serde_json::json;
 //!
 //! let registry = HealthRegistry::new();
 //! let monitor = SystemMonitor::builder(registry.clone()).default_rules().build().unwrap();
-//! let toolkit = HealthToolkit::new(registry)
+//! let events = Arc::new(Mutex::new(Vec::<HealthEvent>::new()));
+//! let toolkit = HealthToolkit::new(registry.clone())
 //!     .with_monitor(monitor)
 //!     .with_session_health(|s: &SessionId| (s.as_str() == "s1").then(|| json!({"turns": 12, "brittleness": 0.3})))
+//!     .event_sink({ let e = events.clone(); move |ev: &HealthEvent| e.lock().unwrap().push(ev.clone()) })
 //!     .action_log_capacity(16);
 //! let r = toolkit.call("get_session_health", &json!({"session": "s1"}));
 //! assert!(r.content.contains("brittleness"));
 //! let r = toolkit.call("log_agent_action", &json!({"agent": "manager", "action": "cool_down", "outcome": "success"}));
 //! assert!(!r.is_error);
 //! assert_eq!(toolkit.action_log()[0].action, "cool_down");
+//! // The same health event in the registry's journal and in the sink.
+//! assert_eq!(registry.recent(1)[0].kind, EventKind::AgentAction);
+//! assert_eq!(&*events.lock().unwrap()[0].subject, "cool_down");
 //! ```
 
 use std::collections::VecDeque;
@@ -76,7 +83,10 @@ use std::future::{Ready, ready};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use mantissa_core::{BoxError, SessionId, ToolRequest, ToolResponse, ToolSpec, unix_millis};
+use mantissa_core::{
+    AgentName, BoxError, EventKind, EventSink, FailureClass, HealthEvent, Outcome, SessionId, ToolRequest,
+    ToolResponse, ToolSpec, unix_millis,
+};
 use mantissa_health::{HealthRegistry, SubjectHealth};
 use parking_lot::Mutex;
 use serde::Serialize;
@@ -97,6 +107,8 @@ pub const GET_SESSION_HEALTH: &str = "get_session_health";
 pub const LOG_AGENT_ACTION: &str = "log_agent_action";
 /// Default capacity of the action log.
 pub const DEFAULT_ACTION_LOG_CAPACITY: usize = 256;
+/// At most this many logged actions in a `get_agent_health_summary` answer.
+pub const SUMMARY_ACTIONS: usize = 10;
 /// Longest accepted string argument, in characters.
 pub const MAX_ARGUMENT_CHARS: usize = 2000;
 
@@ -138,6 +150,7 @@ struct Inner {
     registry: HealthRegistry,
     monitor: Option<SystemMonitor>,
     sessions: Option<Arc<dyn SessionHealthProvider>>,
+    sinks: Vec<Arc<dyn EventSink>>,
     log: Mutex<VecDeque<LoggedAction>>,
     log_capacity: usize,
 }
@@ -154,6 +167,7 @@ impl fmt::Debug for HealthToolkit {
             .field("registry", &self.inner.registry)
             .field("monitor", &self.inner.monitor.is_some())
             .field("session_health", &self.inner.sessions.is_some())
+            .field("event_sinks", &self.inner.sinks.len())
             .field("log_capacity", &self.inner.log_capacity)
             .finish()
     }
@@ -161,13 +175,15 @@ impl fmt::Debug for HealthToolkit {
 
 impl HealthToolkit {
     /// A toolkit over `registry`, with no monitor (so no alerts), no
-    /// session-health provider and an action log of 256 entries.
+    /// session-health provider, no extra event sink and an action log of 256
+    /// entries.
     pub fn new(registry: HealthRegistry) -> Self {
         Self {
             inner: Arc::new(Inner {
                 registry,
                 monitor: None,
                 sessions: None,
+                sinks: Vec::new(),
                 log: Mutex::new(VecDeque::new()),
                 log_capacity: DEFAULT_ACTION_LOG_CAPACITY,
             }),
@@ -181,6 +197,7 @@ impl HealthToolkit {
                 registry: shared.registry.clone(),
                 monitor: shared.monitor.clone(),
                 sessions: shared.sessions.clone(),
+                sinks: shared.sinks.clone(),
                 log: Mutex::new(shared.log.lock().clone()),
                 log_capacity: shared.log_capacity,
             },
@@ -203,12 +220,26 @@ impl HealthToolkit {
         self.edit(|i| i.sessions = Some(Arc::new(provider)))
     }
 
+    /// Also hands the health events of `log_agent_action` to `sink` (the
+    /// registry's journal always gets them), as the health layer hands it
+    /// every call: give it the same sinks as the layer (for example its
+    /// [`JsonLinesSink`](mantissa_health::JsonLinesSink)). Defaults to none.
+    pub fn event_sink(self, sink: impl EventSink) -> Self {
+        self.shared_event_sink(Arc::new(sink))
+    }
+
+    /// Like [`event_sink`](Self::event_sink), for a shared sink.
+    pub fn shared_event_sink(self, sink: Arc<dyn EventSink>) -> Self {
+        self.edit(|i| i.sinks.push(sink))
+    }
+
     /// Keeps the latest `n` logged actions. Defaults to 256.
     pub fn action_log_capacity(self, n: usize) -> Self {
         self.edit(|i| i.log_capacity = n)
     }
 
-    /// The logged actions, oldest first.
+    /// The logged actions, oldest first (each is also a health event of kind
+    /// [`EventKind::AgentAction`] in the registry's journal and the sinks).
     pub fn action_log(&self) -> Vec<LoggedAction> {
         self.inner.log.lock().iter().cloned().collect()
     }
@@ -220,7 +251,8 @@ impl HealthToolkit {
             ToolSpec::function(
                 GET_AGENT_HEALTH_SUMMARY,
                 "Health of the agents (score 0..1, calls, error rate, latency, failure streak, silence, \
-                 token and cost burn, context resets, active alerts). Without `agent`, every agent and model.",
+                 token and cost burn, context resets, active alerts) and the latest logged agent actions. \
+                 Without `agent`, every agent and model.",
                 json!({
                     "type": "object",
                     "properties": {
@@ -275,11 +307,17 @@ impl HealthToolkit {
     /// Runs tool `name` with `arguments` (a JSON object, `null` for none, or
     /// a string holding a JSON object).
     pub fn call(&self, name: &str, arguments: &Value) -> ToolResponse {
+        self.call_in(None, name, arguments)
+    }
+
+    /// Runs a tool for `session` (the session of a `log_agent_action` event;
+    /// none for [`call`](Self::call)).
+    fn call_in(&self, session: Option<&SessionId>, name: &str, arguments: &Value) -> ToolResponse {
         let result = match name {
             GET_AGENT_HEALTH_SUMMARY => self.summary(arguments),
             LIST_ACTIVE_ALERTS => self.alerts(arguments),
             GET_SESSION_HEALTH => self.session(arguments),
-            LOG_AGENT_ACTION => self.log(arguments),
+            LOG_AGENT_ACTION => self.log(session, arguments),
             other => Err(format!(
                 "unknown tool `{other}` (this toolkit offers {GET_AGENT_HEALTH_SUMMARY}, {LIST_ACTIVE_ALERTS}, \
                  {GET_SESSION_HEALTH}, {LOG_AGENT_ACTION})"
@@ -309,19 +347,27 @@ impl HealthToolkit {
                 .collect()
         };
         let reg = &self.inner.registry;
-        match args.opt_str("agent")? {
+        let agent = args.opt_str("agent")?;
+        let actions = self.recent_actions(agent);
+        match agent {
             Some(agent) => {
-                let h = reg.agent(agent).ok_or_else(|| {
-                    let known = reg.agent_names();
-                    if known.is_empty() {
-                        format!("unknown agent `{agent}` (no agent has made a call yet)")
-                    } else {
-                        format!("unknown agent `{agent}` (known: {})", known.join(", "))
+                let h = match reg.agent(agent) {
+                    Some(h) => Some(h),
+                    // An agent that only logged actions has no windows.
+                    None if !actions.is_empty() => None,
+                    None => {
+                        let known = reg.agent_names();
+                        return Err(if known.is_empty() {
+                            format!("unknown agent `{agent}` (no agent has made a call yet)")
+                        } else {
+                            format!("unknown agent `{agent}` (known: {})", known.join(", "))
+                        });
                     }
-                })?;
+                };
                 Ok(json!({
                     "window": window.as_str(),
-                    "agent": subject_json(&h, window, alerts_of(SubjectKind::Agent, agent)),
+                    "agent": h.map(|h| subject_json(&h, window, alerts_of(SubjectKind::Agent, agent))),
+                    "recent_actions": actions,
                 }))
             }
             None => {
@@ -337,6 +383,7 @@ impl HealthToolkit {
                     "window": window.as_str(),
                     "agents": list(SubjectKind::Agent, &snap.agents),
                     "models": list(SubjectKind::Model, &snap.models),
+                    "recent_actions": actions,
                 }))
             }
         }
@@ -373,7 +420,32 @@ impl HealthToolkit {
         Ok(json!({"session": session, "health": health}))
     }
 
-    fn log(&self, args: &Value) -> Result<Value, String> {
+    /// The latest logged actions in the registry's journal (of `agent`, if
+    /// given), oldest first.
+    fn recent_actions(&self, agent: Option<&str>) -> Vec<Value> {
+        let mut actions: Vec<Value> = self
+            .inner
+            .registry
+            .recent(usize::MAX)
+            .iter()
+            .rev()
+            .filter(|e| e.kind == EventKind::AgentAction && agent.is_none_or(|a| e.agent.as_str() == a))
+            .take(SUMMARY_ACTIONS)
+            .map(|e| {
+                json!({
+                    "timestamp_ms": e.timestamp_ms,
+                    "agent": e.agent.as_str(),
+                    "action": &*e.subject,
+                    "outcome": e.outcome.as_str(),
+                    "detail": e.detail,
+                })
+            })
+            .collect();
+        actions.reverse();
+        actions
+    }
+
+    fn log(&self, session: Option<&SessionId>, args: &Value) -> Result<Value, String> {
         let args = Args::parse(args, &["agent", "action", "outcome", "details"])?;
         let entry = LoggedAction {
             timestamp_ms: unix_millis(std::time::SystemTime::now()),
@@ -382,6 +454,24 @@ impl HealthToolkit {
             outcome: args.req_str("outcome")?.to_owned(),
             details: args.opt_str("details")?.map(str::to_owned),
         };
+        // The same record as every call: the registry's journal and the sinks.
+        let mut event = HealthEvent::now(
+            AgentName::new(&entry.agent),
+            session.cloned().unwrap_or_else(|| SessionId::new("")),
+            EventKind::AgentAction,
+            entry.action.as_str(),
+            action_outcome(&entry.outcome),
+            std::time::Duration::ZERO,
+        );
+        event.timestamp_ms = entry.timestamp_ms;
+        event.detail = Some(match &entry.details {
+            Some(d) => format!("outcome: {}; {d}", entry.outcome),
+            None => format!("outcome: {}", entry.outcome),
+        });
+        self.inner.registry.record_event(&event);
+        for sink in &self.inner.sinks {
+            sink.record(&event);
+        }
         tracing::info!(
             target: "mantissa::agent_action",
             agent = %entry.agent,
@@ -398,6 +488,21 @@ impl HealthToolkit {
             log.push_back(entry);
         }
         Ok(json!({"logged": true, "entries": log.len()}))
+    }
+}
+
+/// The event outcome of an action's free-text outcome: a success when it
+/// reads as one (`success`, `succeeded`, `ok`, `done`, any case), otherwise a
+/// failure of class `other`. The text itself is kept in the event's detail.
+fn action_outcome(outcome: &str) -> Outcome {
+    let o = outcome.trim();
+    if ["success", "succeeded", "successful", "ok", "done"]
+        .iter()
+        .any(|s| o.eq_ignore_ascii_case(s))
+    {
+        Outcome::Success
+    } else {
+        Outcome::Failure(FailureClass::Other)
     }
 }
 
@@ -427,6 +532,7 @@ fn subject_json(h: &SubjectHealth, window: Window, alerts: Vec<Value>) -> Value 
         "tokens_per_minute": round(w.tokens_per_minute),
         "cost_usd_per_hour": round(w.cost_usd_per_hour),
         "context_resets": w.context_resets,
+        "error_driven_resets": w.error_driven_resets,
         "active_alerts": alerts,
     })
 }
@@ -507,6 +613,6 @@ impl Service<ToolRequest> for HealthToolkit {
     }
 
     fn call(&mut self, req: ToolRequest) -> Self::Future {
-        ready(Ok(HealthToolkit::call(self, &req.name, &req.arguments)))
+        ready(Ok(self.call_in(Some(&req.session), &req.name, &req.arguments)))
     }
 }

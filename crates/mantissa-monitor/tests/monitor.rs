@@ -147,6 +147,11 @@ async fn error_rate_needs_volume_then_goes_pending_firing_resolved() {
     let t = monitor.tick();
     assert_eq!(states(&t), [("m".into(), AlertState::Resolved)]);
     assert!(t[0].resolved_at_ms.is_some());
+    // The message describes the state at resolution, not the firing value.
+    assert_eq!(
+        t[0].summary,
+        "model `m` recovered: no verdict, fewer than 10 finished calls over 1m (fired at > 50.0 %)"
+    );
     let got = received.lock().unwrap();
     assert_eq!(
         got.iter().map(|a| a.state).collect::<Vec<_>>(),
@@ -363,8 +368,22 @@ async fn agent_score_below_threshold() {
     assert!(t[0].value < 0.5);
 }
 
+/// A context reset event of `agent` with trigger `reason`.
+fn reset_event(agent: &str, reason: &str) -> HealthEvent {
+    let mut e = HealthEvent::now(
+        agent.into(),
+        "s1".into(),
+        EventKind::ContextReset,
+        "summarize",
+        Outcome::Success,
+        Duration::ZERO,
+    );
+    e.reason = Some(reason.into());
+    e
+}
+
 #[tokio::test(start_paused = true)]
-async fn context_reset_spike() {
+async fn context_reset_spike_counts_only_error_driven_resets() {
     let reg = HealthRegistry::new();
     let (monitor, _) = monitor_with(
         &reg,
@@ -374,32 +393,64 @@ async fn context_reset_spike() {
             Condition::reset_spike(Window::FifteenMinutes, 3),
         )],
     );
-    let reset = || {
-        HealthEvent::now(
-            "trader".into(),
-            "s1".into(),
-            EventKind::ContextReset,
-            "summarize",
-            Outcome::Success,
-            Duration::ZERO,
-        )
-    };
-    for _ in 0..3 {
-        reg.record_event(&reset());
+    // A busy agent compacts often for routine reasons: no spike.
+    for reason in [
+        "turns",
+        "context_tokens",
+        "context_length_exceeded",
+        "latency_drift",
+        "requested",
+    ] {
+        for _ in 0..2 {
+            reg.record_event(&reset_event("busy", reason));
+        }
+    }
+    assert_eq!(reg.agent("busy").unwrap().last_15m.context_resets, 10);
+    assert_eq!(reg.agent("busy").unwrap().last_15m.error_driven_resets, 0);
+    assert!(monitor.tick().is_empty(), "routine resets are no spike");
+
+    for reason in ["consecutive_errors", "error_rate", "consecutive_errors"] {
+        reg.record_event(&reset_event("trader", reason));
     }
     assert!(monitor.tick().is_empty(), "3 is not above 3");
-    reg.record_event(&reset());
+    reg.record_event(&reset_event("trader", "turns"));
+    assert!(monitor.tick().is_empty(), "a routine reset does not count");
+    reg.record_event(&reset_event("trader", "error_rate"));
     let t = monitor.tick();
     assert_eq!(states(&t), [("trader".into(), AlertState::Firing)]);
     assert_eq!(t[0].value, 4.0);
+    assert_eq!(
+        t[0].summary,
+        "agent `trader`: 4 error-driven context resets over 15m (> 3)"
+    );
     advance(S(16 * 60)).await;
     assert_eq!(monitor.tick()[0].state, AlertState::Resolved);
+}
+
+/// The Prometheus alert counts the same reasons as the monitor's condition.
+#[test]
+fn the_prometheus_reset_spike_alert_counts_the_same_reasons() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../deploy/prometheus/alert_rules.yml"
+    );
+    let rules = std::fs::read_to_string(path).unwrap();
+    let alert = &rules[rules.find("alert: MantissaContextResetSpike").expect("the alert")..];
+    let expr = &alert[..alert.find("for:").unwrap()];
+    let selector = "agent_reason:mantissa_context_resets:rate5m{reason=~\"";
+    let at = expr.find(selector).expect("a reason selector") + selector.len();
+    let regex = &expr[at..at + expr[at..].find('"').unwrap()];
+    let mut prometheus: Vec<&str> = regex.split('|').collect();
+    prometheus.sort_unstable();
+    let mut monitor = catalog::ERROR_DRIVEN_RESET_REASONS.to_vec();
+    monitor.sort_unstable();
+    assert_eq!(prometheus, monitor);
 }
 
 // ---------- lifecycle ----------
 
 #[tokio::test(start_paused = true)]
-async fn pending_lapses_silently_when_the_condition_stops_before_for() {
+async fn a_pending_alert_that_lapses_closes_in_the_timeline() {
     let reg = HealthRegistry::new();
     let (monitor, received) = monitor_with(
         &reg,
@@ -409,10 +460,16 @@ async fn pending_lapses_silently_when_the_condition_stops_before_for() {
     assert_eq!(monitor.tick()[0].state, AlertState::Pending);
     advance(S(20)).await;
     ok(&reg, "m", 1, 10);
-    assert!(
-        monitor.tick().is_empty(),
-        "no transition is reported for a lapsed pending alert"
+    let t = monitor.tick();
+    assert_eq!(t.len(), 1, "the lapse is a transition");
+    assert_eq!(t[0].state.as_str(), "lapsed");
+    assert_eq!(
+        t[0].summary,
+        "model `m` no longer pending: 0 consecutive failures (pending at >= 2)"
     );
+    let timeline: Vec<&str> = monitor.timeline().iter().map(|a| a.state.as_str()).collect();
+    assert_eq!(timeline, ["pending", "lapsed"]);
+    assert!(received.lock().unwrap().is_empty(), "receivers never hear of it");
     assert!(monitor.active_alerts().is_empty());
     // A new streak starts a new pending period: `for` counts from it.
     fail(&reg, "m", 2);
@@ -438,16 +495,7 @@ async fn hysteresis_stops_a_hovering_value_from_flapping() {
             .hysteresis(0.2),
         ],
     );
-    let reset = || {
-        HealthEvent::now(
-            "trader".into(),
-            "s1".into(),
-            EventKind::ContextReset,
-            "summarize",
-            Outcome::Success,
-            Duration::ZERO,
-        )
-    };
+    let reset = || reset_event("trader", "consecutive_errors");
     // 11 resets in the minute: fires.
     for _ in 0..11 {
         reg.record_event(&reset());
@@ -458,7 +506,7 @@ async fn hysteresis_stops_a_hovering_value_from_flapping() {
     for step in 0..24 {
         advance(S(5)).await;
         let target = [9u64, 11, 10, 9][step % 4];
-        let now = reg.agent("trader").unwrap().last_1m.context_resets;
+        let now = reg.agent("trader").unwrap().last_1m.error_driven_resets;
         for _ in now..target {
             reg.record_event(&reset());
         }
@@ -492,7 +540,12 @@ async fn keep_firing_for_requires_the_value_to_stay_clear() {
     ok(&reg, "m", 1, 10);
     assert!(monitor.tick().is_empty());
     advance(S(30)).await;
-    assert_eq!(monitor.tick()[0].state, AlertState::Resolved);
+    let t = monitor.tick();
+    assert_eq!(t[0].state, AlertState::Resolved);
+    assert_eq!(
+        t[0].summary,
+        "model `m` recovered: 0 consecutive failures (fired at >= 2)"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -946,10 +999,18 @@ mod webhook {
             "application/json"
         );
         let body: Value = serde_json::from_slice(&reqs[0].body).unwrap();
+        // A firing alert is valid for 4 × max(re-send 1 min, evaluation 15 s).
+        let firing = sample_alert(AlertState::Firing);
+        let until = firing.firing_since_ms.unwrap() + 4 * 60_000;
         assert_eq!(
             body,
-            alertmanager_payload(&[sample_alert(AlertState::Firing)], None)
+            json!([mantissa_monitor::sink::alertmanager_alert(
+                &firing,
+                Some(until),
+                None
+            )])
         );
+        assert_eq!(body[0]["endsAt"], "2025-11-25T22:39:26.000Z");
         assert_eq!(sink.stats().sent, 1);
         assert_eq!(sink.stats().dropped, 0);
     }
@@ -1066,6 +1127,100 @@ mod webhook {
         assert_eq!((st.sent, st.dropped, st.retries), (0, 10, 2));
         s.receive_health_alert(&sample_alert(AlertState::Firing));
         assert_eq!(s.stats().dropped, 11, "closed sinks drop");
+    }
+
+    /// Milliseconds since the Unix epoch of `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+    pub(super) fn parse_rfc3339(s: &str) -> u64 {
+        let n = |r: std::ops::Range<usize>| s[r].parse::<i64>().unwrap();
+        let (y, m, d) = (n(0..4), n(5..7), n(8..10));
+        let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
+        let era = y.div_euclid(400);
+        let yoe = y - era * 400;
+        let doy = (153 * m + 2) / 5 + d - 1;
+        let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+        let secs = days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19);
+        (secs * 1000 + n(20..23)) as u64
+    }
+
+    /// The alerts of every POST the server received, in order.
+    async fn posted(server: &MockServer) -> Vec<Value> {
+        let mut out = Vec::new();
+        for r in server.received_requests().await.unwrap() {
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            out.extend(body.as_array().unwrap().iter().cloned());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn firing_alerts_are_resent_with_ends_at_ahead_and_resolved_at_resolution() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200))
+            .mount(&server)
+            .await;
+        // No client timeout: on paused time it would fire while the request
+        // waits for the (real-time) server.
+        let s = sink(&server).client(reqwest::Client::new()).build().unwrap();
+        let reg = HealthRegistry::new();
+        let monitor = SystemMonitor::builder(reg.clone())
+            .rule(Rule::new("streak", Selector::models(), Condition::consecutive_failures(1)).hysteresis(0.0))
+            .receiver(s.clone())
+            .build()
+            .unwrap();
+        assert_eq!(monitor.interval(), S(15));
+        tokio::time::pause();
+
+        fail(&reg, "m", 1);
+        let t = monitor.tick();
+        assert_eq!(t[0].state, AlertState::Firing);
+        let t0 = t[0].firing_since_ms.unwrap();
+        // Evaluations within the re-send interval (1 min) send nothing more.
+        for _ in 0..3 {
+            advance(S(15)).await;
+            assert!(monitor.tick().is_empty());
+        }
+        // 1 min after it was first sent: re-sent (not a transition).
+        advance(S(15)).await;
+        assert!(monitor.tick().is_empty());
+        ok(&reg, "m", 1, 10);
+        advance(S(1)).await;
+        let t = monitor.tick();
+        assert_eq!(t[0].state, AlertState::Resolved);
+        let resolved_at = t[0].resolved_at_ms.unwrap();
+        tokio::time::resume();
+        s.close().await;
+
+        let alerts = posted(&server).await;
+        let summary: Vec<(String, u64)> = alerts
+            .iter()
+            .map(|a| {
+                (
+                    a["annotations"]["description"]
+                        .as_str()
+                        .unwrap()
+                        .split(' ')
+                        .nth(1)
+                        .unwrap()
+                        .to_owned(),
+                    parse_rfc3339(a["endsAt"].as_str().expect("every alert has endsAt")),
+                )
+            })
+            .collect();
+        // endsAt of a firing alert: 4 × max(1 min re-send, 15 s evaluation) ahead.
+        assert_eq!(
+            summary,
+            [
+                ("firing".to_owned(), t0 + 4 * 60_000),
+                ("firing".to_owned(), t0 + 60_000 + 4 * 60_000),
+                ("resolved".to_owned(), resolved_at),
+            ]
+        );
+        assert_eq!(resolved_at, t0 + 61_000);
+        for a in &alerts {
+            assert_eq!(parse_rfc3339(a["startsAt"].as_str().unwrap()), t0);
+        }
+        assert_eq!(s.stats().sent, 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1362,4 +1517,81 @@ async fn toolkit_validates_arguments_and_reflects_the_registry() {
             .content
             .contains("no session-health provider")
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn log_agent_action_records_a_health_event_in_the_journal_summary_and_sinks() {
+    let reg = HealthRegistry::new();
+    let seen: Arc<Mutex<Vec<HealthEvent>>> = Arc::default();
+    let toolkit = HealthToolkit::new(reg.clone()).event_sink({
+        let seen = seen.clone();
+        move |e: &HealthEvent| seen.lock().unwrap().push(e.clone())
+    });
+    ok(&reg, "m", 1, 10);
+    let req = ToolRequest::new(
+        "mgr-1",
+        "manager",
+        "c1",
+        "log_agent_action",
+        json!({"agent": "manager", "action": "cool_down m", "outcome": "success", "details": "error rate 80 %"}),
+    );
+    let r = toolkit.clone().oneshot(req).await.unwrap();
+    assert!(!r.is_error, "{}", r.content);
+    let failed = toolkit.call(
+        "log_agent_action",
+        &json!({"agent": "manager", "action": "reset s1", "outcome": "failed"}),
+    );
+    assert!(!failed.is_error, "{}", failed.content);
+
+    // The registry's journal holds the action as a health event…
+    let journal = reg.recent(10);
+    let actions: Vec<&HealthEvent> = journal
+        .iter()
+        .filter(|e| e.kind.as_str() == "agent_action")
+        .collect();
+    assert_eq!(actions.len(), 2, "{journal:?}");
+    let e = actions[0];
+    assert_eq!(
+        (e.agent.as_str(), e.session.as_str(), &*e.subject),
+        ("manager", "mgr-1", "cool_down m")
+    );
+    assert_eq!(e.outcome, Outcome::Success);
+    assert_eq!(e.detail.as_deref(), Some("outcome: success; error rate 80 %"));
+    assert_eq!(
+        actions[1].outcome,
+        Outcome::Failure(FailureClass::Other),
+        "a failed action is not a success"
+    );
+    // …that counts as no call of any agent.
+    assert_eq!(reg.agent_names(), ["trader"]);
+    assert_eq!(reg.agent("trader").unwrap().total_calls, 1);
+
+    // get_agent_health_summary shows it, with or without `agent`.
+    let v: Value =
+        serde_json::from_str(&toolkit.call("get_agent_health_summary", &Value::Null).content).unwrap();
+    let listed: Vec<(&str, &str)> = v["recent_actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["action"].as_str().unwrap(), a["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(listed, [("cool_down m", "success"), ("reset s1", "error")]);
+    let r = toolkit.call("get_agent_health_summary", &json!({"agent": "manager"}));
+    assert!(!r.is_error, "{}", r.content);
+    let v: Value = serde_json::from_str(&r.content).unwrap();
+    assert_eq!(v["agent"], Value::Null, "no calls, no windows");
+    assert_eq!(v["recent_actions"][1]["detail"], "outcome: failed");
+    let v: Value = serde_json::from_str(
+        &toolkit
+            .call("get_agent_health_summary", &json!({"agent": "trader"}))
+            .content,
+    )
+    .unwrap();
+    assert_eq!(v["recent_actions"], json!([]));
+
+    // The attached sink got the same events.
+    let got = seen.lock().unwrap();
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0], *actions[0]);
+    assert_eq!(got[1], *actions[1]);
 }

@@ -704,4 +704,15 @@ mod tests {
         );
         assert!(BrittlenessPolicy::default().latency_drift(Some(0.5), 1).is_err());
     }
+
+    #[test]
+    fn error_driven_reset_reasons_are_the_error_triggers() {
+        for t in Trigger::ALL {
+            assert_eq!(
+                mantissa_core::catalog::is_error_driven_reset(t.as_str()),
+                matches!(t, Trigger::ConsecutiveErrors | Trigger::ErrorRate),
+                "{t}"
+            );
+        }
+    }
 }

@@ -807,6 +807,7 @@ async fn commit_reset<St: SessionStore>(
         started.elapsed(),
     );
     ev.detail = Some(notice.to_string());
+    ev.reason = Some(Arc::from(trigger.as_str()));
     shared.emit(&ev);
     // A span event on the caller's current span (exported by `mantissa::otel`).
     tracing::event!(

@@ -243,6 +243,7 @@ fn window_stats(c: &Counts, span: Duration, elapsed: Duration) -> WindowStats {
         cost_usd_per_hour: snapshot::per(c.cost_usd, covered) * 3600.0,
         context_warnings: c.context_warnings,
         context_resets: c.context_resets,
+        error_driven_resets: c.error_driven_resets,
         compared_secs: c.compared_secs,
         expected_secs: c.expected_secs,
     }
@@ -468,7 +469,7 @@ impl HealthRegistry {
         self.agent(agent).map_or(1.0, |h| h.score)
     }
 
-    /// The latest `n` events (calls, warnings, resets), oldest first.
+    /// The latest `n` events (calls, warnings, resets, agent actions), oldest first.
     pub fn recent(&self, n: usize) -> Vec<HealthEvent> {
         self.inner.journal.recent(n)
     }
@@ -488,17 +489,37 @@ impl HealthRegistry {
 
     /// Records an event from outside the health layer: context warnings and
     /// resets (counted per agent), or LLM and tool calls (counted per agent and
-    /// per model or tool). Every event also goes to the journal.
+    /// per model or tool). Every event also goes to the journal; agent
+    /// actions go only there (they are not calls, and their agent names come
+    /// from an LLM's tool arguments, so they create no subject).
     ///
     /// A [`HealthLayer`](crate::HealthLayer) feeds its registry directly; do not
     /// also add the registry as one of the layer's sinks, or calls count twice.
     pub fn record_event(&self, event: &HealthEvent) {
+        if event.kind == EventKind::AgentAction {
+            self.inner.journal.push(event.clone());
+            return;
+        }
         let now = Instant::now();
         let secs = now.saturating_duration_since(self.inner.epoch).as_secs();
         let agent = self.inner.agents.get_or_insert(event.agent.as_str());
         match event.kind {
             EventKind::ContextWarning => agent.mark(secs, Mark::Warning),
-            EventKind::ContextReset => agent.mark(secs, Mark::Reset),
+            EventKind::ContextReset => {
+                let error_driven = event
+                    .reason
+                    .as_deref()
+                    .is_some_and(catalog::is_error_driven_reset);
+                agent.mark(
+                    secs,
+                    if error_driven {
+                        Mark::ErrorDrivenReset
+                    } else {
+                        Mark::Reset
+                    },
+                );
+            }
+            EventKind::AgentAction => {}
             EventKind::Llm | EventKind::Tool => {
                 let subject = if event.kind == EventKind::Llm {
                     self.inner.models.get_or_insert(&event.subject)

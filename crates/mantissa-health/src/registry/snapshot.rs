@@ -112,6 +112,10 @@ pub struct WindowStats {
     pub context_warnings: u64,
     /// Context resets (agents only).
     pub context_resets: u64,
+    /// Error-driven context resets, a subset of `context_resets`: those whose
+    /// reason is in [`ERROR_DRIVEN_RESET_REASONS`](mantissa_core::catalog::ERROR_DRIVEN_RESET_REASONS)
+    /// (agents only).
+    pub error_driven_resets: u64,
     /// Seconds taken by the successful calls judged against a tier baseline
     /// (agents only), and the seconds expected of them.
     #[serde(skip)]

@@ -52,6 +52,7 @@ pub(crate) struct Totals {
     /// against the baselines of the tiers that served it.
     pub(crate) compared_secs: f64,
     pub(crate) expected_secs: f64,
+    pub(crate) error_driven_resets: u64,
     lat_lo: usize,
     lat_hi: usize,
     lat_count: u64,
@@ -69,6 +70,7 @@ impl Totals {
         context_resets: 0,
         compared_secs: 0.0,
         expected_secs: 0.0,
+        error_driven_resets: 0,
         lat_lo: LATENCY_BUCKETS,
         lat_hi: 0,
         lat_count: 0,
@@ -89,6 +91,7 @@ impl Totals {
         self.context_resets = self.context_resets.saturating_add(o.context_resets);
         self.compared_secs += o.compared_secs;
         self.expected_secs += o.expected_secs;
+        self.error_driven_resets = self.error_driven_resets.saturating_add(o.error_driven_resets);
         if o.lat_lo < o.lat_hi {
             self.lat_lo = self.lat_lo.min(o.lat_lo);
             self.lat_hi = self.lat_hi.max(o.lat_hi);
@@ -251,6 +254,8 @@ impl Sample {
 pub(crate) enum Mark {
     Warning,
     Reset,
+    /// An error-driven reset (also a reset).
+    ErrorDrivenReset,
 }
 
 /// A ring of `N` slots of `W` seconds each: covers the last `N * W` seconds
@@ -317,6 +322,10 @@ impl<const W: u64, const N: usize> Ring<W, N> {
         match m {
             Mark::Warning => c.context_warnings = c.context_warnings.saturating_add(1),
             Mark::Reset => c.context_resets = c.context_resets.saturating_add(1),
+            Mark::ErrorDrivenReset => {
+                c.context_resets = c.context_resets.saturating_add(1);
+                c.error_driven_resets = c.error_driven_resets.saturating_add(1);
+            }
         }
     }
 

@@ -10,6 +10,11 @@
 //! worker) do exactly that, and count what they drop in
 //! `mantissa_alert_sink_dropped_total{sink}`.
 //!
+//! After each evaluation the monitor also hands every receiver the alerts
+//! still firing ([`HealthAlertReceiver::receive_firing_alerts`], a no-op by
+//! default): [`WebhookSink`] re-sends them, as Prometheus does, so that
+//! Alertmanager does not resolve an alert that still fires.
+//!
 //! The trait is a plain `fn` rather than an `async fn` on purpose: the monitor
 //! never waits for a sink, so a slow sink cannot delay evaluation, and a
 //! closure is a receiver.
@@ -32,6 +37,7 @@ pub mod webhook;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use mantissa_core::catalog::{self, labels};
 use tokio::sync::mpsc;
@@ -39,7 +45,9 @@ use tokio::sync::mpsc;
 use crate::alert::{Alert, AlertState};
 use crate::rule::Severity;
 
-pub use webhook::{WebhookError, WebhookSink, WebhookSinkBuilder, WebhookStats, alertmanager_payload};
+pub use webhook::{
+    WebhookError, WebhookSink, WebhookSinkBuilder, WebhookStats, alertmanager_alert, alertmanager_payload,
+};
 
 /// Receives firing and resolved alerts — the manager agent's
 /// `receive_health_alert`. Called on the monitor's task: must return quickly
@@ -47,6 +55,36 @@ pub use webhook::{WebhookError, WebhookSink, WebhookSinkBuilder, WebhookStats, a
 pub trait HealthAlertReceiver: Send + Sync + 'static {
     /// Handles one alert transition.
     fn receive_health_alert(&self, alert: &Alert);
+
+    /// Called after every evaluation (after the transitions of that
+    /// evaluation were handed to
+    /// [`receive_health_alert`](Self::receive_health_alert)) with every alert
+    /// firing at that point, newly firing ones included. Receivers that need
+    /// to refresh firing alerts — Alertmanager resolves an alert that is not
+    /// re-sent — do it here; the default does nothing. Must not block either.
+    fn receive_firing_alerts(&self, firing: &[Alert], evaluation: &Evaluation) {
+        let _ = (firing, evaluation);
+    }
+}
+
+/// When an evaluation ran and how often the monitor evaluates, given to
+/// [`HealthAlertReceiver::receive_firing_alerts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Evaluation {
+    /// The evaluation's wall-clock time (the registry snapshot's), in
+    /// milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The monitor's evaluation interval: the next evaluation is due this
+    /// long after this one.
+    pub interval: Duration,
+}
+
+impl Evaluation {
+    /// An evaluation at `at_ms` of a monitor that evaluates every `interval`.
+    pub fn new(at_ms: u64, interval: Duration) -> Self {
+        Self { at_ms, interval }
+    }
 }
 
 impl<F> HealthAlertReceiver for F
@@ -61,6 +99,10 @@ where
 impl<T: HealthAlertReceiver + ?Sized> HealthAlertReceiver for Arc<T> {
     fn receive_health_alert(&self, alert: &Alert) {
         (**self).receive_health_alert(alert)
+    }
+
+    fn receive_firing_alerts(&self, firing: &[Alert], evaluation: &Evaluation) {
+        (**self).receive_firing_alerts(firing, evaluation)
     }
 }
 

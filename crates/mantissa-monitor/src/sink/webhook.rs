@@ -1,6 +1,6 @@
 //! [`WebhookSink`]: posts alerts as Alertmanager-compatible JSON, and its defaults.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{HealthAlertReceiver, count_drop};
-use crate::alert::{Alert, AlertState};
+use super::{Evaluation, HealthAlertReceiver, count_drop};
+use crate::alert::{Alert, AlertState, SubjectRef};
+use crate::monitor::DEFAULT_INTERVAL;
 
 /// Default capacity of the queue between the monitor and the worker.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 256;
@@ -26,6 +27,12 @@ pub const DEFAULT_INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(8);
 /// Default timeout of one POST.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default interval between re-sends of a firing alert (Prometheus'
+/// `--rules.alert.resend-delay`).
+pub const DEFAULT_RESEND_INTERVAL: Duration = Duration::from_secs(60);
+/// A firing alert's `endsAt` is this many re-send intervals (or evaluation
+/// intervals, if longer) after it is sent, as Prometheus sets it.
+const VALIDITY_FACTOR: u32 = 4;
 
 /// Why a [`WebhookSink`] could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +86,19 @@ struct Config {
     name: Arc<str>,
 }
 
+/// One alert on its way out, with the `endsAt` it is sent with.
+struct Outgoing {
+    alert: Alert,
+    ends_at_ms: Option<u64>,
+}
+
+/// When a firing alert was last sent, and the `endsAt` it was sent with.
+#[derive(Clone, Copy)]
+struct Sent {
+    at_ms: u64,
+    valid_until_ms: u64,
+}
+
 /// Builds a [`WebhookSink`]; see [`WebhookSink::builder`].
 pub struct WebhookSinkBuilder {
     url: String,
@@ -89,6 +109,7 @@ pub struct WebhookSinkBuilder {
     initial_backoff: Duration,
     max_backoff: Duration,
     timeout: Duration,
+    resend_interval: Duration,
     generator_url: Option<String>,
     name: Arc<str>,
 }
@@ -103,6 +124,7 @@ impl fmt::Debug for WebhookSinkBuilder {
             .field("initial_backoff", &self.initial_backoff)
             .field("max_backoff", &self.max_backoff)
             .field("timeout", &self.timeout)
+            .field("resend_interval", &self.resend_interval)
             .field("generator_url", &self.generator_url)
             .field("name", &self.name)
             .finish_non_exhaustive()
@@ -140,6 +162,17 @@ impl WebhookSinkBuilder {
     /// Timeout of one POST, when the sink builds its own client. Defaults to 10 s.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// How often an alert that keeps firing is sent again (checked at each
+    /// evaluation of the monitor; zero: at every evaluation). Alertmanager
+    /// resolves an alert once its `endsAt` has passed, so a firing alert is
+    /// sent with `endsAt` = now + 4 × the longer of this interval and the
+    /// monitor's evaluation interval, and re-sent before that. Defaults to
+    /// 1 min (as Prometheus).
+    pub fn resend_interval(mut self, interval: Duration) -> Self {
+        self.resend_interval = interval;
         self
     }
 
@@ -196,22 +229,63 @@ impl WebhookSinkBuilder {
                 worker: Mutex::new(Some(worker)),
                 counters,
                 name: self.name,
+                resend_ms: millis(self.resend_interval),
+                firing: Mutex::new(Firing {
+                    eval_interval_ms: millis(DEFAULT_INTERVAL),
+                    sent: HashMap::new(),
+                }),
             }),
         })
     }
 }
 
 struct Shared {
-    tx: Mutex<Option<mpsc::Sender<Alert>>>,
+    tx: Mutex<Option<mpsc::Sender<Outgoing>>>,
     worker: Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
     name: Arc<str>,
+    resend_ms: u64,
+    firing: Mutex<Firing>,
+}
+
+/// The firing alerts the sink has sent, by rule and subject.
+struct Firing {
+    /// The monitor's evaluation interval, as last reported (the monitor's
+    /// default until the first report).
+    eval_interval_ms: u64,
+    sent: HashMap<(String, SubjectRef), Sent>,
+}
+
+impl Firing {
+    /// How long a firing alert sent now stays valid at Alertmanager.
+    fn validity_ms(&self, resend_ms: u64) -> u64 {
+        resend_ms
+            .max(self.eval_interval_ms)
+            .saturating_mul(u64::from(VALIDITY_FACTOR))
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn key(a: &Alert) -> (String, SubjectRef) {
+    (a.rule.clone(), a.subject.clone())
 }
 
 /// Posts firing and resolved alerts to an Alertmanager-compatible webhook
 /// (`POST /api/v2/alerts` of Alertmanager itself, or any receiver of that
-/// JSON): an array of `{labels, annotations, startsAt, endsAt?, generatorURL?}`
-/// (see [`alertmanager_payload`]).
+/// JSON): an array of `{labels, annotations, startsAt, endsAt, generatorURL?}`
+/// (see [`alertmanager_alert`]).
+///
+/// As Prometheus does, a firing alert is sent with `endsAt` in the future
+/// (now + 4 × the longer of the [re-send
+/// interval](WebhookSinkBuilder::resend_interval) and the monitor's
+/// evaluation interval) and re-sent, at the monitor's evaluations
+/// ([`receive_firing_alerts`](HealthAlertReceiver::receive_firing_alerts)),
+/// once a re-send interval has passed; a resolved alert is sent with `endsAt`
+/// at its resolution. Alertmanager thus keeps an alert active exactly while
+/// it fires here, and resolves it on its own if the monitor stops.
 ///
 /// [`receive_health_alert`](HealthAlertReceiver::receive_health_alert) only
 /// pushes onto a bounded queue, never waiting: when the queue is full the
@@ -265,6 +339,7 @@ impl WebhookSink {
             initial_backoff: DEFAULT_INITIAL_BACKOFF,
             max_backoff: DEFAULT_MAX_BACKOFF,
             timeout: DEFAULT_TIMEOUT,
+            resend_interval: DEFAULT_RESEND_INTERVAL,
             generator_url: None,
             name: Arc::from("webhook"),
         }
@@ -295,15 +370,14 @@ impl WebhookSink {
         self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
         count_drop(&self.shared.name, 1);
     }
-}
 
-impl HealthAlertReceiver for WebhookSink {
-    fn receive_health_alert(&self, alert: &Alert) {
-        if alert.state == AlertState::Pending {
-            return;
-        }
+    fn push(&self, alert: &Alert, ends_at_ms: Option<u64>) {
+        let out = Outgoing {
+            alert: alert.clone(),
+            ends_at_ms,
+        };
         let pushed = match &*self.shared.tx.lock() {
-            Some(tx) => tx.try_send(alert.clone()).is_ok(),
+            Some(tx) => tx.try_send(out).is_ok(),
             None => false,
         };
         if pushed {
@@ -314,7 +388,77 @@ impl HealthAlertReceiver for WebhookSink {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Alert>, cfg: Config, counters: Arc<Counters>) {
+impl HealthAlertReceiver for WebhookSink {
+    fn receive_health_alert(&self, alert: &Alert) {
+        match alert.state {
+            AlertState::Firing => {
+                let at_ms = alert.firing_since_ms.unwrap_or(alert.active_since_ms);
+                let valid_until_ms = {
+                    let mut firing = self.shared.firing.lock();
+                    let valid_until_ms = at_ms.saturating_add(firing.validity_ms(self.shared.resend_ms));
+                    firing.sent.insert(
+                        key(alert),
+                        Sent {
+                            at_ms,
+                            valid_until_ms,
+                        },
+                    );
+                    valid_until_ms
+                };
+                self.push(alert, Some(valid_until_ms));
+            }
+            AlertState::Resolved => {
+                self.shared.firing.lock().sent.remove(&key(alert));
+                self.push(alert, alert.resolved_at_ms);
+            }
+            _ => {}
+        }
+    }
+
+    fn receive_firing_alerts(&self, alerts: &[Alert], evaluation: &Evaluation) {
+        let now = evaluation.at_ms;
+        let due: Vec<(&Alert, u64)> = {
+            let mut firing = self.shared.firing.lock();
+            firing.eval_interval_ms = millis(evaluation.interval);
+            let validity = firing.validity_ms(self.shared.resend_ms);
+            let next_eval = now.saturating_add(firing.eval_interval_ms);
+            let resend_ms = self.shared.resend_ms.max(1);
+            let mut due = Vec::new();
+            let mut still = HashMap::with_capacity(alerts.len());
+            for a in alerts.iter().filter(|a| a.is_firing()) {
+                let k = key(a);
+                let mut sent = firing.sent.get(&k).copied();
+                // Re-send once a re-send interval has passed, or sooner if
+                // the last `endsAt` would pass before the next evaluation
+                // (sent before the evaluation interval was known).
+                let is_due = sent.is_none_or(|s| {
+                    now.saturating_sub(s.at_ms) >= resend_ms
+                        || (now > s.at_ms
+                            && s.valid_until_ms <= next_eval.saturating_add(firing.eval_interval_ms))
+                });
+                if is_due {
+                    let s = Sent {
+                        at_ms: now,
+                        valid_until_ms: now.saturating_add(validity),
+                    };
+                    due.push((a, s.valid_until_ms));
+                    sent = Some(s);
+                }
+                if let Some(s) = sent {
+                    still.insert(k, s);
+                }
+            }
+            // Alerts no longer firing are forgotten (their resolution was sent).
+            firing.sent = still;
+            due
+        };
+        for (a, valid_until_ms) in due {
+            self.push(a, Some(valid_until_ms));
+        }
+    }
+}
+
+async fn run(mut rx: mpsc::Receiver<Outgoing>, cfg: Config, counters: Arc<Counters>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < cfg.max_batch {
@@ -324,7 +468,12 @@ async fn run(mut rx: mpsc::Receiver<Alert>, cfg: Config, counters: Arc<Counters>
             }
         }
         let n = batch.len() as u64;
-        let body = alertmanager_payload(&batch, cfg.generator_url.as_deref());
+        let body = Value::Array(
+            batch
+                .iter()
+                .map(|o| alertmanager_alert(&o.alert, o.ends_at_ms, cfg.generator_url.as_deref()))
+                .collect(),
+        );
         let mut delay = cfg.initial_backoff;
         let mut attempt = 1;
         loop {
@@ -356,52 +505,64 @@ async fn run(mut rx: mpsc::Receiver<Alert>, cfg: Config, counters: Arc<Counters>
     }
 }
 
-/// The Alertmanager JSON for `alerts`: an array of
-/// `{"labels": {"alertname", "severity", "subject_kind", "subject", …rule labels},
-/// "annotations": {"summary", "description"}, "startsAt", "endsAt" (resolved
-/// alerts only), "generatorURL" (when given)}`, times in RFC 3339.
+/// The Alertmanager JSON for `alerts`: an array of [`alertmanager_alert`]s,
+/// resolved alerts with `endsAt` at their resolution, firing ones without
+/// `endsAt` (Alertmanager then resolves them after its `resolve_timeout`
+/// unless they are re-sent; [`WebhookSink`] sends firing alerts with an
+/// `endsAt` in the future instead).
 pub fn alertmanager_payload(alerts: &[Alert], generator_url: Option<&str>) -> Value {
     Value::Array(
         alerts
             .iter()
             .map(|a| {
-                let mut labels: BTreeMap<&str, &str> =
-                    a.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                labels.insert("alertname", &a.rule);
-                labels.insert("severity", a.severity.as_str());
-                labels.insert("subject_kind", a.subject.kind.as_str());
-                labels.insert("subject", &a.subject.name);
-                let mut description = format!(
-                    "{} {} on {}: value {} (threshold {})",
-                    a.rule,
-                    a.state,
-                    a.subject,
-                    fmt_num(a.value),
-                    fmt_num(a.threshold)
-                );
-                for act in &a.actions {
-                    description.push_str(&format!(
-                        "; {} {} {}",
-                        act.action,
-                        act.target,
-                        if act.ok { "done" } else { "failed" }
-                    ));
-                }
-                let mut obj = json!({
-                    "labels": labels,
-                    "annotations": {"summary": a.summary, "description": description},
-                    "startsAt": rfc3339(a.firing_since_ms.unwrap_or(a.active_since_ms)),
-                });
-                if let (AlertState::Resolved, Some(end)) = (a.state, a.resolved_at_ms) {
-                    obj["endsAt"] = Value::String(rfc3339(end));
-                }
-                if let Some(g) = generator_url {
-                    obj["generatorURL"] = Value::String(g.to_owned());
-                }
-                obj
+                alertmanager_alert(
+                    a,
+                    a.resolved_at_ms.filter(|_| a.state == AlertState::Resolved),
+                    generator_url,
+                )
             })
             .collect(),
     )
+}
+
+/// The Alertmanager JSON of one alert: `{"labels": {"alertname", "severity",
+/// "subject_kind", "subject", …rule labels}, "annotations": {"summary",
+/// "description"}, "startsAt", "endsAt" (when `ends_at_ms` is given),
+/// "generatorURL" (when given)}`, times in RFC 3339.
+pub fn alertmanager_alert(a: &Alert, ends_at_ms: Option<u64>, generator_url: Option<&str>) -> Value {
+    let mut labels: BTreeMap<&str, &str> = a.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    labels.insert("alertname", &a.rule);
+    labels.insert("severity", a.severity.as_str());
+    labels.insert("subject_kind", a.subject.kind.as_str());
+    labels.insert("subject", &a.subject.name);
+    let mut description = format!(
+        "{} {} on {}: value {} (threshold {})",
+        a.rule,
+        a.state,
+        a.subject,
+        fmt_num(a.value),
+        fmt_num(a.threshold)
+    );
+    for act in &a.actions {
+        description.push_str(&format!(
+            "; {} {} {}",
+            act.action,
+            act.target,
+            if act.ok { "done" } else { "failed" }
+        ));
+    }
+    let mut obj = json!({
+        "labels": labels,
+        "annotations": {"summary": a.summary, "description": description},
+        "startsAt": rfc3339(a.firing_since_ms.unwrap_or(a.active_since_ms)),
+    });
+    if let Some(end) = ends_at_ms {
+        obj["endsAt"] = Value::String(rfc3339(end));
+    }
+    if let Some(g) = generator_url {
+        obj["generatorURL"] = Value::String(g.to_owned());
+    }
+    obj
 }
 
 fn fmt_num(v: f64) -> String {
