@@ -2,7 +2,7 @@
 //! `rig`, rig-core 0.40).
 //!
 //! [`MantissaModel`] implements rig's `CompletionModel` (plain and
-//! streaming) over an [`AgentStack`](crate::AgentStack) LLM service, so a
+//! streaming) over an [`AgentStack`] LLM service, so a
 //! `rig::agent::Agent` built on it sends every call through reset, triage,
 //! the tier router and the per-model health layers. [`MeasuredTool`] wraps a
 //! rig `Tool` so its calls are measured like the stack's own tools.
@@ -430,7 +430,8 @@ fn raw_tool_call(c: &ToolCall) -> RawStreamingToolCall {
 /// ```no_run
 /// # use mantissa::AgentStack;
 /// # use mantissa::adapters::rig::{MantissaModel, MeasuredTool};
-/// # fn wrap<T: rig_core::tool::Tool + 'static>(stack: &AgentStack, tool: T) {
+/// # fn wrap<T>(stack: &AgentStack, tool: T)
+/// # where T: rig_core::tool::Tool + 'static, T::Args: 'static, T::Output: Send + Sync + 'static {
 /// let agent = rig_core::agent::AgentBuilder::new(MantissaModel::new(stack.llm("trader"), "trader"))
 ///     .tool(MeasuredTool::new(tool, stack, "trader"))
 ///     .build();
