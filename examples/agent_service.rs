@@ -15,7 +15,8 @@
 //! cargo run --example agent_service -- --serve           # keep /metrics up until Ctrl-C
 //! cargo run --example agent_service -- --listen 127.0.0.1:9000
 //! # a real OpenAI-compatible server (vLLM, Ollama, llama.cpp, LiteLLM, OpenAI);
-//! # the key comes from OPENAI_API_KEY, models are low,medium,high:
+//! # the key comes from OPENAI_API_KEY, models are low,medium,high (default
+//! # gpt-4o-mini,gpt-4o,o3); known models are priced from the built-in catalogue:
 //! cargo run --example agent_service -- --upstream http://127.0.0.1:8000/v1 \
 //!     --models qwen2.5-0.5b,qwen2.5-7b,qwen2.5-32b --duration 20 --sessions 4
 //! # export the call spans to an OTLP/HTTP collector (OTEL_EXPORTER_OTLP_ENDPOINT,

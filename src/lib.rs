@@ -42,10 +42,17 @@
 //!
 //! - `openai` (default): the OpenAI-compatible HTTP client ([`openai`]) and
 //!   [`Upstream::OpenAi`].
+//! - `async-openai`: conversions between async-openai's chat types and
+//!   mantissa's, and an upstream over your `async_openai::Client`
+//!   (`adapters::async_openai`).
+//! - `rig`: a rig `CompletionModel` over an `AgentStack` LLM service
+//!   (`adapters::rig`).
 
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+#[cfg(any(feature = "async-openai", feature = "rig"))]
+pub mod adapters;
 pub mod demo;
 #[cfg(feature = "otel")]
 pub mod otel;

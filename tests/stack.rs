@@ -527,9 +527,12 @@ async fn the_demo_serves_labelled_series_for_every_agent_model_and_tool() {
 async fn a_scrape_shows_every_catalogued_series() {
     let ups = Upstreams::start(&["small", "medium", "large"]).await;
     let (sink, _alerts_rx) = ChannelSink::new(1); // never drained: drops are counted
+    // The medium model has no price: the fallbacks to it are calls of unknown cost.
+    let mut tiers = small_tiers();
+    tiers.tiers[1].models[0] = ModelSpec::new("medium").provider("mock").context_window(16_000);
     let stack = AgentStack::builder()
         .agent(AgentSpec::new("trader"))
-        .tiers(small_tiers())
+        .tiers(tiers)
         .upstream(ups.upstream())
         .reset_policy(compact_on_turns(3))
         .monitor_rule(Rule::new(
@@ -656,6 +659,63 @@ async fn the_demo_runs_against_an_openai_compatible_upstream() {
         models.contains("m-low") && models.contains("m-high"),
         "{models:?}"
     );
+    demo.shutdown().await.unwrap();
+}
+
+/// The main job against an OpenAI-compatible server with real model names
+/// (`--upstream URL`, default `--models gpt-4o-mini,gpt-4o,o3`): the built-in
+/// catalogue prices every call, so the report shows a real cost and savings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_reports_real_cost_and_savings_with_real_model_names() {
+    let server = HttpMockLlm::start().await;
+    server.respond_with_text("Holding; nothing to do.");
+    let tiers = TierSet::new(
+        ["gpt-4o-mini", "gpt-4o", "o3"]
+            .into_iter()
+            .zip(["low", "medium", "high"])
+            .map(|(id, tier)| TierConfig::new(tier, vec![ModelSpec::new(id)]))
+            .collect(),
+    )
+    .unwrap();
+    let mut demo = mantissa::demo::Demo::start(mantissa::demo::DemoConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        duration: Duration::from_millis(1500),
+        sessions: 3,
+        progress: None,
+        upstream: Some(Upstream::OpenAi(Box::new(
+            OpenAiConfig::new(server.base_url()).api_key("sk-x"),
+        ))),
+        tiers: Some(tiers),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let report = demo.wait().await.unwrap();
+    assert!(report.turns > 0 && report.llm_errors == 0, "{report:?}");
+    assert!(report.cost_usd > 0.0, "{}", report.text);
+    assert!(
+        report.counterfactual_cost_usd > report.cost_usd,
+        "triage saves against o3: {}",
+        report.text
+    );
+    assert!(!report.text.contains("saved $0.0000"), "{}", report.text);
+    let scrape = reqwest::get(format!("http://{}/metrics", demo.metrics_addr()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // (The recorder is process-wide: other tests' models may show up too.)
+    let unpriced: Vec<&str> = scrape
+        .lines()
+        .filter(|l| l.starts_with(catalog::UNKNOWN_COST_CALLS_TOTAL))
+        .filter(|l| {
+            ["gpt-4o-mini", "gpt-4o", "o3", "other"]
+                .iter()
+                .any(|m| l.contains(&format!("\"{m}\"")))
+        })
+        .collect();
+    assert!(unpriced.is_empty(), "every call was priced: {unpriced:?}");
     demo.shutdown().await.unwrap();
 }
 

@@ -86,6 +86,9 @@ pub const TOKENS_TOTAL: &str = "mantissa_tokens_total";
 pub const COST_USD_TOTAL: &str = "mantissa_cost_usd_total";
 /// Counter, dollars: what the same calls would have cost on the top tier.
 pub const COUNTERFACTUAL_COST_USD_TOTAL: &str = "mantissa_counterfactual_cost_usd_total";
+/// Counter: LLM calls with tokens whose cost is unknown (the model has no
+/// configured or catalogued price, or is not configured: `other`), by model.
+pub const UNKNOWN_COST_CALLS_TOTAL: &str = "mantissa_unknown_cost_calls_total";
 /// Histogram, seconds: time the middleware itself adds per call, by layer.
 pub const MIDDLEWARE_OVERHEAD: &str = "mantissa_middleware_overhead_seconds";
 /// Gauge: agent health score in [0, 1] (the agent's "precision").
@@ -186,6 +189,7 @@ pub const COUNTERS: &[&str] = &[
     TOKENS_TOTAL,
     COST_USD_TOTAL,
     COUNTERFACTUAL_COST_USD_TOTAL,
+    UNKNOWN_COST_CALLS_TOTAL,
     TRIAGE_DECISIONS_TOTAL,
     FALLBACKS_TOTAL,
     CONTEXT_RESETS_TOTAL,
@@ -246,6 +250,11 @@ pub fn describe_all() {
     describe_counter!(
         COUNTERFACTUAL_COST_USD_TOTAL,
         "What the same calls would have cost in US dollars on the top tier's model."
+    );
+    describe_counter!(
+        UNKNOWN_COST_CALLS_TOTAL,
+        Unit::Count,
+        "LLM calls whose cost is unknown (no configured or catalogued price), by model; counted at cost 0."
     );
     describe_histogram!(
         MIDDLEWARE_OVERHEAD,

@@ -30,6 +30,7 @@ mod failure;
 mod ids;
 mod labels;
 mod message;
+pub mod models;
 mod request;
 mod response;
 mod text;
@@ -46,5 +47,5 @@ pub use message::{FunctionCall, FunctionSpec, Message, Role, ToolCall, ToolSpec}
 pub use request::{GenerationParams, LlmRequest, METADATA_STAKES};
 pub use response::{Chunk, ChunkStream, FinishReason, LlmResponse, StreamAssembler, ToolCallDelta, Usage};
 pub use text::truncate_str;
-pub use tier::{ModelCatalog, ModelSpec, OTHER_LABEL, Pricing, TierConfig, TierSet};
+pub use tier::{ModelCatalog, ModelSpec, OTHER_LABEL, PriceSource, Pricing, TierConfig, TierSet};
 pub use tool::{ToolRequest, ToolResponse};

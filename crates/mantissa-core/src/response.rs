@@ -20,6 +20,14 @@ pub struct Usage {
     /// Completion (output) tokens.
     #[serde(rename = "completion_tokens", alias = "output_tokens", default)]
     pub output_tokens: u64,
+    /// Input tokens served from the provider's prompt cache (a part of
+    /// `input_tokens`, priced at the cached-input price where there is one).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached_input_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Usage {
@@ -28,7 +36,14 @@ impl Usage {
         Self {
             input_tokens,
             output_tokens,
+            cached_input_tokens: 0,
         }
+    }
+
+    /// Sets how many of the input tokens were served from the prompt cache.
+    pub fn with_cached_input(mut self, tokens: u64) -> Self {
+        self.cached_input_tokens = tokens;
+        self
     }
 
     /// Input plus output tokens.
@@ -40,6 +55,7 @@ impl Usage {
     pub fn add(&mut self, other: Usage) {
         self.input_tokens = self.input_tokens.saturating_add(other.input_tokens);
         self.output_tokens = self.output_tokens.saturating_add(other.output_tokens);
+        self.cached_input_tokens = self.cached_input_tokens.saturating_add(other.cached_input_tokens);
     }
 }
 

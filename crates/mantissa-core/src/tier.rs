@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ConfigError;
 use crate::ids::{ModelId, Tier};
+use crate::models::KnownModels;
 use crate::response::Usage;
 
 /// Prices in US dollars per million tokens.
@@ -17,6 +18,10 @@ pub struct Pricing {
     /// Dollars per million output (completion) tokens.
     #[serde(default)]
     pub output_per_mtok: f64,
+    /// Dollars per million cached input tokens, for providers that price
+    /// them apart. `None`: cached input tokens cost the input price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_per_mtok: Option<f64>,
 }
 
 impl Pricing {
@@ -25,14 +30,41 @@ impl Pricing {
         Self {
             input_per_mtok,
             output_per_mtok,
+            cached_input_per_mtok: None,
         }
     }
 
-    /// Cost in dollars of `usage`.
+    /// Sets the price per million cached input tokens.
+    pub fn with_cached_input(mut self, per_mtok: f64) -> Self {
+        self.cached_input_per_mtok = Some(per_mtok);
+        self
+    }
+
+    /// Cost in dollars of `usage`. Its cached input tokens (part of its
+    /// input tokens) cost the cached-input price where there is one.
     pub fn cost(&self, usage: &Usage) -> f64 {
-        (usage.input_tokens as f64 * self.input_per_mtok + usage.output_tokens as f64 * self.output_per_mtok)
+        let cached = usage.cached_input_tokens.min(usage.input_tokens);
+        let (uncached, cached_price) = match self.cached_input_per_mtok {
+            Some(price) => (usage.input_tokens - cached, cached as f64 * price),
+            None => (usage.input_tokens, 0.0),
+        };
+        (uncached as f64 * self.input_per_mtok
+            + cached_price
+            + usage.output_tokens as f64 * self.output_per_mtok)
             / 1_000_000.0
     }
+}
+
+/// Where a [`ModelSpec`]'s prices come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PriceSource {
+    /// Set in configuration or code.
+    Configured,
+    /// Taken from the built-in catalogue ([`KnownModels`]).
+    Catalogue,
+    /// Not known: calls cost 0 and are counted as calls of unknown cost.
+    #[default]
+    Unknown,
 }
 
 fn default_provider() -> String {
@@ -44,30 +76,99 @@ fn default_context_window() -> u32 {
 }
 
 /// One model a tier can use.
+///
+/// A model the built-in catalogue knows ([`KnownModels::lookup`]) takes its
+/// provider, context window and prices from there unless they are given,
+/// in code ([`ModelSpec::new`] then the setters) or in configuration
+/// (fields left out of a `[[tiers.models]]` table).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "ModelSpecFields")]
 pub struct ModelSpec {
     /// The model id sent upstream and used as the `model` label.
     pub id: ModelId,
     /// The provider name (`gen_ai_provider_name`), for example `openai`.
-    #[serde(default = "default_provider")]
     pub provider: String,
     /// Context window in tokens.
-    #[serde(default = "default_context_window")]
     pub context_window: u32,
     /// Token prices.
-    #[serde(default, flatten)]
+    #[serde(flatten)]
     pub pricing: Pricing,
+    /// Where the prices come from.
+    #[serde(skip)]
+    pub price_source: PriceSource,
+}
+
+/// A `[[tiers.models]]` table as written: fields left out come from the
+/// catalogue, then from the defaults.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelSpecFields {
+    id: ModelId,
+    #[serde(default)]
+    provider: Option<String>,
+    #[serde(default)]
+    context_window: Option<u32>,
+    #[serde(default)]
+    input_per_mtok: Option<f64>,
+    #[serde(default)]
+    output_per_mtok: Option<f64>,
+    #[serde(default)]
+    cached_input_per_mtok: Option<f64>,
+}
+
+impl From<ModelSpecFields> for ModelSpec {
+    fn from(f: ModelSpecFields) -> Self {
+        let mut spec = ModelSpec::new(f.id);
+        if let Some(p) = f.provider {
+            spec.provider = p;
+        }
+        if let Some(w) = f.context_window {
+            spec.context_window = w;
+        }
+        if f.input_per_mtok.is_some() || f.output_per_mtok.is_some() || f.cached_input_per_mtok.is_some() {
+            let p = &mut spec.pricing;
+            p.input_per_mtok = f.input_per_mtok.unwrap_or(p.input_per_mtok);
+            p.output_per_mtok = f.output_per_mtok.unwrap_or(p.output_per_mtok);
+            p.cached_input_per_mtok = f.cached_input_per_mtok.or(p.cached_input_per_mtok);
+            spec.price_source = PriceSource::Configured;
+        }
+        spec
+    }
 }
 
 impl ModelSpec {
-    /// A model with a provider of `openai`, a 128k window and no price.
+    /// A model with the catalogue's provider, context window and prices if
+    /// the catalogue knows `id` ([`KnownModels::lookup`]: provider prefixes
+    /// and snapshot dates are ignored), otherwise a provider of `openai`, a
+    /// 128k window and no price ([`PriceSource::Unknown`]).
     pub fn new(id: impl Into<ModelId>) -> Self {
-        Self {
-            id: id.into(),
-            provider: default_provider(),
-            context_window: default_context_window(),
-            pricing: Pricing::default(),
+        let id = id.into();
+        match KnownModels::lookup(id.as_str()) {
+            Some(known) => Self {
+                id,
+                provider: known.provider.to_owned(),
+                context_window: known.context_window,
+                pricing: Pricing {
+                    input_per_mtok: known.input_per_mtok,
+                    output_per_mtok: known.output_per_mtok,
+                    cached_input_per_mtok: known.cached_input_per_mtok,
+                },
+                price_source: PriceSource::Catalogue,
+            },
+            None => Self {
+                id,
+                provider: default_provider(),
+                context_window: default_context_window(),
+                pricing: Pricing::default(),
+                price_source: PriceSource::Unknown,
+            },
         }
+    }
+
+    /// Whether calls to this model can be priced (configured or catalogued
+    /// prices).
+    pub fn is_priced(&self) -> bool {
+        self.price_source != PriceSource::Unknown
     }
 
     /// Sets the provider name.
@@ -82,9 +183,18 @@ impl ModelSpec {
         self
     }
 
-    /// Sets prices per million input and output tokens.
+    /// Sets prices per million input and output tokens (and drops any
+    /// catalogued cached-input price).
     pub fn pricing(mut self, input_per_mtok: f64, output_per_mtok: f64) -> Self {
         self.pricing = Pricing::new(input_per_mtok, output_per_mtok);
+        self.price_source = PriceSource::Configured;
+        self
+    }
+
+    /// Sets the price per million cached input tokens.
+    pub fn cached_input_pricing(mut self, per_mtok: f64) -> Self {
+        self.pricing.cached_input_per_mtok = Some(per_mtok);
+        self.price_source = PriceSource::Configured;
         self
     }
 
@@ -101,6 +211,10 @@ impl ModelSpec {
         for (name, v) in [
             ("input_per_mtok", self.pricing.input_per_mtok),
             ("output_per_mtok", self.pricing.output_per_mtok),
+            (
+                "cached_input_per_mtok",
+                self.pricing.cached_input_per_mtok.unwrap_or(0.0),
+            ),
         ] {
             if !v.is_finite() || v < 0.0 {
                 return Err(ConfigError::new(

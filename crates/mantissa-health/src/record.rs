@@ -58,6 +58,8 @@ pub(crate) struct ModelInfo {
     pub(crate) provider: Arc<str>,
     pub(crate) tier: Option<Tier>,
     pub(crate) pricing: Pricing,
+    /// Whether the model has a configured or catalogued price.
+    pub(crate) priced: bool,
 }
 
 /// The layer's configuration, frozen, plus its caches.
@@ -120,6 +122,7 @@ impl Shared {
                     provider: Arc::from(spec.provider.as_str()),
                     tier: s.catalog.tier_of(spec.id.as_str()).cloned(),
                     pricing: spec.pricing,
+                    priced: spec.is_priced(),
                 };
                 (spec.id.clone(), info)
             })
@@ -132,6 +135,7 @@ impl Shared {
                 provider: Arc::from(OTHER_LABEL),
                 tier: None,
                 pricing: Pricing::default(),
+                priced: false,
             },
             fixed_model: s.fixed_model,
             tiers: s.tiers,
@@ -410,6 +414,8 @@ struct TokenSeries {
     total_input: Counter,
     total_output: Counter,
     cost: Gauge,
+    /// Counts the calls of an unpriced model (`None` for a priced one).
+    unknown_cost: Option<Counter>,
     time_to_first_chunk: Histogram,
 }
 
@@ -469,6 +475,10 @@ impl Series {
                     labels::TIER => tier.to_owned(),
                     labels::MODEL => subject.to_owned(),
                 ),
+                unknown_cost: (!info.priced).then(|| {
+                    mantissa_core::models::warn_unpriced(subject);
+                    metrics::counter!(catalog::UNKNOWN_COST_CALLS_TOTAL, labels::MODEL => subject.to_owned())
+                }),
                 time_to_first_chunk: metrics::histogram!(
                     catalog::GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK,
                     labels::GEN_AI_OPERATION_NAME => catalog::OPERATION_CHAT,
@@ -729,6 +739,9 @@ impl Call {
                     t.total_output.increment(usage.output_tokens);
                     if cost > 0.0 {
                         t.cost.increment(cost);
+                    }
+                    if let Some(c) = &t.unknown_cost {
+                        c.increment(1);
                     }
                     if let Some(g) = &agent.counterfactual {
                         g.increment(counterfactual);

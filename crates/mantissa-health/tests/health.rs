@@ -609,6 +609,70 @@ async fn model_comes_from_request_then_layer_then_response() {
     assert!(close(cf, 5.0), "{cf}");
 }
 
+/// Real model names take the built-in catalogue's prices (prefixed or dated
+/// ids too, cached input at the cached price); an unpriced or unconfigured
+/// model costs 0 and is counted as a call of unknown cost.
+#[tokio::test(start_paused = true)]
+async fn catalogue_prices_reach_the_cost_metrics_and_unknown_costs_are_counted() {
+    let recorder = DebuggingRecorder::new();
+    let mut metrics = Metrics::new(&recorder);
+    let _g = metrics::set_default_local_recorder(&recorder);
+    let tiers = TierSet::new(vec![
+        mantissa_core::TierConfig::new("low", vec![ModelSpec::new("openai/gpt-4o-mini-2024-07-18")]),
+        mantissa_core::TierConfig::new("medium", vec![ModelSpec::new("my-finetune")]),
+        mantissa_core::TierConfig::new("high", vec![ModelSpec::new("o3")]),
+    ])
+    .unwrap();
+    let layer = HealthLayer::with_tiers(tiers);
+    let registry = layer.get_registry().clone();
+    let usage = Usage::new(1_000_000, 100_000).with_cached_input(400_000);
+    for model in ["openai/gpt-4o-mini-2024-07-18", "my-finetune", "not-configured"] {
+        layer
+            .layer(llm("x", usage, Duration::ZERO))
+            .oneshot(chat("s", "trader", Some(model)))
+            .await
+            .unwrap();
+    }
+    let s = metrics.read();
+    // gpt-4o-mini: 600k x 0.15 + 400k x 0.075 + 100k x 0.60 = 0.18 dollars.
+    let cost = gauge(
+        s,
+        catalog::COST_USD_TOTAL,
+        &[
+            ("agent", "trader"),
+            ("tier", "low"),
+            ("model", "openai/gpt-4o-mini-2024-07-18"),
+        ],
+    );
+    assert!(close(cost, 0.18), "{cost}");
+    // The counterfactual on o3 (2.00 / 0.50 cached / 8.00) for three calls.
+    let cf = gauge(s, catalog::COUNTERFACTUAL_COST_USD_TOTAL, &[("agent", "trader")]);
+    assert!(close(cf, 3.0 * (0.6 * 2.0 + 0.4 * 0.5 + 0.1 * 8.0)), "{cf}");
+    for model in ["my-finetune", "other"] {
+        assert_eq!(
+            counter(s, catalog::UNKNOWN_COST_CALLS_TOTAL, &[("model", model)]),
+            1,
+            "{model}"
+        );
+    }
+    assert!(
+        !s.iter()
+            .any(|(n, l, _)| n == catalog::UNKNOWN_COST_CALLS_TOTAL && l.values().any(|v| v.contains("gpt"))),
+        "a priced model is never a call of unknown cost"
+    );
+    for (tier, model) in [("medium", "my-finetune"), ("none", "other")] {
+        let cost = gauge(
+            s,
+            catalog::COST_USD_TOTAL,
+            &[("agent", "trader"), ("tier", tier), ("model", model)],
+        );
+        assert_eq!(cost, 0.0, "unknown costs are not dollars: {model}");
+    }
+    let snapshot = registry.snapshot();
+    let agent = &snapshot.agents["trader"];
+    assert!(close(agent.last_1m.cost_usd, 0.18), "{}", agent.last_1m.cost_usd);
+}
+
 #[tokio::test(start_paused = true)]
 async fn one_service_attributes_alternating_labels_correctly() {
     let layer = HealthLayer::with_tiers(TierSet::default());

@@ -86,11 +86,22 @@ pub(crate) struct WireUsage {
     prompt_tokens: Option<u64>,
     #[serde(default, alias = "output_tokens")]
     completion_tokens: Option<u64>,
+    /// OpenAI's `prompt_tokens_details.cached_tokens`.
+    #[serde(default)]
+    prompt_tokens_details: Option<WirePromptDetails>,
+}
+
+/// The breakdown of the prompt tokens.
+#[derive(Debug, Default, Deserialize)]
+struct WirePromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
 }
 
 impl From<WireUsage> for Usage {
     fn from(u: WireUsage) -> Self {
-        Usage::new(u.prompt_tokens.unwrap_or(0), u.completion_tokens.unwrap_or(0))
+        let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0);
+        Usage::new(u.prompt_tokens.unwrap_or(0), u.completion_tokens.unwrap_or(0)).with_cached_input(cached)
     }
 }
 
@@ -627,6 +638,12 @@ mod tests {
         assert_eq!(c.tool_calls[0].name.as_deref(), Some("g"));
         let c = chunk(json!({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2}})).unwrap();
         assert_eq!(c.usage, Some(Usage::new(5, 2)));
+        let c = chunk(
+            json!({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2,
+            "prompt_tokens_details": {"cached_tokens": 3}}}),
+        )
+        .unwrap();
+        assert_eq!(c.usage, Some(Usage::new(5, 2).with_cached_input(3)));
         let c = chunk(json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})).unwrap();
         assert_eq!(c.finish_reason, Some(FinishReason::Stop));
     }

@@ -1,8 +1,10 @@
 //! Loading a [`TierSet`] from TOML.
 //!
 //! The file lists tiers cheapest first; each tier lists its models in order
-//! of preference. Unset model fields take [`ModelSpec`](mantissa_core::ModelSpec)'s
-//! defaults (`provider = "openai"`, `context_window = 128000`, prices 0).
+//! of preference. Unset model fields come from the built-in catalogue for
+//! the models it knows ([`mantissa_core::models`]), else take
+//! [`ModelSpec`](mantissa_core::ModelSpec)'s defaults (`provider = "openai"`,
+//! `context_window = 128000`, no price).
 //!
 //! ```
 //! let set = mantissa_triage::tier_set_from_toml(r#"
