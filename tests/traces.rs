@@ -5,8 +5,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::{Arc, Mutex};
-
 use mantissa::core::{BoxError, FailureClass, LlmError, LlmRequest, LlmResponse, Message, TierSet, Usage};
 use mantissa::{HealthLayer, TierRouter};
 use tower::{Layer, ServiceExt, service_fn};
@@ -144,6 +142,7 @@ mod otel {
     use opentelemetry::trace::SpanKind;
     use opentelemetry_sdk::error::OTelSdkResult;
     use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+    use std::sync::{Arc, Mutex};
     use tracing_subscriber::Layer as _;
     use tracing_subscriber::layer::SubscriberExt;
 

@@ -238,7 +238,13 @@ fn window_stats(c: &Counts, span: Duration, elapsed: Duration) -> WindowStats {
         output_tokens: c.output_tokens,
         cost_usd: c.cost_usd,
         counterfactual_cost_usd: c.counterfactual_usd,
-        savings_usd: c.counterfactual_usd - c.cost_usd,
+        // Without a counterfactual (no tier ladder) nothing is known to be
+        // saved: 0, not minus the cost.
+        savings_usd: if c.counterfactual_usd > 0.0 {
+            c.counterfactual_usd - c.cost_usd
+        } else {
+            0.0
+        },
         tokens_per_minute: snapshot::per(tokens, covered) * 60.0,
         cost_usd_per_hour: snapshot::per(c.cost_usd, covered) * 3600.0,
         context_warnings: c.context_warnings,
@@ -614,6 +620,18 @@ mod tests {
         assert!((h.seconds_since_last_call.unwrap() - 120.0).abs() < 1e-6);
         tokio::time::advance(Duration::from_secs(15 * 60)).await;
         assert_eq!(reg.model("m").unwrap().last_15m.calls, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_counterfactual_nothing_is_saved() {
+        let reg = HealthRegistry::new();
+        let stats = reg.subject_stats(EventKind::Llm, "m");
+        let (secs, _) = reg.clock(Instant::now());
+        let s = Sample::new(None, Duration::from_millis(5), Usage::new(10, 5), 0.002, 0.0);
+        stats.record(secs, Instant::now(), &s);
+        let h = reg.model("m").unwrap();
+        assert!((h.last_1m.cost_usd - 0.002).abs() < 1e-12);
+        assert_eq!(h.last_1m.savings_usd, 0.0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -102,7 +102,8 @@ pub struct WindowStats {
     pub cost_usd: f64,
     /// What the same calls would have cost on the top tier's model (0 without a tier set).
     pub counterfactual_cost_usd: f64,
-    /// `counterfactual_cost_usd - cost_usd`: what triage saved.
+    /// `counterfactual_cost_usd - cost_usd`: what triage saved (0 when no
+    /// counterfactual is known, that is without a tier ladder).
     pub savings_usd: f64,
     /// Input plus output tokens per minute over the covered span.
     pub tokens_per_minute: f64,
