@@ -93,6 +93,12 @@ fn small_tiers() -> TierSet {
     .unwrap()
 }
 
+/// The exposition served on `addr`.
+async fn scrape(addr: std::net::SocketAddr) -> String {
+    let url = format!("http://{addr}/metrics");
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
 fn user(session: &str, agent: &str, history: &[Message]) -> LlmRequest {
     LlmRequest::new(session, agent, history.to_vec())
 }
@@ -493,8 +499,7 @@ async fn the_demo_serves_labelled_series_for_every_agent_model_and_tool() {
     assert!(report.resets > 0, "sessions crossed max_turns\n{}", report.text);
     assert!(report.counterfactual_cost_usd > report.cost_usd);
 
-    let url = format!("http://{}/metrics", demo.metrics_addr());
-    let body = reqwest::get(&url).await.unwrap().text().await.unwrap();
+    let body = scrape(demo.metrics_addr()).await;
     for agent in ["trader", "risk_analyst", "manager"] {
         assert!(
             body.contains(&format!("agent=\"{agent}\"")),
@@ -602,12 +607,7 @@ async fn a_scrape_shows_every_catalogued_series() {
     monitor.tick();
     monitor.tick();
 
-    let body = reqwest::get(format!("http://{}/metrics", server.local_addr()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = scrape(server.local_addr()).await;
     let mut missing = Vec::new();
     for name in catalog::COUNTERS.iter().chain(catalog::GAUGES) {
         if !body.lines().any(|l| l.starts_with(name) && !l.starts_with('#')) {
@@ -699,14 +699,9 @@ async fn the_demo_reports_real_cost_and_savings_with_real_model_names() {
         report.text
     );
     assert!(!report.text.contains("saved $0.0000"), "{}", report.text);
-    let scrape = reqwest::get(format!("http://{}/metrics", demo.metrics_addr()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = scrape(demo.metrics_addr()).await;
     // (The recorder is process-wide: other tests' models may show up too.)
-    let unpriced: Vec<&str> = scrape
+    let unpriced: Vec<&str> = body
         .lines()
         .filter(|l| l.starts_with(catalog::UNKNOWN_COST_CALLS_TOTAL))
         .filter(|l| {
@@ -735,12 +730,7 @@ async fn unknown_agent_names_fold_into_other_in_every_metric_family() {
         let req = LlmRequest::new(format!("s{i}"), "ignored", vec![Message::user("hello")]);
         stack.llm(format!("user-{i}")).oneshot(req).await.unwrap();
     }
-    let body = reqwest::get(format!("http://{}/metrics", server.local_addr()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = scrape(server.local_addr()).await;
     let leaked: Vec<&str> = body.lines().filter(|l| l.contains("\"user-")).take(3).collect();
     assert!(leaked.is_empty(), "raw agent names became labels: {leaked:?}");
     for family in [
@@ -859,12 +849,7 @@ async fn concurrent_and_cancelled_calls_are_counted_exactly_once() {
     assert_eq!(ok, 400);
     let agent = stack.registry().agent("counter").unwrap();
     assert_eq!((agent.last_1m.calls, agent.last_1m.successes), (400, 400));
-    let body = reqwest::get(format!("http://{}/metrics", server.local_addr()))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = scrape(server.local_addr()).await;
     let sum = |prefix: &str| -> f64 {
         body.lines()
             .filter(|l| l.starts_with(prefix) && l.contains("agent=\"counter\""))
