@@ -16,6 +16,9 @@
 
 #![allow(missing_docs)] // `criterion_group!` generates an undocumented public function.
 
+#[path = "support/floor.rs"]
+mod floor;
+
 use std::future::{Future, Ready, ready};
 use std::hint::black_box;
 use std::pin::pin;
@@ -169,6 +172,10 @@ fn bench(c: &mut Criterion) {
     let mut direct = NoopLlm;
     group.bench_function("direct", |b| {
         b.iter(|| black_box(now(direct.call(black_box(llm_req.clone())))))
+    });
+    let mut floor = floor::FloorLayer::new().layer(NoopLlm);
+    group.bench_function("floor", |b| {
+        b.iter(|| black_box(now(floor.call(black_box(llm_req.clone())))))
     });
     let mut wrapped = layer.layer(NoopLlm);
     group.bench_function("health", |b| {

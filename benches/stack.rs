@@ -13,6 +13,9 @@
 #![allow(missing_docs)] // `criterion_group!` generates an undocumented public function.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/floor.rs"]
+mod floor;
+
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -22,7 +25,7 @@ use mantissa::mock::MockLlm;
 use mantissa::prometheus::PrometheusConfig;
 use mantissa::reset::BrittlenessPolicy;
 use mantissa::{AgentSpec, AgentStack, Upstream};
-use tower::ServiceExt;
+use tower::{Layer, ServiceExt};
 
 fn history(n: usize) -> Arc<Vec<Message>> {
     let mut h = vec![Message::system("You are the desk's trader.")];
@@ -75,6 +78,16 @@ fn bench(c: &mut Criterion) {
                 i += 1;
                 let req = request(&sessions[i % 1000], h);
                 let svc = mock.clone();
+                async move { black_box(svc.oneshot(req).await.unwrap()) }
+            })
+        });
+        let floored = floor::FloorLayer::new().layer(mock.clone());
+        let mut i = 0usize;
+        group.bench_with_input(BenchmarkId::new("floor", n), &h, |b, h| {
+            b.to_async(&rt).iter(|| {
+                i += 1;
+                let req = request(&sessions[i % 1000], h);
+                let svc = floored.clone();
                 async move { black_box(svc.oneshot(req).await.unwrap()) }
             })
         });
