@@ -423,10 +423,7 @@ fn parse_completion(bytes: &[u8], model: ModelId, mut meta: ResponseMeta) -> Res
         let (class, api) = embedded_api_error(&serde_json::json!({ "error": error }), 200);
         return Err(LlmError::new(class, api.message().to_owned()).with_source(api));
     }
-    let Some(parts) = completion.take_first() else {
-        let inv = InvalidResponse::new(InvalidResponseKind::NoChoices, "response has no choices");
-        return Err(LlmError::new(FailureClass::InvalidResponse, inv.to_string()).with_source(inv));
-    };
+    let parts = completion.take_first().map_err(InvalidResponse::into_llm_error)?;
     meta.upstream_model = completion.model.take();
     meta.completion_id = completion.id.take();
     meta.system_fingerprint = completion.system_fingerprint.take();

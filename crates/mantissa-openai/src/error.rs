@@ -179,8 +179,13 @@ impl StdError for TransportError {
 pub enum InvalidResponseKind {
     /// The body is not the JSON the API specifies.
     MalformedJson,
-    /// The completion has no choices.
+    /// The completion has no choices (`choices` missing, `null` or empty).
     NoChoices,
+    /// The first choice has no message (`message` missing or `null`).
+    NoMessage,
+    /// The usage holds a token count that is not a non-negative integer of at
+    /// most [`MAX_USAGE_TOKENS`](crate::MAX_USAGE_TOKENS).
+    InvalidUsage,
     /// The body is larger than the configured cap.
     BodyTooLarge {
         /// The cap in bytes.
@@ -223,6 +228,13 @@ impl InvalidResponse {
     /// What was wrong.
     pub fn kind(&self) -> &InvalidResponseKind {
         &self.kind
+    }
+
+    /// This error as the `LlmError` the client returns, classified
+    /// `InvalidResponse`, with its detail as the message.
+    pub(crate) fn into_llm_error(self) -> mantissa_core::LlmError {
+        mantissa_core::LlmError::new(mantissa_core::FailureClass::InvalidResponse, self.detail.clone())
+            .with_source(self)
     }
 }
 

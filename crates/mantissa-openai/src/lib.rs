@@ -24,6 +24,12 @@
 //! - [`ResponseMeta`] in the response's extensions keeps what the provider
 //!   said besides the completion: its own model name, request id, and the
 //!   `x-ratelimit-*` headers.
+//! - A response is checked before it is a success: no choices, a first choice
+//!   without a message (`null` or missing), or a token count that is not an
+//!   integer from 0 to [`MAX_USAGE_TOKENS`] (2^32 − 1) — in a body or in a
+//!   streamed usage chunk — is an
+//!   [`InvalidResponse`](mantissa_core::FailureClass::InvalidResponse) the
+//!   router can fall back on (mid-stream, an error item).
 //! - Every failure is a [`LlmError`](mantissa_core::LlmError) with its
 //!   [`FailureClass`](mantissa_core::FailureClass); see [`error`] for the table,
 //!   and [`api_error`] / [`rate_limit`] / [`timeout_error`] to reach the details.
@@ -138,3 +144,4 @@ pub use error::{
 };
 pub use ratelimit::RateLimit;
 pub use stream::collect_response;
+pub use wire::MAX_USAGE_TOKENS;

@@ -236,7 +236,7 @@ where
         if self.facts.upstream_model.is_none() {
             self.facts.upstream_model.clone_from(&chunk.model);
         }
-        let chunk = chunk.into_chunk();
+        let chunk = chunk.into_chunk().map_err(InvalidResponse::into_llm_error)?;
         if chunk.as_ref().is_some_and(|c| c.finish_reason.is_some()) {
             self.saw_finish = true;
         }
