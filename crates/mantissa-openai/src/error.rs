@@ -101,7 +101,7 @@ impl fmt::Display for TimeoutKind {
 pub struct TimeoutError {
     kind: TimeoutKind,
     after: Duration,
-    source: Option<BoxError>,
+    pub(crate) source: Option<BoxError>,
 }
 
 impl TimeoutError {
@@ -147,7 +147,7 @@ impl StdError for TimeoutError {
 #[derive(Debug)]
 pub struct TransportError {
     what: &'static str,
-    source: Option<BoxError>,
+    pub(crate) source: Option<BoxError>,
 }
 
 impl TransportError {
@@ -207,8 +207,8 @@ pub enum InvalidResponseKind {
 #[derive(Debug)]
 pub struct InvalidResponse {
     kind: InvalidResponseKind,
-    detail: String,
-    source: Option<BoxError>,
+    pub(crate) detail: String,
+    pub(crate) source: Option<BoxError>,
 }
 
 impl InvalidResponse {

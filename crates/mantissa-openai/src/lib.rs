@@ -34,8 +34,12 @@
 //!   [`FailureClass`](mantissa_core::FailureClass); see [`error`] for the table,
 //!   and [`api_error`] / [`rate_limit`] / [`timeout_error`] to reach the details.
 //! - The API key is an [`ApiKey`] (redacted `Debug`/`Display`), sent in an
-//!   `Authorization` header marked sensitive, scrubbed from provider messages,
-//!   and never logged.
+//!   `Authorization` header marked sensitive, and never logged. A provider
+//!   that echoes it back (in a message, `error.param`/`code`/`type`, a 200
+//!   error body, an SSE error event, or text a parse error quotes) never gets
+//!   it into an error: every error of a call and of its stream passes through
+//!   one scrubber that replaces the key with `[REDACTED]` in the message and
+//!   the whole `source()` chain.
 //!
 //! ## Contract with the router: errors before the first chunk are `Err`
 //!
@@ -129,6 +133,7 @@ mod client;
 mod config;
 pub mod error;
 mod ratelimit;
+mod redact;
 pub mod sse;
 mod stream;
 mod wire;

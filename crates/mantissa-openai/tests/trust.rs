@@ -6,8 +6,11 @@
 
 use std::error::Error as StdError;
 
+use futures_util::StreamExt;
 use mantissa_core::{BoxError, FailureClass, LlmRequest, LlmResponse, Message, Usage, classify};
-use mantissa_openai::{InvalidResponse, InvalidResponseKind, OpenAiClient, OpenAiConfig, collect_response};
+use mantissa_openai::{
+    InvalidResponse, InvalidResponseKind, OpenAiClient, OpenAiConfig, api_error, collect_response,
+};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use wiremock::matchers::{method, path};
@@ -196,4 +199,152 @@ async fn a_choice_without_a_message_is_an_invalid_response() {
         serve(ResponseTemplate::new(200).set_body_json(json!({"choices": [{"message": null}]}))).await;
     let err = call(&server, true).await.unwrap_err();
     assert_eq!(classify(&*err), FailureClass::InvalidResponse, "{err}");
+}
+// ------------------------------------------------------------ the key (4)
+
+/// Display and Debug of every link of the chain.
+fn everything_shown(err: &(dyn StdError + 'static)) -> String {
+    let mut shown = String::new();
+    let mut current = Some(err);
+    while let Some(e) = current {
+        shown.push_str(&format!("{e}\n{e:?}\n{e:#?}\n"));
+        current = e.source();
+    }
+    shown
+}
+
+fn assert_no_key(err: &(dyn StdError + 'static)) {
+    let shown = everything_shown(err);
+    assert!(!shown.contains(KEY), "the key leaked:\n{shown}");
+    assert!(!shown.contains("SECRET"), "part of the key leaked:\n{shown}");
+}
+
+fn echoing_error_object() -> Value {
+    json!({
+        "message": format!("Incorrect API key provided: {KEY}"),
+        "type": format!("auth_error:{KEY}"),
+        "code": KEY,
+        "param": format!("Bearer {KEY}"),
+    })
+}
+
+#[tokio::test]
+async fn the_key_echoed_in_a_200_error_body_is_redacted() {
+    let server =
+        serve(ResponseTemplate::new(200).set_body_json(json!({"error": echoing_error_object()}))).await;
+    for stream in [false, true] {
+        let err = call(&server, stream).await.unwrap_err();
+        assert_no_key(&*err);
+        let api = api_error(&*err).expect("an ApiError");
+        assert_eq!(api.message(), "Incorrect API key provided: [REDACTED]");
+        assert_eq!(api.code(), Some("[REDACTED]"));
+        assert_eq!(api.param(), Some("Bearer [REDACTED]"));
+        assert!(err.to_string().contains("[REDACTED]"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn the_key_echoed_in_a_4xx_error_object_is_redacted() {
+    // Only `param`, `code` and `type` hold the key; the message does not.
+    let server = serve(ResponseTemplate::new(401).set_body_json(json!({"error": {
+        "message": "invalid credentials",
+        "type": format!("auth_error:{KEY}"),
+        "code": KEY,
+        "param": format!("Bearer {KEY}"),
+    }})))
+    .await;
+    for stream in [false, true] {
+        let err = call(&server, stream).await.unwrap_err();
+        assert_eq!(classify(&*err), FailureClass::ClientError);
+        assert_no_key(&*err);
+        let api = api_error(&*err).expect("an ApiError");
+        assert_eq!(api.code(), Some("[REDACTED]"));
+        assert_eq!(api.error_type(), Some("auth_error:[REDACTED]"));
+        assert!(api.body().contains("[REDACTED]"), "{}", api.body());
+    }
+}
+
+#[tokio::test]
+async fn the_key_echoed_in_a_stream_error_before_the_first_chunk_is_redacted() {
+    for event in [
+        data(&json!({"error": echoing_error_object()})),
+        format!("event: error\n{}", data(&echoing_error_object())),
+    ] {
+        let server = serve(sse_body(std::slice::from_ref(&event))).await;
+        let err = call(&server, true).await.unwrap_err();
+        assert_no_key(&*err);
+        assert!(api_error(&*err).is_some(), "{event}: {err}");
+        assert!(err.to_string().contains("[REDACTED]"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn the_key_echoed_in_a_stream_error_after_the_first_chunk_is_redacted() {
+    for event in [
+        data(&json!({"error": echoing_error_object()})),
+        format!("event: error\n{}", data(&echoing_error_object())),
+        // Malformed data whose parse error quotes the key.
+        data(&json!({"choices": KEY})),
+    ] {
+        let server = serve(sse_body(&[text_delta("partial "), event.clone()])).await;
+        let mut response = call(&server, true).await.unwrap();
+        let mut stream = response.stream.take().unwrap();
+        let first = stream.next().await.unwrap().unwrap();
+        assert_eq!(first.content.as_deref(), Some("partial "));
+        let err = stream.next().await.unwrap().unwrap_err();
+        assert_no_key(&*err);
+        assert!(err.to_string().contains("[REDACTED]"), "{event}: {err}");
+        assert!(stream.next().await.is_none(), "the stream ends after its error");
+    }
+}
+
+#[tokio::test]
+async fn the_key_quoted_by_a_parse_error_is_redacted() {
+    // serde's message quotes the offending string value.
+    for body in [
+        json!({"choices": KEY}),
+        json!({"choices": [{"message": {"tool_calls": KEY}}]}),
+    ] {
+        let server = serve(ResponseTemplate::new(200).set_body_json(body.clone())).await;
+        let err = call(&server, false).await.unwrap_err();
+        assert_eq!(classify(&*err), FailureClass::InvalidResponse, "{body}: {err}");
+        assert_no_key(&*err);
+        assert!(err.to_string().contains("[REDACTED]"), "{body}: {err}");
+        assert_eq!(invalid_kind(&*err), Some(InvalidResponseKind::MalformedJson));
+    }
+}
+
+#[tokio::test]
+async fn the_key_never_reaches_the_health_journal() {
+    use mantissa_health::HealthLayer;
+    use tower::Layer;
+
+    let layer = HealthLayer::new();
+    let registry = layer.get_registry().clone();
+    let replies = [
+        ResponseTemplate::new(401).set_body_json(json!({"error": echoing_error_object()})),
+        ResponseTemplate::new(200).set_body_json(json!({"error": echoing_error_object()})),
+        sse_body(&[
+            text_delta("partial "),
+            data(&json!({"error": echoing_error_object()})),
+        ]),
+    ];
+    for (i, reply) in replies.into_iter().enumerate() {
+        let server = serve(reply).await;
+        let svc = layer.layer(client(&server));
+        let outcome = match svc.oneshot(request(i == 2)).await {
+            Ok(response) => collect_response(response).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        let err = outcome.expect_err("every reply is a failure");
+        assert_no_key(&*err);
+    }
+    let events = registry.recent(16);
+    assert_eq!(events.len(), 3, "{events:?}");
+    for event in &events {
+        let detail = event.detail.as_deref().unwrap_or_default();
+        assert!(detail.contains("[REDACTED]"), "{detail}");
+        let shown = format!("{event:?} {}", serde_json::to_string(event).unwrap());
+        assert!(!shown.contains(KEY), "{shown}");
+    }
 }
