@@ -844,8 +844,16 @@ mod tests {
         /// `InvalidUsage` error, in both decoders.
         #[test]
         fn usage_counts_are_accepted_exactly_up_to_the_cap(
-            n in proptest::num::i64::ANY,
-            big in proptest::num::u64::ANY,
+            n in proptest::prop_oneof![
+                -2_i64..=1000,
+                proptest::num::i64::ANY,
+                (i64::from(u32::MAX) - 2)..=(i64::from(u32::MAX) + 2),
+            ],
+            big in proptest::prop_oneof![
+                proptest::num::u64::ANY,
+                0..=MAX_USAGE_TOKENS,
+                (MAX_USAGE_TOKENS - 2)..=(MAX_USAGE_TOKENS + 2),
+            ],
             f in proptest::num::f64::NORMAL,
         ) {
             let cap = i64::try_from(MAX_USAGE_TOKENS).unwrap();
@@ -873,7 +881,11 @@ mod tests {
         /// Only choice 0 of a stream chunk reaches the caller; an index that
         /// is not a `u32` makes the chunk malformed.
         #[test]
-        fn stream_chunks_keep_only_choice_zero(n in proptest::num::i64::ANY) {
+        fn stream_chunks_keep_only_choice_zero(n in proptest::prop_oneof![
+            -2_i64..=3,
+            0..=(i64::from(u32::MAX) + 2),
+            proptest::num::i64::ANY,
+        ]) {
             let parsed = serde_json::from_value::<StreamChunk>(json!({
                 "choices": [{"index": n, "delta": {"content": "x", "tool_calls": [{"index": 3}]}}]
             }));
