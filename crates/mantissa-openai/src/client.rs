@@ -449,7 +449,11 @@ fn malformed(e: serde_json::Error) -> LlmError {
     .with_source(inv.with_source(e))
 }
 
-fn parse_completion(bytes: &[u8], model: ModelId, mut meta: ResponseMeta) -> Result<LlmResponse, LlmError> {
+pub(crate) fn parse_completion(
+    bytes: &[u8],
+    model: ModelId,
+    mut meta: ResponseMeta,
+) -> Result<LlmResponse, LlmError> {
     let mut completion: Completion = serde_json::from_slice(bytes).map_err(malformed)?;
     if let Some(error) = completion.error.take().filter(|e| !e.is_null()) {
         let (class, api) = embedded_api_error(&serde_json::json!({ "error": error }), 200);

@@ -5,7 +5,9 @@
 //! [`FailureClass`](mantissa_core::FailureClass), the HTTP status when there was
 //! one, and the provider's message. Its `source()` is one of the small types in
 //! this module, whose own `source()` is the transport error when there was one,
-//! so `mantissa_core::classify` and `err.downcast_ref` both work:
+//! so `mantissa_core::classify` and `err.downcast_ref` both work. The API key
+//! never appears in any of them: a provider that echoes it gets it replaced
+//! with `[REDACTED]` in the message and in every source.
 //!
 //! | source type | class |
 //! |---|---|
@@ -291,7 +293,8 @@ impl ApiError {
         self.param.as_deref()
     }
 
-    /// The raw error body (at most the configured error-body cap, lossily decoded).
+    /// The raw error body (at most the configured error-body cap, lossily
+    /// decoded), with the API key replaced by `[REDACTED]`.
     pub fn body(&self) -> &str {
         &self.body
     }

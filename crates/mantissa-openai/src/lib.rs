@@ -132,6 +132,9 @@
 mod client;
 mod config;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod ratelimit;
 mod redact;
 pub mod sse;

@@ -521,11 +521,14 @@ fn as_text(v: Option<&serde_json::Value>) -> Option<String> {
 /// Reads an error object: `{"error": {"message", "type", "code", "param"}}`
 /// (OpenAI, LiteLLM), `{"error": "text"}` (Ollama), `{"object": "error",
 /// "message", ...}` (vLLM), `{"detail": "text"}` (FastAPI servers).
+///
+/// A blank message counts as none, so callers fall back to something that
+/// says what happened instead of an empty error.
 pub(crate) fn error_info(value: &serde_json::Value) -> ErrorInfo {
     let obj = match value.get("error") {
         Some(serde_json::Value::String(s)) => {
             return ErrorInfo {
-                message: Some(s.clone()),
+                message: Some(s.clone()).filter(|m| !m.trim().is_empty()),
                 ..ErrorInfo::default()
             };
         }
@@ -533,7 +536,9 @@ pub(crate) fn error_info(value: &serde_json::Value) -> ErrorInfo {
         _ => value,
     };
     ErrorInfo {
-        message: as_text(obj.get("message")).or_else(|| as_text(value.get("detail"))),
+        message: as_text(obj.get("message"))
+            .filter(|m| !m.trim().is_empty())
+            .or_else(|| as_text(value.get("detail")).filter(|m| !m.trim().is_empty())),
         error_type: as_text(obj.get("type")),
         code: as_text(obj.get("code")),
         param: as_text(obj.get("param")),
@@ -803,6 +808,16 @@ mod tests {
         assert_eq!(ollama.message.as_deref(), Some("model 'x' not found"));
         assert!(!is_context_length(&ollama));
         assert_eq!(parse_error_body("<html>bad gateway</html>"), ErrorInfo::default());
+        // A blank message is no message (found by the `completion` fuzz target).
+        assert_eq!(parse_error_body(r#"{"error": ""}"#).message, None);
+        assert_eq!(
+            parse_error_body(r#"{"error": {"message": " "}, "detail": "d"}"#)
+                .message
+                .as_deref(),
+            Some("d")
+        );
+        let (_, api) = embedded_api_error(&serde_json::json!({"error": ""}), 200);
+        assert_eq!(api.message(), "error without message");
         assert_eq!(class_for_status(400, &ollama, None), FailureClass::ClientError);
         assert_eq!(
             class_for_status(400, &openai, None),
@@ -900,13 +915,14 @@ mod tests {
             }
         }
 
-        /// Any message survives an error object; text that is not a JSON
-        /// object carries no error information.
+        /// Any message survives an error object (a blank one is none); text
+        /// that is not a JSON object carries no error information.
         #[test]
         fn error_bodies_keep_any_message_and_ignore_non_objects(s in "\\PC{0,200}") {
             let body = json!({"error": {"message": s.clone(), "param": s.clone()}}).to_string();
             let info = parse_error_body(&body);
-            proptest::prop_assert_eq!(info.message.as_deref(), Some(s.as_str()));
+            let message = Some(s.as_str()).filter(|m| !m.trim().is_empty());
+            proptest::prop_assert_eq!(info.message.as_deref(), message);
             proptest::prop_assert_eq!(info.param.as_deref(), Some(s.as_str()));
             if !serde_json::from_str::<serde_json::Value>(&s).is_ok_and(|v| v.is_object()) {
                 proptest::prop_assert_eq!(parse_error_body(&s), ErrorInfo::default());
