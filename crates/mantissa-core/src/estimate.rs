@@ -27,7 +27,9 @@ pub trait TokenEstimator: Send + Sync {
 
     /// Estimated tokens of several messages.
     fn estimate_messages(&self, messages: &[Message]) -> u64 {
-        messages.iter().map(|m| u64::from(self.estimate_message(m))).sum()
+        messages.iter().fold(0_u64, |n, m| {
+            n.saturating_add(u64::from(self.estimate_message(m)))
+        })
     }
 }
 
@@ -69,9 +71,39 @@ mod tests {
         );
     }
 
+    /// A closure plugged in as an estimator drives the trait's message
+    /// methods: the text, tool-call names and arguments it is given, the
+    /// overheads added, and the totals saturating instead of overflowing.
     #[test]
-    fn closures_are_estimators() {
-        let words = |t: &str| t.split_whitespace().count() as u32;
-        assert_eq!(words.estimate_text("one two three"), 3);
+    fn a_closure_estimator_drives_message_estimates() {
+        use crate::message::{FunctionCall, ToolCall};
+
+        let seen = std::sync::Mutex::new(Vec::new());
+        let words = |t: &str| {
+            seen.lock().unwrap().push(t.to_owned());
+            u32::try_from(t.split_whitespace().count()).unwrap()
+        };
+        let mut call = Message::assistant("let me check");
+        call.tool_calls.push(ToolCall {
+            id: "c1".into(),
+            kind: "function".into(),
+            function: FunctionCall {
+                name: "lookup".into(),
+                arguments: r#"{"q": "a b"}"#.into(),
+            },
+        });
+        let estimator: &dyn TokenEstimator = &words;
+        // 3 words + overhead; then "lookup" (1) + arguments (3) + overhead.
+        assert_eq!(estimator.estimate_message(&call), 3 + 4 + 4 + 4);
+        assert_eq!(
+            *seen.lock().unwrap(),
+            ["let me check", "lookup", r#"{"q": "a b"}"#]
+        );
+        let history = [Message::user("one two three"), call];
+        assert_eq!(estimator.estimate_messages(&history), (3 + 4) + 15);
+
+        let huge = |_: &str| u32::MAX;
+        assert_eq!(huge.estimate_message(&history[1]), u32::MAX);
+        assert_eq!(huge.estimate_messages(&history), 2 * u64::from(u32::MAX));
     }
 }

@@ -204,6 +204,12 @@ impl LlmError {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// The underlying error, taken out (to rebuild an error around a
+    /// rewritten source, as a client that scrubs secrets does).
+    pub fn into_source(self) -> Option<BoxError> {
+        self.source
+    }
 }
 
 impl fmt::Display for LlmError {

@@ -295,3 +295,16 @@ impl StreamAssembler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_arithmetic_saturates() {
+        let mut u = Usage::new(u64::MAX, 1);
+        assert_eq!(u.total(), u64::MAX);
+        u.add(Usage::new(5, u64::MAX));
+        assert_eq!(u, Usage::new(u64::MAX, u64::MAX));
+    }
+}

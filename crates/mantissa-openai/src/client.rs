@@ -9,6 +9,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use futures_core::Stream;
+use futures_util::StreamExt;
 use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue};
 use mantissa_core::{
@@ -19,11 +20,12 @@ use tokio::time::Instant;
 use tower_service::Service;
 use tracing::Instrument;
 
-use crate::config::{OpenAiConfig, Timeouts};
+use crate::config::{ApiKey, OpenAiConfig, Timeouts};
 use crate::error::{
     ApiError, BuildError, InvalidResponse, InvalidResponseKind, TimeoutError, TimeoutKind, TransportError,
 };
 use crate::ratelimit::RateLimit;
+use crate::redact::Redactor;
 use crate::stream::{Deadline, SseChunks, into_chunk_stream, read_body, within};
 use crate::wire::{ChatBody, Completion, class_for_status, embedded_api_error, parse_error_body};
 
@@ -64,6 +66,7 @@ struct Inner {
     hide_url: bool,
     headers: HeaderMap,
     config: OpenAiConfig,
+    redactor: Redactor,
 }
 
 impl fmt::Debug for OpenAiClient {
@@ -125,6 +128,7 @@ impl OpenAiClient {
                 headers.insert(name, value);
             }
         }
+        let redactor = Redactor::new(config.api_key.as_ref().map(ApiKey::expose_secret));
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
@@ -132,6 +136,7 @@ impl OpenAiClient {
                 hide_url,
                 headers,
                 config,
+                redactor,
             }),
         })
     }
@@ -157,6 +162,7 @@ impl OpenAiClient {
                 hide_url: inner.hide_url,
                 headers: inner.headers.clone(),
                 config: inner.config.clone().default_model(model),
+                redactor: inner.redactor.clone(),
             }),
         }
     }
@@ -181,7 +187,42 @@ impl OpenAiClient {
 
     /// Sends one request. This is what the service's `call` runs, with a
     /// typed error.
+    ///
+    /// Every error the client hands out passes through here: the `Err` of the
+    /// call and every `Err` item of the response's chunk stream have the API
+    /// key scrubbed from their message and whole `source()` chain, whatever
+    /// part of the provider's answer echoed it.
     pub async fn send(&self, req: LlmRequest) -> Result<LlmResponse, LlmError> {
+        let redactor = &self.inner.redactor;
+        match self.send_unredacted(req).await {
+            Ok(mut response) => {
+                if let Some(stream) = response.stream.take() {
+                    let redactor = redactor.clone();
+                    response.stream = Some(ChunkStream::new(stream.map(move |item| {
+                        item.map_err(|e| {
+                            let e = redactor.boxed(e);
+                            tracing::debug!(error = %e, "chat completion stream failed");
+                            e
+                        })
+                    })));
+                }
+                Ok(response)
+            }
+            Err(e) => {
+                let e = redactor.llm_error(e);
+                tracing::debug!(
+                    status = e.status(),
+                    class = e.class().as_str(),
+                    message = e.message(),
+                    "chat completion failed"
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// [`send`](Self::send) before the key is scrubbed from its errors.
+    async fn send_unredacted(&self, req: LlmRequest) -> Result<LlmResponse, LlmError> {
         let inner = &*self.inner;
         let config = &inner.config;
         let start = Instant::now();
@@ -350,11 +391,11 @@ impl OpenAiClient {
         )
         .await
         .unwrap_or_default();
-        let mut body = String::from_utf8_lossy(&body).into_owned();
+        let body = String::from_utf8_lossy(&body).into_owned();
         let info = parse_error_body(&body);
         let retry_after = rate_limit.as_ref().and_then(|r| r.retry_after);
         let class = class_for_status(status.as_u16(), &info, retry_after);
-        let mut message = info.message.clone().unwrap_or_else(|| {
+        let message = info.message.clone().unwrap_or_else(|| {
             let text = mantissa_core::truncate_str(body.trim(), 512);
             if text.is_empty() {
                 status.canonical_reason().unwrap_or("no message").to_owned()
@@ -362,15 +403,6 @@ impl OpenAiClient {
                 text.to_owned()
             }
         });
-        // A provider may echo the credential back; never keep it.
-        if let Some(key) = &config.api_key {
-            let secret = key.expose_secret();
-            if !secret.is_empty() {
-                message = message.replace(secret, "[REDACTED]");
-                body = body.replace(secret, "[REDACTED]");
-            }
-        }
-        tracing::debug!(status = status.as_u16(), class = class.as_str(), message = %message, "chat completion failed");
         let api = ApiError {
             status: status.as_u16(),
             message: message.clone(),
@@ -417,16 +449,17 @@ fn malformed(e: serde_json::Error) -> LlmError {
     .with_source(inv.with_source(e))
 }
 
-fn parse_completion(bytes: &[u8], model: ModelId, mut meta: ResponseMeta) -> Result<LlmResponse, LlmError> {
+pub(crate) fn parse_completion(
+    bytes: &[u8],
+    model: ModelId,
+    mut meta: ResponseMeta,
+) -> Result<LlmResponse, LlmError> {
     let mut completion: Completion = serde_json::from_slice(bytes).map_err(malformed)?;
     if let Some(error) = completion.error.take().filter(|e| !e.is_null()) {
         let (class, api) = embedded_api_error(&serde_json::json!({ "error": error }), 200);
         return Err(LlmError::new(class, api.message().to_owned()).with_source(api));
     }
-    let Some(parts) = completion.take_first() else {
-        let inv = InvalidResponse::new(InvalidResponseKind::NoChoices, "response has no choices");
-        return Err(LlmError::new(FailureClass::InvalidResponse, inv.to_string()).with_source(inv));
-    };
+    let parts = completion.take_first().map_err(InvalidResponse::into_llm_error)?;
     meta.upstream_model = completion.model.take();
     meta.completion_id = completion.id.take();
     meta.system_fingerprint = completion.system_fingerprint.take();

@@ -5,7 +5,9 @@
 //! [`FailureClass`](mantissa_core::FailureClass), the HTTP status when there was
 //! one, and the provider's message. Its `source()` is one of the small types in
 //! this module, whose own `source()` is the transport error when there was one,
-//! so `mantissa_core::classify` and `err.downcast_ref` both work:
+//! so `mantissa_core::classify` and `err.downcast_ref` both work. The API key
+//! never appears in any of them: a provider that echoes it gets it replaced
+//! with `[REDACTED]` in the message and in every source.
 //!
 //! | source type | class |
 //! |---|---|
@@ -101,7 +103,7 @@ impl fmt::Display for TimeoutKind {
 pub struct TimeoutError {
     kind: TimeoutKind,
     after: Duration,
-    source: Option<BoxError>,
+    pub(crate) source: Option<BoxError>,
 }
 
 impl TimeoutError {
@@ -147,7 +149,7 @@ impl StdError for TimeoutError {
 #[derive(Debug)]
 pub struct TransportError {
     what: &'static str,
-    source: Option<BoxError>,
+    pub(crate) source: Option<BoxError>,
 }
 
 impl TransportError {
@@ -179,8 +181,13 @@ impl StdError for TransportError {
 pub enum InvalidResponseKind {
     /// The body is not the JSON the API specifies.
     MalformedJson,
-    /// The completion has no choices.
+    /// The completion has no choices (`choices` missing, `null` or empty).
     NoChoices,
+    /// The first choice has no message (`message` missing or `null`).
+    NoMessage,
+    /// The usage holds a token count that is not a non-negative integer of at
+    /// most [`MAX_USAGE_TOKENS`](crate::MAX_USAGE_TOKENS).
+    InvalidUsage,
     /// The body is larger than the configured cap.
     BodyTooLarge {
         /// The cap in bytes.
@@ -202,8 +209,8 @@ pub enum InvalidResponseKind {
 #[derive(Debug)]
 pub struct InvalidResponse {
     kind: InvalidResponseKind,
-    detail: String,
-    source: Option<BoxError>,
+    pub(crate) detail: String,
+    pub(crate) source: Option<BoxError>,
 }
 
 impl InvalidResponse {
@@ -223,6 +230,13 @@ impl InvalidResponse {
     /// What was wrong.
     pub fn kind(&self) -> &InvalidResponseKind {
         &self.kind
+    }
+
+    /// This error as the `LlmError` the client returns, classified
+    /// `InvalidResponse`, with its detail as the message.
+    pub(crate) fn into_llm_error(self) -> mantissa_core::LlmError {
+        mantissa_core::LlmError::new(mantissa_core::FailureClass::InvalidResponse, self.detail.clone())
+            .with_source(self)
     }
 }
 
@@ -279,7 +293,8 @@ impl ApiError {
         self.param.as_deref()
     }
 
-    /// The raw error body (at most the configured error-body cap, lossily decoded).
+    /// The raw error body (at most the configured error-body cap, lossily
+    /// decoded), with the API key replaced by `[REDACTED]`.
     pub fn body(&self) -> &str {
         &self.body
     }

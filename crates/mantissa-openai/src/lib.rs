@@ -24,12 +24,22 @@
 //! - [`ResponseMeta`] in the response's extensions keeps what the provider
 //!   said besides the completion: its own model name, request id, and the
 //!   `x-ratelimit-*` headers.
+//! - A response is checked before it is a success: no choices, a first choice
+//!   without a message (`null` or missing), or a token count that is not an
+//!   integer from 0 to [`MAX_USAGE_TOKENS`] (2^32 − 1) — in a body or in a
+//!   streamed usage chunk — is an
+//!   [`InvalidResponse`](mantissa_core::FailureClass::InvalidResponse) the
+//!   router can fall back on (mid-stream, an error item).
 //! - Every failure is a [`LlmError`](mantissa_core::LlmError) with its
 //!   [`FailureClass`](mantissa_core::FailureClass); see [`error`] for the table,
 //!   and [`api_error`] / [`rate_limit`] / [`timeout_error`] to reach the details.
 //! - The API key is an [`ApiKey`] (redacted `Debug`/`Display`), sent in an
-//!   `Authorization` header marked sensitive, scrubbed from provider messages,
-//!   and never logged.
+//!   `Authorization` header marked sensitive, and never logged. A provider
+//!   that echoes it back (in a message, `error.param`/`code`/`type`, a 200
+//!   error body, an SSE error event, or text a parse error quotes) never gets
+//!   it into an error: every error of a call and of its stream passes through
+//!   one scrubber that replaces the key with `[REDACTED]` in the message and
+//!   the whole `source()` chain.
 //!
 //! ## Contract with the router: errors before the first chunk are `Err`
 //!
@@ -122,7 +132,11 @@
 mod client;
 mod config;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod ratelimit;
+mod redact;
 pub mod sse;
 mod stream;
 mod wire;
@@ -138,3 +152,4 @@ pub use error::{
 };
 pub use ratelimit::RateLimit;
 pub use stream::collect_response;
+pub use wire::MAX_USAGE_TOKENS;

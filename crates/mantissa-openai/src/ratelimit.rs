@@ -226,23 +226,80 @@ mod tests {
         );
     }
 
+    /// `y-m-d h:m:s` of a Unix time (the inverse of `days_from_civil`).
+    fn civil(secs: u64) -> (i64, u32, u32, u64, u64, u64) {
+        let days = i64::try_from(secs / 86_400).unwrap() + 719_468;
+        let era = days.div_euclid(146_097);
+        let doe = days - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap();
+        let month = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap();
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let rest = secs % 86_400;
+        (year, month, day, rest / 3600, rest % 3600 / 60, rest % 60)
+    }
+
     proptest::proptest! {
+        /// Every IMF-fixdate from 1970 to 9999 parses back to its instant.
         #[test]
-        fn header_parsers_never_panic(s in "\\PC{0,40}", digits in "[0-9.eE+-]{0,30}") {
-            let _ = parse_duration(&s);
-            let _ = parse_duration(&digits);
-            let _ = parse_http_date(&s);
+        fn http_dates_round_trip(secs in 0_u64..253_402_300_800) {
+            const MONTHS: [&str; 12] =
+                ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+            let (y, mo, d, h, mi, s) = civil(secs);
+            let text = format!("Thu, {d:02} {} {y:04} {h:02}:{mi:02}:{s:02} GMT", MONTHS[mo as usize - 1]);
+            proptest::prop_assert_eq!(
+                parse_http_date(&text),
+                Some(UNIX_EPOCH + Duration::from_secs(secs)),
+                "{}", text
+            );
+        }
+
+        /// Go durations add up their parts; any text gives nothing or a
+        /// bounded duration.
+        #[test]
+        fn durations_add_up_and_stay_bounded(
+            h in 0_u64..10_000, m in 0_u64..60, s in 0_u64..60, ms in 0_u64..1000,
+            junk in "\\PC{0,40}",
+        ) {
+            let whole = h * 3600 + m * 60 + s;
+            proptest::prop_assert_eq!(parse_duration(&format!("{h}h{m}m{s}s")), Some(Duration::from_secs(whole)));
+            proptest::prop_assert_eq!(parse_duration(&format!("{whole}")), Some(Duration::from_secs(whole)));
+            let with_ms = parse_duration(&format!("{m}m{s}s{ms}ms")).unwrap();
+            let expected = Duration::from_millis((m * 60 + s) * 1000 + ms);
+            proptest::prop_assert!(with_ms.abs_diff(expected) < Duration::from_micros(1), "{:?}", with_ms);
+            if let Some(d) = parse_duration(&junk) {
+                proptest::prop_assert!(d <= Duration::from_secs(1_000_000_000), "{:?}", d);
+            }
+        }
+
+        /// `Retry-After` in seconds is taken up to the one-day cap; whatever a
+        /// header says, the wait never exceeds it. Rate-limit numbers are
+        /// read exactly, and every `x-ratelimit-*` header is kept verbatim.
+        #[test]
+        fn retry_after_is_capped_and_counts_are_exact(
+            secs in 0_u64..10_000_000,
+            n in proptest::num::u64::ANY,
+            junk in "[ -~]{0,40}",
+        ) {
+            let now = SystemTime::now();
             let mut h = HeaderMap::new();
-            for name in ["retry-after", "retry-after-ms", "x-ratelimit-reset-tokens", "x-ratelimit-limit-tokens"] {
-                if let Ok(v) = HeaderValue::from_str(&digits) {
-                    h.insert(name, v);
-                }
+            h.insert("retry-after", HeaderValue::from_str(&secs.to_string()).unwrap());
+            h.insert("x-ratelimit-remaining-tokens", HeaderValue::from_str(&n.to_string()).unwrap());
+            let rl = RateLimit::from_headers(&h, now);
+            proptest::prop_assert_eq!(rl.retry_after, Some(Duration::from_secs(secs).min(MAX_WAIT)));
+            proptest::prop_assert_eq!(rl.remaining_tokens, Some(n));
+
+            let mut h = HeaderMap::new();
+            let value = HeaderValue::from_str(&junk).unwrap();
+            for name in ["retry-after", "retry-after-ms", "x-ratelimit-limit-tokens"] {
+                h.insert(name, value.clone());
             }
-            let _ = RateLimit::from_headers(&h, SystemTime::now());
-            if let Ok(v) = HeaderValue::from_str(&s) {
-                h.insert("retry-after", v);
-            }
-            let _ = retry_after(&h, SystemTime::now());
+            let rl = RateLimit::from_headers(&h, now);
+            proptest::prop_assert!(rl.retry_after.is_none_or(|d| d <= MAX_WAIT), "{:?}", rl.retry_after);
+            proptest::prop_assert_eq!(rl.limit_tokens, junk.trim().parse::<u64>().ok());
+            proptest::prop_assert_eq!(rl.headers, vec![("x-ratelimit-limit-tokens".to_owned(), junk.clone())]);
         }
     }
 

@@ -209,39 +209,69 @@ where
     /// Handles one event: a chunk, nothing (an empty delta, a foreign event
     /// type), the end (`[DONE]`), or an error.
     fn on_event(&mut self, event: SseEvent) -> Result<Option<Chunk>, LlmError> {
-        if event.data.trim() == "[DONE]" {
-            self.done = true;
-            return Ok(None);
+        match decode_event(&event)? {
+            StreamEvent::Done => {
+                self.done = true;
+                Ok(None)
+            }
+            StreamEvent::Ignored => Ok(None),
+            StreamEvent::Chunk { model, chunk } => {
+                if self.facts.upstream_model.is_none() {
+                    self.facts.upstream_model = model;
+                }
+                if chunk.as_ref().is_some_and(|c| c.finish_reason.is_some()) {
+                    self.saw_finish = true;
+                }
+                Ok(chunk)
+            }
         }
-        if event.event != "message" && event.event != "error" {
-            return Ok(None);
-        }
-        let mut chunk: StreamChunk = serde_json::from_str(&event.data).map_err(|e| {
-            let inv = InvalidResponse::new(InvalidResponseKind::MalformedJson, "malformed stream chunk");
-            LlmError::new(
-                FailureClass::InvalidResponse,
-                format!("malformed stream chunk: {e}"),
-            )
-            .with_source(inv.with_source(e))
-        })?;
-        if let Some(error) = chunk.error.take().filter(|e| !e.is_null()) {
-            let (class, api) = embedded_api_error(&serde_json::json!({ "error": error }), 200);
-            return Err(LlmError::new(class, api.message().to_owned()).with_source(api));
-        }
-        if event.event == "error" {
-            let (class, api) =
-                embedded_api_error(&serde_json::from_str(&event.data).unwrap_or_default(), 200);
-            return Err(LlmError::new(class, api.message().to_owned()).with_source(api));
-        }
-        if self.facts.upstream_model.is_none() {
-            self.facts.upstream_model.clone_from(&chunk.model);
-        }
-        let chunk = chunk.into_chunk();
-        if chunk.as_ref().is_some_and(|c| c.finish_reason.is_some()) {
-            self.saw_finish = true;
-        }
-        Ok(chunk)
     }
+}
+
+/// What one event of a chat-completions stream says.
+#[derive(Debug)]
+pub(crate) enum StreamEvent {
+    /// `data: [DONE]`.
+    Done,
+    /// An event type other than `message` or `error`.
+    Ignored,
+    /// A payload: the model it names, and its chunk (`None` when it carries
+    /// nothing for the caller, such as a bare role delta).
+    Chunk {
+        model: Option<String>,
+        chunk: Option<Chunk>,
+    },
+}
+
+/// Decodes one SSE event of a chat-completions stream. An error object (in
+/// the data, or an `error` event) is the provider's error; data that is not a
+/// chunk, or holds an absurd usage, is an invalid response.
+pub(crate) fn decode_event(event: &SseEvent) -> Result<StreamEvent, LlmError> {
+    if event.data.trim() == "[DONE]" {
+        return Ok(StreamEvent::Done);
+    }
+    if event.event != "message" && event.event != "error" {
+        return Ok(StreamEvent::Ignored);
+    }
+    let mut chunk: StreamChunk = serde_json::from_str(&event.data).map_err(|e| {
+        let inv = InvalidResponse::new(InvalidResponseKind::MalformedJson, "malformed stream chunk");
+        LlmError::new(
+            FailureClass::InvalidResponse,
+            format!("malformed stream chunk: {e}"),
+        )
+        .with_source(inv.with_source(e))
+    })?;
+    if let Some(error) = chunk.error.take().filter(|e| !e.is_null()) {
+        let (class, api) = embedded_api_error(&serde_json::json!({ "error": error }), 200);
+        return Err(LlmError::new(class, api.message().to_owned()).with_source(api));
+    }
+    if event.event == "error" {
+        let (class, api) = embedded_api_error(&serde_json::from_str(&event.data).unwrap_or_default(), 200);
+        return Err(LlmError::new(class, api.message().to_owned()).with_source(api));
+    }
+    let model = chunk.model.take();
+    let chunk = chunk.into_chunk().map_err(InvalidResponse::into_llm_error)?;
+    Ok(StreamEvent::Chunk { model, chunk })
 }
 
 fn line_error(e: SseError) -> LlmError {

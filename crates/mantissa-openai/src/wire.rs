@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 
 use crate::config::ModelSettings;
-use crate::error::ApiError;
+use crate::error::{ApiError, InvalidResponse, InvalidResponseKind};
 
 /// The request body. Serialized field by field so a large history is written
 /// straight into the output buffer, and extra parameters never duplicate a key.
@@ -79,13 +79,22 @@ struct StreamOptions {
     include_usage: bool,
 }
 
+/// The largest token count the client accepts in a reported usage: 2^32 − 1
+/// (about 4.3 billion, hundreds of times any context window). A count above
+/// it, negative, fractional or not a number is an absurd report and the
+/// response an [`InvalidResponseKind::InvalidUsage`](crate::InvalidResponseKind::InvalidUsage);
+/// sums of accepted counts cannot overflow a `u64`.
+pub const MAX_USAGE_TOKENS: u64 = u32::MAX as u64;
+
 /// Token counts; providers disagree on names and sometimes send `null`.
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct WireUsage {
     #[serde(default, alias = "input_tokens")]
-    prompt_tokens: Option<u64>,
+    prompt_tokens: TokenCount,
     #[serde(default, alias = "output_tokens")]
-    completion_tokens: Option<u64>,
+    completion_tokens: TokenCount,
+    #[serde(default)]
+    total_tokens: TokenCount,
     /// OpenAI's `prompt_tokens_details.cached_tokens`.
     #[serde(default)]
     prompt_tokens_details: Option<WirePromptDetails>,
@@ -95,13 +104,116 @@ pub(crate) struct WireUsage {
 #[derive(Debug, Default, Deserialize)]
 struct WirePromptDetails {
     #[serde(default)]
-    cached_tokens: Option<u64>,
+    cached_tokens: TokenCount,
 }
 
-impl From<WireUsage> for Usage {
-    fn from(u: WireUsage) -> Self {
-        let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0);
-        Usage::new(u.prompt_tokens.unwrap_or(0), u.completion_tokens.unwrap_or(0)).with_cached_input(cached)
+impl WireUsage {
+    /// The usage, or why it is absurd (see [`MAX_USAGE_TOKENS`]). Missing
+    /// and `null` counts are zero; `total_tokens` is only checked for sanity.
+    pub(crate) fn into_usage(self) -> Result<Usage, InvalidResponse> {
+        let prompt = self.prompt_tokens.get("prompt_tokens")?;
+        let completion = self.completion_tokens.get("completion_tokens")?;
+        self.total_tokens.get("total_tokens")?;
+        let cached = match &self.prompt_tokens_details {
+            Some(d) => d.cached_tokens.get("prompt_tokens_details.cached_tokens")?,
+            None => 0,
+        };
+        Ok(Usage::new(prompt, completion).with_cached_input(cached))
+    }
+}
+
+/// One reported token count, judged while it is read so that a bad value
+/// names itself instead of failing the whole body as malformed JSON.
+#[derive(Debug, Default, Clone, PartialEq)]
+enum TokenCount {
+    /// Absent or `null`.
+    #[default]
+    Missing,
+    /// A count within [`MAX_USAGE_TOKENS`].
+    Count(u64),
+    /// Anything else, as shown in the error.
+    Absurd(String),
+}
+
+impl TokenCount {
+    fn get(&self, field: &str) -> Result<u64, InvalidResponse> {
+        match self {
+            TokenCount::Missing => Ok(0),
+            TokenCount::Count(n) => Ok(*n),
+            TokenCount::Absurd(what) => Err(InvalidResponse::new(
+                InvalidResponseKind::InvalidUsage,
+                format!("absurd usage: `{field}` is {what}, not an integer from 0 to {MAX_USAGE_TOKENS}"),
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TokenCount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CountVisitor;
+
+        impl<'de> serde::de::Visitor<'de> for CountVisitor {
+            type Value = TokenCount;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a token count")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<TokenCount, E> {
+                Ok(if v <= MAX_USAGE_TOKENS {
+                    TokenCount::Count(v)
+                } else {
+                    TokenCount::Absurd(v.to_string())
+                })
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<TokenCount, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Ok(TokenCount::Absurd(v.to_string())),
+                }
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<TokenCount, E> {
+                Ok(TokenCount::Absurd(format!("the non-integer {v}")))
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<TokenCount, E> {
+                Ok(TokenCount::Absurd("a boolean".to_owned()))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<TokenCount, E> {
+                // The text itself is not shown: it is the provider's, not a count.
+                Ok(TokenCount::Absurd("a string".to_owned()))
+            }
+
+            fn visit_unit<E: serde::de::Error>(self) -> Result<TokenCount, E> {
+                Ok(TokenCount::Missing)
+            }
+
+            fn visit_none<E: serde::de::Error>(self) -> Result<TokenCount, E> {
+                Ok(TokenCount::Missing)
+            }
+
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<TokenCount, D::Error> {
+                d.deserialize_any(self)
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<TokenCount, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(TokenCount::Absurd("an array".to_owned()))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<TokenCount, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(TokenCount::Absurd("an object".to_owned()))
+            }
+        }
+
+        deserializer.deserialize_any(CountVisitor)
     }
 }
 
@@ -275,10 +387,27 @@ pub(crate) struct CompletionParts {
 }
 
 impl Completion {
-    /// The first choice as an assistant message; `None` when there are no choices.
-    pub(crate) fn take_first(&mut self) -> Option<CompletionParts> {
-        let choice = self.choices.take()?.into_iter().next()?;
-        let wire = choice.message.unwrap_or_default();
+    /// The first choice as an assistant message, with the usage. A response
+    /// without choices, whose first choice has no message (missing or
+    /// `null`), or with an absurd usage is an invalid response, never an
+    /// empty success.
+    pub(crate) fn take_first(&mut self) -> Result<CompletionParts, InvalidResponse> {
+        let Some(choice) = self.choices.take().and_then(|c| c.into_iter().next()) else {
+            return Err(InvalidResponse::new(
+                InvalidResponseKind::NoChoices,
+                "response has no choices",
+            ));
+        };
+        let Some(wire) = choice.message else {
+            return Err(InvalidResponse::new(
+                InvalidResponseKind::NoMessage,
+                "the response's choice has no message",
+            ));
+        };
+        let usage = match self.usage.take() {
+            Some(usage) => usage.into_usage()?,
+            None => Usage::default(),
+        };
         let tool_calls: Vec<ToolCall> = wire
             .tool_calls
             .unwrap_or_default()
@@ -303,9 +432,9 @@ impl Completion {
             tool_calls,
             tool_call_id: None,
         };
-        Some(CompletionParts {
+        Ok(CompletionParts {
             message,
-            usage: self.usage.take().map(Usage::from).unwrap_or_default(),
+            usage,
             finish_reason: choice.finish_reason,
         })
     }
@@ -347,8 +476,9 @@ pub(crate) struct StreamChunk {
 
 impl StreamChunk {
     /// The chunk of choice 0, or `None` when this payload carries nothing for
-    /// the caller (a role-only delta, an empty string, another choice).
-    pub(crate) fn into_chunk(self) -> Option<Chunk> {
+    /// the caller (a role-only delta, an empty string, another choice). An
+    /// absurd usage is an invalid response.
+    pub(crate) fn into_chunk(self) -> Result<Option<Chunk>, InvalidResponse> {
         let mut chunk = Chunk::default();
         if let Some(choice) = self
             .choices
@@ -380,8 +510,8 @@ impl StreamChunk {
             }
             chunk.finish_reason = choice.finish_reason;
         }
-        chunk.usage = self.usage.map(Usage::from);
-        (chunk != Chunk::default()).then_some(chunk)
+        chunk.usage = self.usage.map(WireUsage::into_usage).transpose()?;
+        Ok((chunk != Chunk::default()).then_some(chunk))
     }
 }
 
@@ -405,11 +535,14 @@ fn as_text(v: Option<&serde_json::Value>) -> Option<String> {
 /// Reads an error object: `{"error": {"message", "type", "code", "param"}}`
 /// (OpenAI, LiteLLM), `{"error": "text"}` (Ollama), `{"object": "error",
 /// "message", ...}` (vLLM), `{"detail": "text"}` (FastAPI servers).
+///
+/// A blank message counts as none, so callers fall back to something that
+/// says what happened instead of an empty error.
 pub(crate) fn error_info(value: &serde_json::Value) -> ErrorInfo {
     let obj = match value.get("error") {
         Some(serde_json::Value::String(s)) => {
             return ErrorInfo {
-                message: Some(s.clone()),
+                message: Some(s.clone()).filter(|m| !m.trim().is_empty()),
                 ..ErrorInfo::default()
             };
         }
@@ -417,7 +550,9 @@ pub(crate) fn error_info(value: &serde_json::Value) -> ErrorInfo {
         _ => value,
     };
     ErrorInfo {
-        message: as_text(obj.get("message")).or_else(|| as_text(value.get("detail"))),
+        message: as_text(obj.get("message"))
+            .filter(|m| !m.trim().is_empty())
+            .or_else(|| as_text(value.get("detail")).filter(|m| !m.trim().is_empty())),
         error_type: as_text(obj.get("type")),
         code: as_text(obj.get("code")),
         param: as_text(obj.get("param")),
@@ -616,13 +751,37 @@ mod tests {
             let text = c.take_first().unwrap().message.content;
             assert_eq!(text.as_deref(), odd.is_array().then_some("t"), "{odd}");
         }
-        let mut c: Completion = serde_json::from_value(json!({"choices": []})).unwrap();
-        assert!(c.take_first().is_none());
+        for body in [json!({"choices": []}), json!({"choices": null}), json!({})] {
+            let mut c: Completion = serde_json::from_value(body.clone()).unwrap();
+            let err = c.take_first().err();
+            assert_eq!(
+                err.map(|e| e.kind().clone()),
+                Some(InvalidResponseKind::NoChoices),
+                "{body}"
+            );
+        }
+        for body in [
+            json!({"choices": [{"message": null}]}),
+            json!({"choices": [{"finish_reason": "stop"}]}),
+        ] {
+            let mut c: Completion = serde_json::from_value(body.clone()).unwrap();
+            let err = c.take_first().err();
+            assert_eq!(
+                err.map(|e| e.kind().clone()),
+                Some(InvalidResponseKind::NoMessage),
+                "{body}"
+            );
+        }
     }
 
     #[test]
     fn stream_chunks_skip_empty_deltas() {
-        let chunk = |v: serde_json::Value| serde_json::from_value::<StreamChunk>(v).unwrap().into_chunk();
+        let chunk = |v: serde_json::Value| {
+            serde_json::from_value::<StreamChunk>(v)
+                .unwrap()
+                .into_chunk()
+                .unwrap()
+        };
         assert_eq!(
             chunk(json!({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})),
             None
@@ -669,6 +828,16 @@ mod tests {
         assert_eq!(ollama.message.as_deref(), Some("model 'x' not found"));
         assert!(!is_context_length(&ollama));
         assert_eq!(parse_error_body("<html>bad gateway</html>"), ErrorInfo::default());
+        // A blank message is no message (found by the `completion` fuzz target).
+        assert_eq!(parse_error_body(r#"{"error": ""}"#).message, None);
+        assert_eq!(
+            parse_error_body(r#"{"error": {"message": " "}, "detail": "d"}"#)
+                .message
+                .as_deref(),
+            Some("d")
+        );
+        let (_, api) = embedded_api_error(&serde_json::json!({"error": ""}), 200);
+        assert_eq!(api.message(), "error without message");
         assert_eq!(class_for_status(400, &ollama, None), FailureClass::ClientError);
         assert_eq!(
             class_for_status(400, &openai, None),
@@ -685,16 +854,99 @@ mod tests {
         );
     }
 
+    fn usage_of(
+        usage: serde_json::Value,
+    ) -> (
+        Result<Usage, InvalidResponse>,
+        Result<Option<Usage>, InvalidResponse>,
+    ) {
+        let mut c: Completion = serde_json::from_value(json!({
+            "choices": [{"message": {"content": "x"}}],
+            "usage": usage.clone(),
+        }))
+        .unwrap();
+        let whole = c.take_first().map(|p| p.usage);
+        let streamed = serde_json::from_value::<StreamChunk>(json!({"choices": [], "usage": usage}))
+            .unwrap()
+            .into_chunk()
+            .map(|c| c.and_then(|c| c.usage));
+        (whole, streamed)
+    }
+
     proptest::proptest! {
+        /// A reported count is taken as is up to the cap; above it, negative
+        /// or fractional, the whole response (or stream chunk) is an
+        /// `InvalidUsage` error, in both decoders.
         #[test]
-        fn arbitrary_bodies_never_panic(s in "\\PC{0,200}", n in proptest::num::i64::ANY) {
-            let _ = parse_error_body(&s);
-            let _ = serde_json::from_str::<Completion>(&s).map(|mut c| c.take_first());
-            let _ = serde_json::from_str::<StreamChunk>(&s).map(StreamChunk::into_chunk);
-            let odd = json!({"choices": [{"index": n, "delta": {"tool_calls": [{"index": n}], "content": [n]},
-                "message": {"tool_calls": [{"function": {"arguments": n}}]}}], "usage": {"prompt_tokens": n}});
-            let _ = serde_json::from_value::<Completion>(odd.clone()).map(|mut c| c.take_first());
-            let _ = serde_json::from_value::<StreamChunk>(odd).map(StreamChunk::into_chunk);
+        fn usage_counts_are_accepted_exactly_up_to_the_cap(
+            n in proptest::prop_oneof![
+                -2_i64..=1000,
+                proptest::num::i64::ANY,
+                (i64::from(u32::MAX) - 2)..=(i64::from(u32::MAX) + 2),
+            ],
+            big in proptest::prop_oneof![
+                proptest::num::u64::ANY,
+                0..=MAX_USAGE_TOKENS,
+                (MAX_USAGE_TOKENS - 2)..=(MAX_USAGE_TOKENS + 2),
+            ],
+            f in proptest::num::f64::NORMAL,
+        ) {
+            let cap = i64::try_from(MAX_USAGE_TOKENS).unwrap();
+            let kind = |r: Result<Usage, InvalidResponse>| r.map_err(|e| e.kind().clone());
+            let (whole, streamed) = usage_of(json!({"prompt_tokens": n, "completion_tokens": 1}));
+            if (0..=cap).contains(&n) {
+                let expected = Usage::new(n.unsigned_abs(), 1);
+                proptest::prop_assert_eq!(kind(whole), Ok(expected));
+                proptest::prop_assert_eq!(streamed.map_err(|e| e.kind().clone()), Ok(Some(expected)));
+            } else {
+                proptest::prop_assert_eq!(kind(whole), Err(InvalidResponseKind::InvalidUsage));
+                proptest::prop_assert_eq!(streamed.err().map(|e| e.kind().clone()), Some(InvalidResponseKind::InvalidUsage));
+            }
+            let (whole, _) = usage_of(json!({"completion_tokens": big}));
+            if big <= MAX_USAGE_TOKENS {
+                proptest::prop_assert_eq!(kind(whole), Ok(Usage::new(0, big)));
+            } else {
+                proptest::prop_assert_eq!(kind(whole), Err(InvalidResponseKind::InvalidUsage));
+            }
+            let (whole, streamed) = usage_of(json!({"output_tokens": f}));
+            proptest::prop_assert_eq!(kind(whole), Err(InvalidResponseKind::InvalidUsage));
+            proptest::prop_assert!(streamed.is_err());
+        }
+
+        /// Only choice 0 of a stream chunk reaches the caller; an index that
+        /// is not a `u32` makes the chunk malformed.
+        #[test]
+        fn stream_chunks_keep_only_choice_zero(n in proptest::prop_oneof![
+            -2_i64..=3,
+            0..=(i64::from(u32::MAX) + 2),
+            proptest::num::i64::ANY,
+        ]) {
+            let parsed = serde_json::from_value::<StreamChunk>(json!({
+                "choices": [{"index": n, "delta": {"content": "x", "tool_calls": [{"index": 3}]}}]
+            }));
+            proptest::prop_assert_eq!(parsed.is_ok(), u32::try_from(n).is_ok());
+            if let Ok(parsed) = parsed {
+                let chunk = parsed.into_chunk().unwrap();
+                proptest::prop_assert_eq!(chunk.is_some(), n == 0);
+                if let Some(chunk) = chunk {
+                    proptest::prop_assert_eq!(chunk.content.as_deref(), Some("x"));
+                    proptest::prop_assert_eq!(chunk.tool_calls[0].index, 3);
+                }
+            }
+        }
+
+        /// Any message survives an error object (a blank one is none); text
+        /// that is not a JSON object carries no error information.
+        #[test]
+        fn error_bodies_keep_any_message_and_ignore_non_objects(s in "\\PC{0,200}") {
+            let body = json!({"error": {"message": s.clone(), "param": s.clone()}}).to_string();
+            let info = parse_error_body(&body);
+            let message = Some(s.as_str()).filter(|m| !m.trim().is_empty());
+            proptest::prop_assert_eq!(info.message.as_deref(), message);
+            proptest::prop_assert_eq!(info.param.as_deref(), Some(s.as_str()));
+            if !serde_json::from_str::<serde_json::Value>(&s).is_ok_and(|v| v.is_object()) {
+                proptest::prop_assert_eq!(parse_error_body(&s), ErrorInfo::default());
+            }
         }
     }
 }
