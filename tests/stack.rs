@@ -423,6 +423,11 @@ async fn bad_configuration_names_the_field_instead_of_defaulting() {
             "[cooldown]\nbase_cooldown_secs = -1\n",
             "cooldown.base_cooldown_secs",
         ),
+        (
+            "[reset]\ncontext_warn = 0.9\ncontext_compact = 0.1\n",
+            "reset.context_warn",
+        ),
+        ("[reset]\ncontext_compact = 1.5\n", "reset.context_compact"),
     ] {
         let err = AgentStack::from_toml(text).and_then(|b| b.build()).unwrap_err();
         assert!(err.to_string().contains(field), "{text:?}: {err}");

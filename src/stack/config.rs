@@ -325,8 +325,9 @@ impl StackConfig {
             policy = policy.max_turns((t > 0).then_some(t));
         }
         if r.context_warn.is_some() || r.context_compact.is_some() {
-            policy =
-                policy.context_thresholds(r.context_warn.or(Some(0.75)), r.context_compact.or(Some(0.85)))?;
+            policy = policy
+                .context_thresholds(r.context_warn.or(Some(0.75)), r.context_compact.or(Some(0.85)))
+                .map_err(|e| ConfigError::new("reset.context_warn, reset.context_compact", e.to_string()))?;
         }
         if let Some(e) = r.max_consecutive_errors {
             policy = policy.max_consecutive_errors((e > 0).then_some(e));

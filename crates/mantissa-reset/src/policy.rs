@@ -354,6 +354,16 @@ impl BrittlenessPolicy {
         self.compact_fraction = compact
             .map(|c| fraction("context_thresholds.compact", c))
             .transpose()?;
+        if let (Some(w), Some(c)) = (self.warn_fraction, self.compact_fraction) {
+            if w > c {
+                return Err(ConfigError::new(
+                    "context_thresholds.warn",
+                    format!(
+                        "the warning fraction {w} is above the compaction fraction {c}: a warning comes first"
+                    ),
+                ));
+            }
+        }
         Ok(self)
     }
 
