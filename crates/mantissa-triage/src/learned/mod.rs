@@ -230,3 +230,79 @@ impl Triage for LearnedTriage {
         TierDecision::new(self.tiers[rank].clone(), score, TriageReason::Custom("learned"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TriageLayer;
+    use mantissa_core::{LlmResponse, Message, Usage};
+    use tower::{Layer, ServiceExt, service_fn};
+
+    fn req(text: &str) -> LlmRequest {
+        LlmRequest::new("s", "a", vec![Message::user(text)])
+    }
+
+    #[test]
+    fn the_builtin_model_loads_and_scores_stably() {
+        let m = builtin_model().unwrap();
+        assert_eq!(m.tiers(), ["low", "high"]);
+        assert_eq!(m.quantiles().len(), 101);
+        assert!(BUILTIN_MODEL.len() <= 4 * 1024 * 1024);
+        let s = m.score("Janet has 3 apples and buys 5 more. How many apples does she have?");
+        assert!((0.0..=1.0).contains(&s));
+        // Same bytes, same score (no state, no randomness).
+        assert_eq!(
+            s,
+            Model::from_bytes(BUILTIN_MODEL)
+                .unwrap()
+                .score("Janet has 3 apples and buys 5 more. How many apples does she have?")
+        );
+    }
+
+    #[tokio::test]
+    async fn plugs_into_the_triage_layer() {
+        let tiers = TierSet::default();
+        let triage = LearnedTriage::builtin(&tiers).unwrap();
+        let expected = triage.triage(&req("Compute 17 * 23 and explain."));
+        let model = service_fn(|r: LlmRequest| async move {
+            let tier = r.tier.clone().unwrap();
+            Ok::<_, std::convert::Infallible>(LlmResponse::new(
+                tier.as_str(),
+                Message::assistant("ok"),
+                Usage::default(),
+            ))
+        });
+        let svc = TriageLayer::new(&tiers, triage).without_stickiness().layer(model);
+        let resp = svc.oneshot(req("Compute 17 * 23 and explain.")).await.unwrap();
+        let d = resp.extensions.get::<TierDecision>().unwrap();
+        assert_eq!(d, &expected);
+        assert_eq!(resp.model.as_str(), expected.tier.as_str());
+        assert_eq!(d.reason.as_str(), "learned");
+    }
+
+    #[test]
+    fn shares_set_boundaries_and_exploration_samples_tiers() {
+        let tiers = TierSet::default();
+        let t = LearnedTriage::builtin(&tiers).unwrap();
+        // Default shares 40 / 40 / 20 on the training score quantiles.
+        let q = t.model().quantiles().to_vec();
+        let share_above =
+            |cut: f64| q.iter().filter(|x| f64::from(**x) >= cut).count() as f64 / q.len() as f64;
+        assert!((share_above(t.boundaries().cuts()[1]) - 0.2).abs() < 0.02);
+        let t = t.shares(&[0.7, 0.2, 0.1]).unwrap();
+        assert!((share_above(t.boundaries().cuts()[1]) - 0.1).abs() < 0.02);
+        assert!(t.clone().shares(&[0.5, 0.5]).is_err());
+        assert!(t.clone().exploration(0.9).is_err());
+
+        let t = t.exploration(0.25).unwrap();
+        let r = req("hello there");
+        let n = 4000;
+        let explored = (0..n)
+            .filter(|_| t.triage(&r).reason == TriageReason::Custom("explore"))
+            .count();
+        let rate = explored as f64 / n as f64;
+        assert!((rate - 0.25).abs() < 0.03, "{rate}");
+        let no_user = LlmRequest::new("s", "a", vec![Message::system("x")]);
+        assert_eq!(t.triage(&no_user).reason, TriageReason::Default);
+    }
+}
