@@ -11,9 +11,10 @@
 //! * **Hashed word n-grams**: every word (a run of ASCII letters, digits and
 //!   non-ASCII bytes; letters lowercased, each digit replaced by `0` so
 //!   "16" and "42" are the same word) and every pair of neighbouring words.
-//!   Each is hashed with **64-bit FNV-1a** over its bytes — a bigram is the
-//!   FNV-1a of `"first second"` with one space — then mixed with the
-//!   MurmurHash3 64-bit finaliser, and the top `bits` bits pick a bucket.
+//!   A word is hashed with **64-bit FNV-1a** over its normalised bytes; a
+//!   bigram's key is `rotl(h_first, 21) ^ h_second ^ 0x9e37_79b9_7f4a_7c15`
+//!   (order matters, one operation per word rather than per byte). Keys are
+//!   mixed with the MurmurHash3 64-bit finaliser, and the top `bits` bits pick a bucket.
 //!   Each occurrence adds `1 / sqrt(n)` to its bucket, `n` being the number
 //!   of unigrams and bigrams of the turn, so long turns do not saturate.
 //!
@@ -50,6 +51,12 @@ fn fmix64(mut k: u64) -> u64 {
     k ^= k >> 33;
     k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     k ^ (k >> 33)
+}
+
+/// The key of the bigram of two word hashes (see the module docs).
+#[inline(always)]
+pub fn bigram_key(first: u64, second: u64) -> u64 {
+    first.rotate_left(21) ^ second ^ 0x9e37_79b9_7f4a_7c15
 }
 
 /// The bucket (in `0 .. 2^bits`) of a token hash.
@@ -115,9 +122,7 @@ impl Featurizer {
         let bits = self.bits;
         let bytes = text.as_bytes();
         let mut uni = FNV_OFFSET;
-        // FNV-1a state of "previous word + space", continued over this word.
-        let mut bi = FNV_OFFSET;
-        let mut have_prev = false;
+        let mut prev: Option<u64> = None;
         let mut in_word = false;
         let mut word_len = 0u32;
         let mut s = Stats::default();
@@ -148,7 +153,6 @@ impl Featurizer {
             match class {
                 Some(c) => {
                     uni = fnv_step(uni, c);
-                    bi = fnv_step(bi, c);
                     in_word = true;
                     word_len += 1;
                 }
@@ -156,11 +160,10 @@ impl Featurizer {
                     s.words += 1;
                     s.word_bytes += word_len;
                     hashed(bucket(uni, bits));
-                    if have_prev {
-                        hashed(bucket(bi, bits));
+                    if let Some(p) = prev {
+                        hashed(bucket(bigram_key(p, uni), bits));
                     }
-                    have_prev = true;
-                    bi = fnv_step(uni, b' ');
+                    prev = Some(uni);
                     uni = FNV_OFFSET;
                     in_word = false;
                     word_len = 0;
@@ -172,8 +175,8 @@ impl Featurizer {
             s.words += 1;
             s.word_bytes += word_len;
             hashed(bucket(uni, bits));
-            if have_prev {
-                hashed(bucket(bi, bits));
+            if let Some(p) = prev {
+                hashed(bucket(bigram_key(p, uni), bits));
             }
         }
         let sig = self.rule.text_signals(text);
@@ -251,16 +254,21 @@ mod tests {
         let expected: Vec<u32> = vec![
             bucket(fnv1a(b"solve"), 17),
             bucket(fnv1a(b"00"), 17),
-            bucket(fnv1a(b"solve 00"), 17),
+            bucket(bigram_key(fnv1a(b"solve"), fnv1a(b"00")), 17),
             bucket(fnv1a(b"x"), 17),
-            bucket(fnv1a(b"00 x"), 17),
+            bucket(bigram_key(fnv1a(b"00"), fnv1a(b"x")), 17),
         ];
         assert_eq!(feats.hashed, expected);
         assert_eq!(bucket(fnv1a(b"solve"), 17), PINNED_SOLVE);
+        assert_eq!(
+            bucket(bigram_key(fnv1a(b"solve"), fnv1a(b"00")), 17),
+            PINNED_SOLVE_00
+        );
         assert_eq!(feats.dense[0], 1.0);
     }
 
     const PINNED_SOLVE: u32 = 71_788;
+    const PINNED_SOLVE_00: u32 = 27_286;
 
     #[test]
     fn words_are_normalised() {
