@@ -3,12 +3,12 @@
 //!
 //! # What it does
 //!
-//! The latest user turn is turned into [features](features) (hashed word
+//! The latest user turn is turned into [features] (hashed word
 //! unigrams and bigrams, length, [`RuleTriage`](crate::RuleTriage)'s
 //! signals, code and maths markers). A [`Model`] holds one logistic
 //! "success" head per tier it was trained on, cheapest first; the score is
 //! the expected gain of the strongest tier over the cheapest, mapped to
-//! `[0, 1]`. [Boundaries](crate::Boundaries) come from
+//! `[0, 1]`. [`Boundaries`] come from
 //! [`calibrate`](crate::calibrate()) on the training scores for the tier
 //! shares you ask for ([`LearnedTriage::shares`]); by default the top tier
 //! gets 20 % of calls and the others share the rest equally.
@@ -18,7 +18,7 @@
 //!
 //! # Learning from outcomes
 //!
-//! * **Offline**: [`train`] (and `mantissa triage train`) on JSON lines of
+//! * **Offline**: [`train()`] (and `mantissa triage train`) on JSON lines of
 //!   [`Outcome`]s — the records a [`FeedbackLog`] writes.
 //! * **Online** (optional): an [`OnlineLearner`] takes outcomes from the
 //!   feedback log and applies them off the hot path
