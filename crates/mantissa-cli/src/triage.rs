@@ -222,7 +222,19 @@ fn score_cmd(a: ScoreArgs) -> Result<()> {
     let mut n = 0usize;
     loop {
         line.clear();
-        if reader.read_line(&mut line)? == 0 {
+        let read = reader.read_line(&mut line).map_err(|e| LineError {
+            source_name: "stdin".into(),
+            line: n + 1,
+            problem: e.to_string(),
+        });
+        let read = match read {
+            Ok(r) => r,
+            Err(e) => {
+                out.flush()?;
+                return Err(e.into());
+            }
+        };
+        if read == 0 {
             break;
         }
         n += 1;

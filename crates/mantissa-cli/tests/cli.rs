@@ -216,3 +216,28 @@ fn help_teaches_the_subcommands() {
     let out = run(&["triage", "train", "--help"], "");
     assert!(String::from_utf8_lossy(&out.stdout).contains("OUTCOME FILES are JSON lines"));
 }
+
+#[test]
+fn input_that_is_not_utf8_names_its_line() {
+    let mut child = Command::new(BIN)
+        .args(["triage", "score"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"{\"prompt\": \"fine\"}\n{\"prompt\": \"\xff\xfe\"}\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert_eq!(scores(&out).len(), 1);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stdin: line 2:"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

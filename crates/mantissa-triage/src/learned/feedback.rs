@@ -497,3 +497,58 @@ impl OnlineLearner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().write(b)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_log_remembers_only_the_most_recent_calls() {
+        let buf = Buf::default();
+        let log = FeedbackLog::new(buf.clone()).capacity(2);
+        let a = log.record("a".into(), Tier::low(), "m".into());
+        let b = log.record("b".into(), Tier::high(), "m".into());
+        let c = log.record("c".into(), Tier::low(), "m".into());
+        assert!(matches!(log.feedback(a, 1.0), Err(FeedbackError::UnknownCall(id)) if id == a));
+        assert_eq!(log.feedback(b, 0.25).unwrap().tier, "high");
+        assert_eq!(log.feedback(c, 1.0).unwrap().prompt, "c");
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 2);
+        assert!(text.starts_with("{\"prompt\":\"b\",\"tier\":\"high\",\"model\":\"m\",\"score\":0.25}\n"));
+        assert!(matches!(log.feedback(c, f64::NAN), Err(FeedbackError::Score(_))));
+    }
+
+    #[test]
+    fn a_disabled_layer_passes_responses_through() {
+        use tower::{ServiceExt, service_fn};
+        let svc = FeedbackLayer::disabled().layer(service_fn(|_r: LlmRequest| async {
+            let mut resp = LlmResponse::new(
+                "m",
+                mantissa_core::Message::assistant("ok"),
+                mantissa_core::Usage::default(),
+            );
+            resp.extensions
+                .insert(TierDecision::new("low", 0.1, crate::TriageReason::Rules));
+            Ok::<_, std::convert::Infallible>(resp)
+        }));
+        let req = LlmRequest::new("s", "a", vec![mantissa_core::Message::user("hi")]);
+        let resp = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(svc.oneshot(req))
+            .unwrap();
+        assert!(resp.extensions.get::<CallId>().is_none());
+    }
+}
