@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo bench --bench triage -- --warm-up-time 1 --measurement-time 3`
 //!
+//! The `learned_triage` group scores the same 2 KB turn with
+//! [`LearnedTriage`] (built-in model) and [`RuleTriage`] in one run.
+//!
 //! The model service is a no-op that answers immediately, so the difference
 //! between `stack` and `direct` is what triage (rules, stickiness, metrics
 //! handles) and the router (candidate choice, cooldown check, request clone,
@@ -18,7 +21,7 @@ use std::task::{Context, Poll};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use mantissa_core::{BoxError, LlmRequest, LlmResponse, Message, TierSet, Usage};
-use mantissa_triage::{RuleTriage, TierRouter, Triage, TriageLayer};
+use mantissa_triage::{LearnedTriage, RuleTriage, TierRouter, Triage, TriageLayer};
 use tower::{Layer, Service};
 
 /// A model that answers at once.
@@ -107,6 +110,19 @@ fn bench(c: &mut Criterion) {
             b.iter(|| black_box(rules.triage(black_box(req))))
         });
     }
+    group.finish();
+
+    // The learned triage beside rule triage on the same 2 KB turn
+    // (`cargo bench --bench triage -- learned_triage`).
+    let learned = LearnedTriage::builtin(&tiers).expect("built-in model");
+    let req = request(10);
+    let mut group = c.benchmark_group("learned_triage");
+    group.bench_function("rules_2kb", |b| {
+        b.iter(|| black_box(rules.triage(black_box(&req))))
+    });
+    group.bench_function("learned_2kb", |b| {
+        b.iter(|| black_box(learned.triage(black_box(&req))))
+    });
     group.finish();
 }
 
