@@ -6,7 +6,7 @@ use std::time::Duration;
 use mantissa_core::{ConfigError, TierConfig, TierSet};
 use mantissa_prometheus::PrometheusConfig;
 use mantissa_reset::BrittlenessPolicy;
-use mantissa_triage::{Boundaries, CooldownPolicy, RuleTriage};
+use mantissa_triage::{Boundaries, CooldownPolicy, FeedbackLog, LearnedTriage, RuleTriage};
 use serde::Deserialize;
 
 use super::{AgentSpec, AgentStackBuilder, BuildError, Upstream};
@@ -38,8 +38,14 @@ use super::{AgentSpec, AgentStackBuilder, BuildError, Upstream};
 /// # api_key_env = "OPENAI_API_KEY"
 ///
 /// [triage]
+/// kind = "rules"             # or "learned"
 /// boundaries = [0.3, 0.6]    # score cut points between tiers
 /// sticky = true
+/// # model = "triage.mtm"     # learned: a model file (default: the built-in model)
+/// # shares = [0.5, 0.3, 0.2] # learned: target share of calls per tier
+/// # exploration = 0.01       # learned: share of calls sent to a random tier
+/// # feedback_log = "outcomes.jsonl"  # write outcomes reported with `AgentStack::feedback`
+/// # online_step = 0.01       # learned + feedback_log: online updates, step bound
 ///
 /// [reset]
 /// max_turns = 50
@@ -127,6 +133,28 @@ impl Default for UpstreamConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TriageConfig {
+    /// `rules` (default: [`RuleTriage`]) or `learned` ([`LearnedTriage`]).
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// `learned`: the model file. Defaults to the built-in model.
+    #[serde(default)]
+    pub model: Option<std::path::PathBuf>,
+    /// `learned`: the share of calls per tier, cheapest first. Defaults to
+    /// 20 % on the top tier, the rest split equally. Exclusive with `boundaries`.
+    #[serde(default)]
+    pub shares: Option<Vec<f64>>,
+    /// `learned`: the share of calls sent to a random tier. Defaults to 0.
+    #[serde(default)]
+    pub exploration: Option<f64>,
+    /// A JSON-lines file that outcomes reported with
+    /// [`AgentStack::feedback`](super::AgentStack::feedback) are appended to.
+    /// Defaults to none (feedback disabled).
+    #[serde(default)]
+    pub feedback_log: Option<std::path::PathBuf>,
+    /// `learned` with a `feedback_log`: learn online from the reported
+    /// outcomes with steps of at most this size. Defaults to none (off).
+    #[serde(default)]
+    pub online_step: Option<f32>,
     /// Score cut points between tiers (one fewer than tiers).
     #[serde(default)]
     pub boundaries: Option<Vec<f64>>,
@@ -229,6 +257,97 @@ impl Default for MonitorConfig {
     }
 }
 
+/// The `[triage]` strategy and feedback log.
+fn triage_from_config(
+    mut b: AgentStackBuilder,
+    t: &TriageConfig,
+    tiers: &TierSet,
+) -> Result<AgentStackBuilder, BuildError> {
+    let boundaries = match &t.boundaries {
+        Some(cuts) => {
+            Some(Boundaries::new(cuts.clone()).map_err(|e| ConfigError::new("triage.boundaries", e.reason))?)
+        }
+        None => None,
+    };
+    let kind = t.kind.as_deref().unwrap_or("rules");
+    let learned_only = [
+        ("triage.model", t.model.is_some()),
+        ("triage.shares", t.shares.is_some()),
+        ("triage.exploration", t.exploration.is_some()),
+        ("triage.online_step", t.online_step.is_some()),
+    ];
+    let mut learner = None;
+    match kind {
+        "rules" => {
+            if let Some((field, _)) = learned_only.iter().find(|(_, set)| *set) {
+                return Err(ConfigError::new(*field, "only applies to `kind = \"learned\"`").into());
+            }
+            if let Some(boundaries) = boundaries {
+                b = b.triage(RuleTriage::new(tiers).boundaries(boundaries)?);
+            }
+        }
+        "learned" => {
+            let mut learned = match &t.model {
+                Some(path) => LearnedTriage::from_file(tiers, path)?,
+                None => LearnedTriage::builtin(tiers)?,
+            };
+            match (boundaries, &t.shares) {
+                (Some(_), Some(_)) => {
+                    return Err(
+                        ConfigError::new("triage.shares", "give `shares` or `boundaries`, not both").into(),
+                    );
+                }
+                (Some(bounds), None) => learned = learned.with_boundaries(bounds)?,
+                (None, Some(shares)) => {
+                    learned = learned
+                        .shares(shares)
+                        .map_err(|e| ConfigError::new("triage.shares", e.reason))?;
+                }
+                (None, None) => {}
+            }
+            if let Some(rate) = t.exploration {
+                learned = learned.exploration(rate)?;
+            }
+            if let Some(step) = t.online_step {
+                if !(step.is_finite() && step > 0.0 && step <= 1.0) {
+                    return Err(ConfigError::new(
+                        "triage.online_step",
+                        format!("must be in (0, 1], got {step}"),
+                    )
+                    .into());
+                }
+                if t.feedback_log.is_none() {
+                    return Err(ConfigError::new(
+                        "triage.online_step",
+                        "online learning needs a `feedback_log` to learn from",
+                    )
+                    .into());
+                }
+                learner = Some(learned.online(step));
+            }
+            b = b.triage(learned);
+        }
+        other => {
+            return Err(ConfigError::new(
+                "triage.kind",
+                format!("unknown triage `{other}` (expected `rules` or `learned`)"),
+            )
+            .into());
+        }
+    }
+    if let Some(path) = &t.feedback_log {
+        let mut log = FeedbackLog::open(path).map_err(|source| BuildError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        if let Some(l) = learner {
+            log = log.learner(l);
+        }
+        b = b.feedback_log(log);
+    }
+    Ok(b)
+}
+
 fn secs(field: &str, v: f64) -> Result<Duration, ConfigError> {
     Duration::try_from_secs_f64(v).map_err(|_| {
         ConfigError::new(
@@ -311,11 +430,7 @@ impl StackConfig {
                 .into());
             }
         };
-        if let Some(cuts) = self.triage.boundaries {
-            let boundaries =
-                Boundaries::new(cuts).map_err(|e| ConfigError::new("triage.boundaries", e.reason))?;
-            b = b.triage(RuleTriage::new(&tiers).boundaries(boundaries)?);
-        }
+        b = triage_from_config(b, &self.triage, &tiers)?;
         if let Some(sticky) = self.triage.sticky {
             b = b.sticky_tiers(sticky);
         }

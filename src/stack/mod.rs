@@ -77,7 +77,8 @@ use mantissa_monitor::{
 use mantissa_prometheus::{ExporterHandle, MetricsServer, PrometheusConfig};
 use mantissa_reset::{BrittlenessPolicy, MemorySessionStore, ResetLayer};
 use mantissa_triage::{
-    CooldownPolicy, RuleTriage, TierDecision, TierRouter, Triage, TriageControl, TriageLayer,
+    CallId, CooldownPolicy, FeedbackError, FeedbackLayer, FeedbackLog, RuleTriage, TierDecision, TierRouter,
+    Triage, TriageControl, TriageLayer,
 };
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceBuilder, ServiceExt};
@@ -219,7 +220,9 @@ enum MetricsMode {
 
 /// The composed LLM stack, kept unboxed so each agent's service boxes once.
 type Composed = mantissa_reset::Reset<
-    mantissa_triage::TriageService<mantissa_health::Health<TierRouter>, DynTriage>,
+    mantissa_triage::FeedbackService<
+        mantissa_triage::TriageService<mantissa_health::Health<TierRouter>, DynTriage>,
+    >,
     MemorySessionStore,
 >;
 
@@ -239,6 +242,7 @@ pub struct AgentStackBuilder {
     tools: Option<ToolService>,
     tool_names: Option<Vec<String>>,
     triage: Option<Arc<dyn Triage>>,
+    feedback: Option<FeedbackLog>,
     sticky: bool,
     cooldown: CooldownPolicy,
     reset_policy: BrittlenessPolicy,
@@ -277,6 +281,7 @@ impl Default for AgentStackBuilder {
             tools: None,
             tool_names: None,
             triage: None,
+            feedback: None,
             sticky: true,
             cooldown: CooldownPolicy::default(),
             reset_policy: BrittlenessPolicy::default(),
@@ -329,6 +334,14 @@ impl AgentStackBuilder {
     /// The triage strategy. Defaults to [`RuleTriage`] over the tiers.
     pub fn triage(mut self, triage: impl Triage) -> Self {
         self.triage = Some(Arc::new(triage));
+        self
+    }
+
+    /// Remembers triaged calls in `log` and puts a [`CallId`] into each
+    /// response's extensions, so [`AgentStack::feedback`] can report how the
+    /// call went. Defaults to none (feedback is disabled).
+    pub fn feedback_log(mut self, log: FeedbackLog) -> Self {
+        self.feedback = Some(log);
         self
     }
 
@@ -529,8 +542,13 @@ impl AgentStackBuilder {
             .registry(registry.clone())
             .agent_labels(agent_labels.clone())
             .scope(Scope::Outcome);
+        let feedback_layer = match &self.feedback {
+            Some(log) => FeedbackLayer::new(log.clone()),
+            None => FeedbackLayer::disabled(),
+        };
         let llm: Composed = ServiceBuilder::new()
             .layer(reset)
+            .layer(feedback_layer)
             .layer(triage_layer)
             .layer(outcomes)
             .service(router.clone());
@@ -594,6 +612,7 @@ impl AgentStackBuilder {
                 store,
                 router,
                 triage: triage_control,
+                feedback: self.feedback,
                 toolkit,
                 monitor,
                 exporter,
@@ -655,6 +674,7 @@ struct Inner {
     store: MemorySessionStore,
     router: TierRouter,
     triage: TriageControl,
+    feedback: Option<FeedbackLog>,
     toolkit: HealthToolkit,
     monitor: Option<(SystemMonitor, MonitorHandle)>,
     exporter: Option<ExporterHandle>,
@@ -780,6 +800,23 @@ impl AgentStack {
     /// The triage control (per-agent tier overrides).
     pub fn triage(&self) -> &TriageControl {
         &self.inner.triage
+    }
+
+    /// Reports how a call went: `score` in `[0, 1]` (1 = good) for the call
+    /// whose response carried `call` in its extensions. Writes the outcome
+    /// line to the feedback log (and feeds the online learner, if any). An
+    /// unknown id, a score outside `[0, 1]` or a stack without a feedback
+    /// log is an error.
+    pub fn feedback(&self, call: CallId, score: f64) -> Result<(), FeedbackError> {
+        match &self.inner.feedback {
+            Some(log) => log.feedback(call, score).map(|_| ()),
+            None => Err(FeedbackError::Disabled),
+        }
+    }
+
+    /// The feedback log, if configured.
+    pub fn feedback_log(&self) -> Option<&FeedbackLog> {
+        self.inner.feedback.as_ref()
     }
 
     /// The health toolkit.

@@ -8,7 +8,12 @@
 //!   [`TierDecision`] (tier, score in `[0, 1]`, bounded [`TriageReason`]):
 //!   [`RuleTriage`] (weighted features of the latest user turn, no
 //!   allocation), [`LlmTriage`] (asks a cheap model, falls back on a late or
-//!   garbled answer), or any closure.
+//!   garbled answer), [`LearnedTriage`] (per-tier success models over
+//!   hashed word n-grams, trained on the service's own outcomes), or any
+//!   closure.
+//! * [`learned`] — the learned triage, its model file, training,
+//!   RouteLLM's APGR metric, and the [`FeedbackLayer`] / [`FeedbackLog`]
+//!   that turn served calls into outcome records.
 //! * [`calibrate()`] — boundaries from recorded scores and target shares
 //!   per tier.
 //! * [`TriageLayer`] — decides each request's tier (explicit choices kept,
@@ -62,6 +67,7 @@
 pub mod calibrate;
 pub mod config;
 mod decision;
+pub mod learned;
 pub mod llm;
 pub mod router;
 pub mod rule;
@@ -71,6 +77,10 @@ pub mod triage_layer;
 pub use calibrate::calibrate;
 pub use config::{tier_set_from_toml, tier_set_from_toml_file};
 pub use decision::{AsyncTriage, Boundaries, TierDecision, Triage, TriageReason};
+pub use learned::{
+    CallId, FeedbackError, FeedbackLayer, FeedbackLog, FeedbackService, LearnedTriage, Model, ModelError,
+    OnlineLearner, Outcome, TrainConfig,
+};
 pub use llm::{DEFAULT_PROMPT, LlmTriage, LlmTriageFuture};
 pub use router::{
     AllModelsFailed, BuildError, CooldownPolicy, FallbackOrder, ModelService, ModelSnapshot, ModelState,

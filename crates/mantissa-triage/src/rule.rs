@@ -182,6 +182,15 @@ impl RuleTriage {
     /// The feature values of `req`.
     pub fn signals(&self, req: &LlmRequest) -> Signals {
         let text = req.latest_user_message().map(|m| m.text()).unwrap_or("");
+        Signals {
+            tools: if req.tools.is_empty() { 0.0 } else { 1.0 },
+            ..self.text_signals(text)
+        }
+    }
+
+    /// The feature values of a user turn's text alone (`tools` is 0). The
+    /// [learned triage](crate::learned) reads these as some of its features.
+    pub fn text_signals(&self, text: &str) -> Signals {
         let bytes = text.as_bytes();
         let counts = count_bytes(bytes);
         let words = scan_words(bytes, self.keyword_window);
@@ -197,7 +206,7 @@ impl RuleTriage {
             code: f64::max(fence, (f64::from(code_hits) / 12.0).min(1.0)),
             reasoning: (f64::from(markers) / 2.0).min(1.0),
             questions: (f64::from(counts.questions.saturating_sub(1)) / 3.0).min(1.0),
-            tools: if req.tools.is_empty() { 0.0 } else { 1.0 },
+            tools: 0.0,
         }
     }
 
