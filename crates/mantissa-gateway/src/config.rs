@@ -168,9 +168,8 @@ impl GatewaySection {
         for (i, k) in self.keys.into_iter().enumerate() {
             let field = format!("gateway.keys[{i}]");
             let digest = match (&k.hash, &k.env) {
-                (Some(hash), None) => {
-                    KeyDigest::parse(hash).map_err(|reason| ConfigError::new(format!("{field}.hash"), reason))?
-                }
+                (Some(hash), None) => KeyDigest::parse(hash)
+                    .map_err(|reason| ConfigError::new(format!("{field}.hash"), reason))?,
                 (None, Some(var)) => {
                     let key = lookup(var).map(|v| v.trim().to_owned()).unwrap_or_default();
                     if key.is_empty() {

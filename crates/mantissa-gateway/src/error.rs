@@ -159,8 +159,12 @@ impl ApiError {
 
     /// 503: the gateway is shutting down.
     pub fn shutting_down() -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", "the gateway is shutting down")
-            .code("shutting_down")
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "the gateway is shutting down",
+        )
+        .code("shutting_down")
     }
 
     /// Maps an error of the stack by its failure class.
@@ -212,13 +216,19 @@ impl ApiError {
                 e.retry_after = retry_after.map(|d| d.as_secs_f64().ceil() as u64);
                 e
             }
-            FailureClass::Timeout => {
-                Self::new(StatusCode::GATEWAY_TIMEOUT, "server_error", detail("the upstream timed out"))
-                    .code("upstream_timeout")
-            }
+            FailureClass::Timeout => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "server_error",
+                detail("the upstream timed out"),
+            )
+            .code("upstream_timeout"),
             FailureClass::UpstreamServer | FailureClass::Transport | FailureClass::InvalidResponse => {
-                Self::new(StatusCode::BAD_GATEWAY, "server_error", detail("the upstream failed"))
-                    .code("upstream_error")
+                Self::new(
+                    StatusCode::BAD_GATEWAY,
+                    "server_error",
+                    detail("the upstream failed"),
+                )
+                .code("upstream_error")
             }
             FailureClass::ContextLengthExceeded => Self::context_length(),
             FailureClass::ClientError => match status {

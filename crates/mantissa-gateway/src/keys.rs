@@ -29,7 +29,10 @@ impl KeyDigest {
             .strip_prefix("sha256:")
             .ok_or_else(|| "must start with `sha256:`".to_owned())?;
         if hex.len() != 64 {
-            return Err(format!("expected 64 hex digits after `sha256:`, got {}", hex.len()));
+            return Err(format!(
+                "expected 64 hex digits after `sha256:`, got {}",
+                hex.len()
+            ));
         }
         let mut out = [0u8; 32];
         for (i, pair) in hex.as_bytes().chunks(2).enumerate() {

@@ -353,7 +353,8 @@ fn authenticate<'a>(shared: &'a Shared, headers: &HeaderMap) -> Result<Option<&'
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 128
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'/'))
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiError> {
@@ -487,7 +488,10 @@ async fn chat_inner(shared: &Arc<Shared>, headers: &HeaderMap, body: Body) -> Re
     }
 
     if stream {
-        out_headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        out_headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
         out_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         let events = response::sse_body(resp, include_usage, deadline).map(move |item| {
             // The permit is held until the stream ends or the client leaves.

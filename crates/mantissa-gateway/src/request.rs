@@ -215,7 +215,10 @@ mod tests {
             e(r#"{"model":"auto","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#),
             Some((400, Some("temperature".into())))
         );
-        assert_eq!(e(r#"{"model":"auto","messages":[]}"#), Some((400, Some("messages".into()))));
+        assert_eq!(
+            e(r#"{"model":"auto","messages":[]}"#),
+            Some((400, Some("messages".into())))
+        );
         assert_eq!(e("not json"), Some((400, Some("body".into()))));
     }
 }

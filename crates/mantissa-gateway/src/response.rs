@@ -118,9 +118,8 @@ pub(crate) async fn completion_body(mut resp: LlmResponse) -> Result<Vec<u8>, Ap
         usage: usage.into(),
         system_fingerprint: None,
     };
-    serde_json::to_vec(&body).map_err(|_| {
-        ApiError::from_stack(&"the response could not be written as JSON".into())
-    })
+    serde_json::to_vec(&body)
+        .map_err(|_| ApiError::from_stack(&"the response could not be written as JSON".into()))
 }
 
 #[derive(Serialize, Default)]
@@ -214,7 +213,10 @@ impl Writer {
             tool_calls: chunk.tool_calls.iter().map(delta_call).collect(),
         };
         Some(self.event(
-            vec![choice(delta, chunk.finish_reason.as_ref().map(FinishReason::as_str))],
+            vec![choice(
+                delta,
+                chunk.finish_reason.as_ref().map(FinishReason::as_str),
+            )],
             None,
         ))
     }
@@ -254,11 +256,14 @@ const DONE: &[u8] = b"data: [DONE]\n\n";
 /// The chunks of a response that was not streamed, as a stream.
 fn whole_as_chunks(resp: &mut LlmResponse) -> ChunkStream {
     let message = std::mem::replace(&mut resp.message, Message::assistant(""));
-    let finish = resp.finish_reason.take().unwrap_or(if message.tool_calls.is_empty() {
-        FinishReason::Stop
-    } else {
-        FinishReason::ToolCalls
-    });
+    let finish = resp
+        .finish_reason
+        .take()
+        .unwrap_or(if message.tool_calls.is_empty() {
+            FinishReason::Stop
+        } else {
+            FinishReason::ToolCalls
+        });
     let tool_calls = message
         .tool_calls
         .iter()
@@ -270,14 +275,12 @@ fn whole_as_chunks(resp: &mut LlmResponse) -> ChunkStream {
             arguments: Some(c.function.arguments.clone()),
         })
         .collect();
-    let chunks = vec![
-        Ok(Chunk {
-            content: message.content.clone().filter(|c| !c.is_empty()),
-            tool_calls,
-            finish_reason: Some(finish),
-            usage: Some(resp.usage),
-        }),
-    ];
+    let chunks = vec![Ok(Chunk {
+        content: message.content.clone().filter(|c| !c.is_empty()),
+        tool_calls,
+        finish_reason: Some(finish),
+        usage: Some(resp.usage),
+    })];
     ChunkStream::new(futures_util::stream::iter(chunks))
 }
 
