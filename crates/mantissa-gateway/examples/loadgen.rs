@@ -89,12 +89,16 @@ async fn connection(
         let ok = resp.status().is_success();
         let mut incoming = resp.into_body();
         use http_body::Body as _;
-        while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut incoming).poll_frame(cx)).await {
+        while let Some(frame) =
+            std::future::poll_fn(|cx| std::pin::Pin::new(&mut incoming).poll_frame(cx)).await
+        {
             frame?;
         }
         let latency = intended.elapsed();
         if ok {
-            stats.latencies_ns.push(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
+            stats
+                .latencies_ns
+                .push(u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX));
         } else {
             stats.errors += 1;
         }
@@ -120,7 +124,9 @@ fn main() -> Result<(), BoxError> {
     let connections: u32 = args[3].parse()?;
     let seconds: f64 = args[4].parse()?;
     let rate: Option<f64> = args.get(5).map(|r| r.parse()).transpose()?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         // Warm up: one connection, a few requests.
         let warm = Instant::now();

@@ -134,7 +134,7 @@ fn secs(field: &str, v: f64) -> Result<Duration, ConfigError> {
 
 impl GatewaySection {
     /// Resolves defaults and reads key variables with `lookup`
-    /// (`std::env::var` in [`GatewayConfig::from_toml`]).
+    /// (`std::env::var` in [`Gateway::from_toml`](crate::Gateway::from_toml)).
     pub fn resolve(self, lookup: &dyn Fn(&str) -> Option<String>) -> Result<GatewayConfig, ConfigError> {
         let mut c = GatewayConfig::default();
         if let Some(addr) = self.listen {
