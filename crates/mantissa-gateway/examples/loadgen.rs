@@ -41,6 +41,9 @@ async fn connection(
     let (mut sender, conn) = http1::handshake::<_, http_body_util_full::Full>(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
     let authority = format!("{host}:{port}");
+    // The origin form (`/v1/...`) as the request target, as browsers and
+    // SDKs send it.
+    let path: http::Uri = url.path_and_query().map_or("/", |p| p.as_str()).parse()?;
     let mut stats = Stats {
         latencies_ns: Vec::with_capacity(1 << 16),
         errors: 0,
@@ -80,7 +83,7 @@ async fn connection(
             }
         };
         k += 1;
-        let req = Request::post(url.clone())
+        let req = Request::post(path.clone())
             .header(header::HOST, &authority)
             .header(header::CONTENT_TYPE, "application/json")
             .body(http_body_util_full::Full(Some(body.clone())))?;
