@@ -49,7 +49,16 @@ pub(crate) fn run(args: GatewayArgs) -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // One core (e.g. pinned with taskset): a current-thread runtime, which
+    // skips the work-stealing scheduler's wake-ups between threads.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let runtime = if cores == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()?
+    };
     runtime.block_on(async move {
         let gateway = Gateway::from_toml_file(&config)?;
         let addr = args.listen.unwrap_or(gateway.config().listen);
