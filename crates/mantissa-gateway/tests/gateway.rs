@@ -744,3 +744,52 @@ async fn health_readiness_and_models_endpoints() {
     assert_eq!(metrics.status(), 200);
     assert!(header(&metrics, "content-type").starts_with("text/plain"));
 }
+
+#[tokio::test]
+async fn a_stream_cut_upstream_ends_with_an_error_event_and_no_done() {
+    let mock = HttpMockLlm::start().await;
+    mock.set_default(HttpReply::truncated_stream("one two three four", 2));
+    let gw = start(&mock, &["cut-a"], vec![], |_| {}).await;
+    let mut req = hi("auto");
+    req["stream"] = json!(true);
+    let resp = post(
+        &gw.url("/v1/chat/completions"),
+        &[("x-mantissa-agent", "cut-a")],
+        &req,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.unwrap();
+    let events = events(&body);
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_error", "{body}");
+    assert!(!body.contains("[DONE]"));
+    assert!(body.contains("\"content\":\"one"), "{body}");
+}
+
+#[tokio::test]
+async fn a_context_reset_is_reported_in_the_reset_header() {
+    let mock = HttpMockLlm::start().await;
+    let stack = common::stack_with(&mock, &["reset-a"], common::tiers_with_window(400));
+    let gateway = Gateway::new(stack, mantissa_gateway::GatewayConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server = gateway.serve(listener, std::future::pending()).unwrap();
+    let url = format!("http://{}/v1/chat/completions", server.local_addr());
+    // A history far past 85 % of a 400-token window: the reset layer compacts.
+    let mut messages = vec![json!({"role": "system", "content": "You are terse."})];
+    for i in 0..12 {
+        messages.push(json!({"role": "user", "content": format!("question {i}: {}", "words ".repeat(40))}));
+        messages.push(json!({"role": "assistant", "content": format!("answer {i}: {}", "more ".repeat(40))}));
+    }
+    messages.push(json!({"role": "user", "content": "and now?"}));
+    let req = json!({"model": "auto", "messages": messages});
+    let resp = post(
+        &url,
+        &[("x-mantissa-agent", "reset-a"), ("x-mantissa-session", "long-1")],
+        &req,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let reset = header(&resp, "x-mantissa-reset");
+    assert!(reset.starts_with("context_tokens; strategy="), "{reset}");
+}

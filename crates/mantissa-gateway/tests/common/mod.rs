@@ -17,10 +17,15 @@ pub const UPSTREAM_KEY: &str = "sk-upstream-SECRET-7d1f0c";
 
 /// One model per tier, so "every model of the tier" is one model.
 pub fn tiers() -> TierSet {
+    tiers_with_window(16384)
+}
+
+/// [`tiers`] with this context window for every model.
+pub fn tiers_with_window(window: u32) -> TierSet {
     let model = |id: &str| {
         ModelSpec::new(id)
             .provider("mock")
-            .context_window(16384)
+            .context_window(window)
             .pricing(0.1, 0.2)
     };
     TierSet::new(vec![
@@ -33,9 +38,14 @@ pub fn tiers() -> TierSet {
 
 /// A stack with these agents over `mock`.
 pub fn stack(mock: &HttpMockLlm, agents: &[&str]) -> AgentStack {
+    stack_with(mock, agents, tiers())
+}
+
+/// A stack with these agents and tiers over `mock`.
+pub fn stack_with(mock: &HttpMockLlm, agents: &[&str], tiers: TierSet) -> AgentStack {
     let upstream = OpenAiConfig::new(mock.base_url()).api_key(UPSTREAM_KEY);
     let mut b = AgentStack::builder()
-        .tiers(tiers())
+        .tiers(tiers)
         .upstream(Upstream::OpenAi(Box::new(upstream)))
         .without_monitor();
     for a in agents {
