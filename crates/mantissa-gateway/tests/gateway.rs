@@ -793,3 +793,27 @@ async fn a_context_reset_is_reported_in_the_reset_header() {
     let reset = header(&resp, "x-mantissa-reset");
     assert!(reset.starts_with("context_tokens; strategy="), "{reset}");
 }
+
+#[tokio::test]
+async fn a_client_slower_than_the_header_timeout_is_disconnected() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mock = HttpMockLlm::start().await;
+    let gw = start(&mock, &["slow-a"], vec![], |c| {
+        c.header_timeout = Duration::from_millis(200)
+    })
+    .await;
+    let mut socket = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    // Half the headers, then nothing.
+    socket
+        .write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gateway\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), socket.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection stayed open past the header timeout");
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+    assert_eq!(mock.calls(), 0);
+}
