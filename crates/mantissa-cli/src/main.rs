@@ -1,12 +1,14 @@
 //! `mantissa`: the command line of mantissa.
 //!
 //! Today it trains, scores and evaluates the learned triage
-//! (`mantissa triage …`); later subcommands (a gateway) go beside `triage`.
+//! (`mantissa triage …`) and serves the whole stack behind an
+//! OpenAI-compatible endpoint (`mantissa gateway --config FILE`).
 //!
 //! Run `mantissa --help` or `mantissa triage <command> --help`.
 
 #![forbid(unsafe_code)]
 
+mod gateway;
 mod triage;
 
 use std::process::ExitCode;
@@ -27,12 +29,15 @@ enum Command {
     /// prompt how much a stronger (more expensive) tier is needed.
     #[command(subcommand)]
     Triage(triage::TriageCommand),
+    /// Serve the whole stack behind an OpenAI-compatible HTTP endpoint.
+    Gateway(gateway::GatewayArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Triage(cmd) => triage::run(cmd),
+        Command::Gateway(args) => gateway::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
