@@ -17,7 +17,8 @@
 //! [`AgentStack`] composes all of it for a team of agents in the right order:
 //!
 //! ```text
-//! LLM:   Reset -> Triage -> TierRouter -> [per model: Health -> client]
+//! LLM:   Reset -> [Feedback] -> Triage -> Health (agent outcome) -> TierRouter
+//!          -> [per model: Health (attempts) -> client]
 //! tools: Health -> tool service   (tool failures -> session tracker)
 //! ```
 //!

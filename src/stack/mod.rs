@@ -3,7 +3,8 @@
 //! TOML file.
 //!
 //! ```text
-//! LLM:   [agent stamp] -> Reset -> Triage -> TierRouter -> [per model: Health -> upstream]
+//! LLM:   [agent stamp] -> Reset -> [Feedback] -> Triage -> Health (agent outcome)
+//!          -> TierRouter -> [per model: Health (attempts) -> upstream]
 //! tools: [agent stamp] -> Health -> tool service        (tool events -> session store)
 //! ```
 //!
