@@ -1420,3 +1420,70 @@ async fn tokens_come_from_usage_plus_new_messages_only() {
     assert_eq!(store.snapshot(&"s".into(), 20).unwrap().context_tokens, 24);
     assert_eq!(SessionStore::len(&store), 1);
 }
+
+/// A caller that adopts each compacted history is compacted again every
+/// `turns` user turns: every reset after the first removes something too.
+#[tokio::test(start_paused = true)]
+async fn resets_repeat_for_a_caller_that_adopts_the_compacted_history() {
+    let seen: Seen = Default::default();
+    let layer = ResetLayer::new()
+        .policy(compact_on_turns(quiet_policy(), 5))
+        .summarizer(summarizer_ok());
+    let mut svc = layer.layer(model(seen.clone()));
+    let mut h = vec![Message::system("sys")];
+    let mut resets = Vec::new();
+    let mut warnings = 0;
+    for turn in 1..=30 {
+        h.push(Message::user(format!("q{turn}")));
+        let resp = send(&mut svc, LlmRequest::new("s", "a", h.clone()))
+            .await
+            .unwrap();
+        if ContextWarning::of(&resp).is_some() {
+            warnings += 1;
+        }
+        if let Some(r) = ContextReset::of(&resp) {
+            assert!(r.messages_after < r.messages_before, "turn {turn}: {r}");
+            resets.push(turn);
+            h = r.history.to_vec();
+        }
+        h.push(resp.message);
+    }
+    assert_eq!(resets, vec![5, 10, 15, 20, 25, 30], "{warnings} warnings");
+}
+
+/// The same with tool round trips in every turn (a trading agent).
+#[tokio::test(start_paused = true)]
+async fn resets_repeat_for_a_tool_using_caller_that_adopts_the_history() {
+    let seen: Seen = Default::default();
+    let layer = ResetLayer::new()
+        .policy(compact_on_turns(quiet_policy(), 5))
+        .summarizer(summarizer_ok());
+    let mut svc = layer.layer(model(seen.clone()));
+    let mut h = vec![Message::system("sys")];
+    let mut resets = Vec::new();
+    let mut warnings = Vec::new();
+    for turn in 1..=30 {
+        h.push(Message::user(format!("q{turn}")));
+        for c in 0..3 {
+            let resp = send(&mut svc, LlmRequest::new("s", "a", h.clone()))
+                .await
+                .unwrap();
+            if let Some(w) = ContextWarning::of(&resp) {
+                warnings.push((turn, w.to_string()));
+            }
+            if let Some(r) = ContextReset::of(&resp) {
+                assert!(r.messages_after < r.messages_before, "turn {turn}: {r}");
+                resets.push(turn);
+                h = r.history.to_vec();
+            }
+            if c < 2 {
+                let id = format!("c{turn}_{c}");
+                h.push(call(&id));
+                h.push(Message::tool(&id, format!("result {turn}.{c}")));
+            } else {
+                h.push(resp.message);
+            }
+        }
+    }
+    assert_eq!(resets, vec![5, 10, 15, 20, 25, 30], "{warnings:?}");
+}
