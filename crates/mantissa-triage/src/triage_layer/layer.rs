@@ -4,7 +4,7 @@ use std::time::Duration;
 use mantissa_core::{BoundedLabels, TierSet};
 use tower_layer::Layer;
 
-use super::{DEFAULT_STICKY_CAPACITY, DEFAULT_STICKY_TTL, Shared, TriageControl, TriageService};
+use super::{DEFAULT_STICKY_CAPACITY, DEFAULT_STICKY_TTL, Overrides, Shared, TriageControl, TriageService};
 
 /// Builds [`TriageService`]s that share one strategy, one stickiness memory
 /// and one set of agent overrides. See the [module docs](super).
@@ -14,6 +14,7 @@ pub struct TriageLayer<T> {
     set: TierSet,
     sticky: Option<(usize, Duration)>,
     labels: BoundedLabels,
+    overrides: Arc<Overrides>,
     shared: Arc<Shared>,
 }
 
@@ -24,6 +25,7 @@ impl<T> Clone for TriageLayer<T> {
             set: self.set.clone(),
             sticky: self.sticky,
             labels: self.labels.clone(),
+            overrides: self.overrides.clone(),
             shared: self.shared.clone(),
         }
     }
@@ -34,12 +36,14 @@ impl<T> TriageLayer<T> {
     pub fn new(set: &TierSet, triage: T) -> Self {
         let sticky = Some((DEFAULT_STICKY_CAPACITY, DEFAULT_STICKY_TTL));
         let labels = BoundedLabels::default();
+        let overrides = Arc::new(Overrides::new(set));
         Self {
             triage: Arc::new(triage),
             set: set.clone(),
             sticky,
-            shared: Arc::new(Shared::new(set, sticky, labels.clone())),
+            shared: Arc::new(Shared::new(set, sticky, labels.clone(), overrides.clone())),
             labels,
+            overrides,
         }
     }
 
@@ -47,8 +51,9 @@ impl<T> TriageLayer<T> {
     /// may fall to a lower tier again. Defaults to 10,000 sessions and 30
     /// minutes.
     ///
-    /// Set this (like every setter) before taking [`control`](Self::control)
-    /// or building services: a setter starts fresh shared state.
+    /// Set this (like every setter) before building services: services
+    /// built earlier keep the settings they were built with. A
+    /// [`control`](Self::control) handle taken at any time stays valid.
     pub fn stickiness(mut self, capacity: usize, idle_ttl: Duration) -> Self {
         self.sticky = Some((capacity, idle_ttl));
         self.rebuild()
@@ -70,14 +75,19 @@ impl<T> TriageLayer<T> {
     }
 
     fn rebuild(mut self) -> Self {
-        self.shared = Arc::new(Shared::new(&self.set, self.sticky, self.labels.clone()));
+        self.shared = Arc::new(Shared::new(
+            &self.set,
+            self.sticky,
+            self.labels.clone(),
+            self.overrides.clone(),
+        ));
         self
     }
 
     /// The handle that pins agents to tiers ([`TierControl`](mantissa_core::control::TierControl)).
     pub fn control(&self) -> TriageControl {
         TriageControl {
-            shared: self.shared.clone(),
+            overrides: self.overrides.clone(),
         }
     }
 }

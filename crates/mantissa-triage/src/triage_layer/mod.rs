@@ -88,8 +88,7 @@ pub(crate) struct Shared {
     tiers: Vec<Tier>,
     model_ranks: HashMap<ModelId, usize>,
     sticky: Option<StickyStore>,
-    overrides: RwLock<HashMap<AgentName, Tier>>,
-    has_overrides: AtomicBool,
+    overrides: Arc<Overrides>,
     metrics: DecisionMetrics,
 }
 
@@ -99,7 +98,12 @@ pub const DEFAULT_STICKY_CAPACITY: usize = 10_000;
 pub const DEFAULT_STICKY_TTL: Duration = Duration::from_secs(30 * 60);
 
 impl Shared {
-    pub(crate) fn new(set: &TierSet, sticky: Option<(usize, Duration)>, labels: BoundedLabels) -> Self {
+    pub(crate) fn new(
+        set: &TierSet,
+        sticky: Option<(usize, Duration)>,
+        labels: BoundedLabels,
+        overrides: Arc<Overrides>,
+    ) -> Self {
         let mut model_ranks = HashMap::default();
         for (rank, t) in set.iter().enumerate() {
             for m in &t.models {
@@ -110,8 +114,7 @@ impl Shared {
             tiers: tier_names(set),
             model_ranks,
             sticky: sticky.map(|(capacity, ttl)| StickyStore::new(capacity, ttl)),
-            overrides: RwLock::new(HashMap::default()),
-            has_overrides: AtomicBool::new(false),
+            overrides,
             metrics: DecisionMetrics::new(labels),
         }
     }
@@ -157,12 +160,8 @@ impl Shared {
             self.metrics.record(&req.agent, &self.tiers, rank, &d, false);
             return Some(d);
         }
-        if self.has_overrides.load(Ordering::Acquire) {
-            let pinned = self
-                .overrides
-                .read()
-                .ok()
-                .and_then(|o| o.get(&req.agent).cloned());
+        if self.overrides.any.load(Ordering::Acquire) {
+            let pinned = self.overrides.get(&req.agent);
             if let Some(tier) = pinned {
                 let rank = self.rank(&tier);
                 let d = TierDecision::new(
@@ -199,17 +198,37 @@ impl Shared {
 /// Pins agents to tiers: the [`TierControl`] of a [`TriageLayer`].
 #[derive(Debug, Clone)]
 pub struct TriageControl {
-    shared: Arc<Shared>,
+    overrides: Arc<Overrides>,
+}
+
+/// The agents pinned to tiers: kept by the layer across its setters, so a
+/// [`TriageControl`] taken at any time acts on every service the layer
+/// builds.
+#[derive(Debug)]
+pub(crate) struct Overrides {
+    tiers: Vec<Tier>,
+    map: RwLock<HashMap<AgentName, Tier>>,
+    any: AtomicBool,
+}
+
+impl Overrides {
+    pub(crate) fn new(set: &TierSet) -> Self {
+        Self {
+            tiers: tier_names(set),
+            map: RwLock::new(HashMap::default()),
+            any: AtomicBool::new(false),
+        }
+    }
+
+    fn get(&self, agent: &AgentName) -> Option<Tier> {
+        self.map.read().ok().and_then(|o| o.get(agent).cloned())
+    }
 }
 
 impl TriageControl {
     /// The tier `agent` is pinned to, if any.
     pub fn agent_tier(&self, agent: &AgentName) -> Option<Tier> {
-        self.shared
-            .overrides
-            .read()
-            .ok()
-            .and_then(|o| o.get(agent).cloned())
+        self.overrides.get(agent)
     }
 }
 
@@ -217,11 +236,11 @@ impl TierControl for TriageControl {
     /// Pins `agent` to `tier`, or lifts the pin with `None`. A tier that is
     /// not in the ladder is ignored (and logged).
     fn set_agent_tier(&self, agent: &AgentName, tier: Option<Tier>) {
-        let Ok(mut overrides) = self.shared.overrides.write() else {
+        let Ok(mut overrides) = self.overrides.map.write() else {
             return;
         };
         match tier {
-            Some(t) if self.shared.rank(&t).is_some() => {
+            Some(t) if self.overrides.tiers.contains(&t) => {
                 overrides.insert(agent.clone(), t);
             }
             Some(t) => {
@@ -231,9 +250,7 @@ impl TierControl for TriageControl {
                 overrides.remove(agent);
             }
         }
-        self.shared
-            .has_overrides
-            .store(!overrides.is_empty(), Ordering::Release);
+        self.overrides.any.store(!overrides.is_empty(), Ordering::Release);
     }
 }
 
@@ -275,7 +292,7 @@ impl<S, T> TriageService<S, T> {
     /// The handle that pins agents to tiers.
     pub fn control(&self) -> TriageControl {
         TriageControl {
-            shared: self.shared.clone(),
+            overrides: self.shared.overrides.clone(),
         }
     }
 }

@@ -143,6 +143,24 @@ async fn agents_can_be_pinned_to_a_tier() {
     assert_eq!(r.model.as_str(), "mock-small");
 }
 
+/// A control handle taken before a setter still pins agents for the
+/// services the layer builds afterwards: no setter invalidates it.
+#[tokio::test(start_paused = true)]
+async fn a_control_taken_before_a_setter_stays_valid() {
+    let f = fixture(CooldownPolicy::default());
+    let tiers = TierSet::default();
+    let layer = TriageLayer::new(&tiers, RuleTriage::new(&tiers));
+    let control = layer.control();
+    let layer = layer
+        .without_stickiness()
+        .agent_labels(mantissa_core::BoundedLabels::new(["trader"]));
+    let svc = layer.layer(f.router.clone());
+    control.set_agent_tier(&"trader".into(), Some(Tier::high()));
+    let r = svc.clone().oneshot(user("s", "trader", "hi")).await.unwrap();
+    assert_eq!(r.model.as_str(), "mock-large");
+    assert_eq!(layer.control().agent_tier(&"trader".into()), Some(Tier::high()));
+}
+
 fn answering(
     mode: Mode,
     answer: &'static str,
