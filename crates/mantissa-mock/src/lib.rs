@@ -13,9 +13,9 @@
 //!   `assess_risk`, `place_order`).
 //! - [`demo::trader`]: a scripted tool-using agent (a responder for
 //!   [`MockLlm`]) that drives the demo tools, for examples.
-//! - [`HttpMockLlm`]: an OpenAI-compatible chat-completions server on
-//!   loopback (wiremock) with JSON and SSE replies and failures as real HTTP,
-//!   for testing HTTP clients.
+//! - `HttpMockLlm` (feature `http`): an OpenAI-compatible chat-completions
+//!   server on loopback (wiremock) with JSON and SSE replies and failures as
+//!   real HTTP, for testing HTTP clients.
 //!
 //! Time in the mock goes through `tokio::time`, so tests on a paused clock
 //! advance through simulated latency instantly.
@@ -39,6 +39,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod demo;
+#[cfg(feature = "http")]
 pub mod http;
 mod latency;
 pub mod llm;
@@ -47,6 +48,7 @@ mod stream;
 pub mod tools;
 pub mod trace;
 
+#[cfg(feature = "http")]
 pub use http::{HttpMockLlm, HttpReply};
 pub use latency::Latency;
 pub use llm::{MockControl, MockLlm, MockLlmBuilder};
