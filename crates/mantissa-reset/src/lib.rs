@@ -127,7 +127,7 @@
 //! for turn in 1..=10 {
 //!     history.push(Message::user(format!("turn {turn}")));
 //!     let resp = svc.ready().await?.call(LlmRequest::new("s1", "trader", history.clone()).with_tier("low")).await?;
-//!     resets.extend(mantissa_reset::trace(&resp));
+//!     resets.extend(mantissa_reset::notice_lines(&resp));
 //!     if let Some(reset) = ContextReset::of(&resp) {
 //!         assert_eq!(reset.strategy.as_str(), "summarize");
 //!         // Adopt the compacted history from now on.
@@ -202,7 +202,7 @@ pub mod store;
 
 pub use compact::{CLEARED_PREFIX, SUMMARY_NAME, clear_current_turn_tool_results, clear_tool_results};
 pub use layer::{FALLBACK_WINDOW, ResetLayer, Summarizer};
-pub use notice::{ContextReset, ContextWarning, trace};
+pub use notice::{ContextReset, ContextWarning, notice_lines};
 pub use policy::{
     Assessment, BrittlenessPolicy, Combine, ErrorRateRule, REARM_RATIO, Signals, Stage, StagePlan, Strategy,
     Trigger, TriggerSet,

@@ -143,17 +143,17 @@ impl fmt::Display for ContextWarning {
     }
 }
 
-/// One trace line per warning or reset carried by `response` (empty when the
+/// One line per warning or reset notice carried by `response` (empty when the
 /// call did neither). For examples and logs:
 ///
 /// ```
 /// # use mantissa_core::{LlmResponse, Message, Usage};
 /// let response = LlmResponse::new("m", Message::assistant("hi"), Usage::default());
-/// for line in mantissa_reset::trace(&response) {
+/// for line in mantissa_reset::notice_lines(&response) {
 ///     println!("{line}");
 /// }
 /// ```
-pub fn trace(response: &LlmResponse) -> Vec<String> {
+pub fn notice_lines(response: &LlmResponse) -> Vec<String> {
     let mut lines = Vec::new();
     if let Some(w) = ContextWarning::of(response) {
         lines.push(w.to_string());
