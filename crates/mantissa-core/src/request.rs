@@ -40,9 +40,9 @@ pub const METADATA_STAKES: &str = "stakes";
 
 /// One chat-completion call of one agent in one session.
 ///
-/// The message history is shared (`Arc`), so cloning a request — which the
-/// router does to be able to fall back — costs the same for 10 or 10,000
-/// messages. Layers that change the history go through
+/// The message history and the offered tools are shared (`Arc`), so
+/// cloning a request — which the router does to be able to fall back —
+/// costs the same for 10 or 10,000 messages and for any tool schemas. Layers that change the history go through
 /// [`LlmRequest::messages_mut`], which copies only when the history is shared.
 #[derive(Debug, Clone)]
 pub struct LlmRequest {
@@ -52,8 +52,9 @@ pub struct LlmRequest {
     pub agent: AgentName,
     /// The full history the caller sent (after reset: the effective history).
     pub messages: Arc<Vec<Message>>,
-    /// Tools offered to the model.
-    pub tools: Vec<ToolSpec>,
+    /// Tools offered to the model (shared, like the history: set it from a
+    /// `Vec` with `.into()`).
+    pub tools: Arc<[ToolSpec]>,
     /// Sampling settings.
     pub params: GenerationParams,
     /// The precision tier, when decided (by the caller or by triage).
@@ -73,7 +74,7 @@ impl LlmRequest {
             session: session.into(),
             agent: agent.into(),
             messages: Arc::new(messages),
-            tools: Vec::new(),
+            tools: Arc::default(),
             params: GenerationParams::default(),
             tier: None,
             model: None,
@@ -95,8 +96,8 @@ impl LlmRequest {
     }
 
     /// Sets the offered tools (builder style).
-    pub fn with_tools(mut self, tools: Vec<ToolSpec>) -> Self {
-        self.tools = tools;
+    pub fn with_tools(mut self, tools: impl Into<Arc<[ToolSpec]>>) -> Self {
+        self.tools = tools.into();
         self
     }
 

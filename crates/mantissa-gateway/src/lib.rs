@@ -452,7 +452,7 @@ async fn chat_inner(shared: &Arc<Shared>, headers: &HeaderMap, body: Body) -> Re
     let stream = chat.params.stream;
     let include_usage = chat.include_usage;
     let mut req = LlmRequest::new(session.clone(), agent.clone(), chat.messages);
-    req.tools = chat.tools;
+    req.tools = chat.tools.into();
     req.params = chat.params;
     match target {
         Target::Auto => {}

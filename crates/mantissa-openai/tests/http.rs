@@ -117,7 +117,7 @@ async fn plain_text_completion_and_request_shape() {
     req.params.seed = Some(9);
     req.params.stop = vec!["###".into()];
     req.params.extra.insert("user".into(), json!("u-1"));
-    req.tools = vec![ToolSpec::function("lookup", "look up", json!({"type": "object"}))];
+    req.tools = vec![ToolSpec::function("lookup", "look up", json!({"type": "object"}))].into();
 
     let response = call(&client(&server.uri()), req).await.unwrap();
     assert!(!response.is_streaming());
