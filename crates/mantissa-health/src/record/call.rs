@@ -1,0 +1,252 @@
+//! [`Call`], the drop guard that records each call exactly once, and the
+//! service's memory of its previous label tuple.
+
+use std::cell::Cell;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mantissa_core::{
+    AgentName, EventKind, EventSink, FailureClass, HealthEvent, ModelId, Outcome, SessionId, Tier, Usage,
+};
+use tokio::time::Instant;
+
+use crate::registry::Sample;
+use crate::request::ObservedRequest;
+use crate::trace::{self, TraceSettings};
+
+use super::{AgentSeries, Scope, Series, Shared};
+
+/// The overhead histogram samples one call in this many (per thread).
+pub(super) const OVERHEAD_SAMPLE_EVERY: u32 = 16;
+
+thread_local! {
+    static OVERHEAD_TICK: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Whether this call measures the layer's overhead (the first of every
+/// [`OVERHEAD_SAMPLE_EVERY`] calls on a thread): it saves two clock reads on
+/// the other calls.
+pub(super) fn sample_overhead() -> bool {
+    OVERHEAD_TICK.with(|t| {
+        let n = t.get();
+        t.set(n.wrapping_add(1));
+        n % OVERHEAD_SAMPLE_EVERY == 0
+    })
+}
+
+/// The raw labels of a service's previous call and the series they folded
+/// into. Compared by content, so it is correct for any request.
+#[derive(Clone)]
+pub(crate) struct Memo {
+    pub(super) agent: AgentName,
+    pub(super) subject: Option<Arc<str>>,
+    pub(super) tier: Option<Tier>,
+    pub(super) series: Arc<Series>,
+}
+
+impl fmt::Debug for Memo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Memo")
+            .field("agent", &self.agent)
+            .field("subject", &self.subject)
+            .field("tier", &self.tier)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Memo {
+    #[inline]
+    pub(super) fn matches<R: ObservedRequest>(&self, req: &R) -> bool {
+        self.series.kind == R::KIND
+            && self.agent.as_str() == req.agent().as_str()
+            && self.subject.as_deref() == req.subject()
+            && self.tier.as_ref().map(Tier::as_str) == req.tier().map(Tier::as_str)
+    }
+}
+
+/// What a call records into: its series, or (until the response names the
+/// model) only its agent.
+pub(super) enum Target {
+    Bound(Arc<Series>),
+    Unbound {
+        agent: Arc<AgentSeries>,
+        tier: Option<Tier>,
+    },
+}
+
+impl Target {
+    pub(super) fn agent(&self) -> &AgentSeries {
+        match self {
+            Target::Bound(s) => &s.agent,
+            Target::Unbound { agent, .. } => agent,
+        }
+    }
+}
+
+/// One call being observed. Records exactly once: through [`Call::finish`],
+/// or as cancelled when dropped unfinished.
+pub(crate) struct Call {
+    pub(super) shared: Arc<Shared>,
+    pub(super) target: Target,
+    pub(super) kind: EventKind,
+    pub(super) session: Option<SessionId>,
+    pub(super) start: Instant,
+    pub(super) sampled: bool,
+    pub(super) pre_overhead: Duration,
+    pub(super) done: bool,
+    pub(super) span: tracing::Span,
+}
+
+impl fmt::Debug for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let subject = match &self.target {
+            Target::Bound(s) => Some(&s.subject),
+            Target::Unbound { .. } => None,
+        };
+        f.debug_struct("Call")
+            .field("agent", &self.target.agent().name)
+            .field("kind", &self.kind)
+            .field("subject", &subject)
+            .field("start", &self.start)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Call {
+    /// The call's span (disabled when no subscriber wants it).
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// The layer's trace settings.
+    pub(crate) fn trace_settings(&self) -> TraceSettings {
+        self.shared.trace
+    }
+
+    /// Binds the call to the model of its response when the request named
+    /// none (`None`: the model stays unknown and is recorded as `other`).
+    pub(crate) fn bind_model(&mut self, model: Option<&ModelId>) {
+        let Target::Unbound { agent, tier } = &self.target else {
+            return;
+        };
+        let shared = &*self.shared;
+        let info = model.map_or(&shared.other_model, |m| shared.model_info(m.as_str()));
+        // An agent's outcome is labelled with the tier that served it (the
+        // router may have fallen back from the requested one).
+        let requested = match (shared.scope, model) {
+            (Scope::Outcome, Some(_)) => None,
+            _ => tier.as_ref(),
+        };
+        let tier = shared.tier_label(requested, info);
+        let series = shared.series(self.kind, &agent.name, &info.label, tier, Some(info));
+        self.target = Target::Bound(series);
+    }
+
+    /// Records the time to the first chunk of a streamed response.
+    pub(crate) fn first_chunk(&mut self) {
+        let ttfc = self.start.elapsed();
+        self.bind_model(None);
+        if let Target::Bound(s) = &self.target {
+            if let Some(t) = &s.tokens {
+                t.time_to_first_chunk.record(ttfc.as_secs_f64());
+            }
+        }
+    }
+
+    /// Records the end of the call.
+    pub(crate) fn finish(&mut self, failure: Option<FailureClass>, usage: Usage, detail: Option<String>) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        trace::record_end(&self.span, failure, usage, self.kind == EventKind::Llm);
+        let end = Instant::now();
+        self.bind_model(None);
+        let Target::Bound(series) = &self.target else {
+            return;
+        };
+        let shared = &*self.shared;
+        let scope = shared.scope;
+        let agent = &*series.agent;
+        let duration = end.saturating_duration_since(self.start);
+
+        let mut cost = 0.0;
+        let mut counterfactual = 0.0;
+        if usage.total() > 0 && self.kind == EventKind::Llm {
+            cost = series.pricing.cost(&usage);
+            if let Some(top) = &shared.top_pricing {
+                counterfactual = top.cost(&usage);
+            }
+        }
+        if scope != Scope::Outcome {
+            agent.in_flight(self.kind).decrement(1.0);
+            let out = series.outcome(failure);
+            out.duration.record(duration.as_secs_f64());
+            out.calls.increment(1);
+            if let Some(t) = &series.tokens {
+                if usage.total() > 0 {
+                    t.usage_input.record(usage.input_tokens as f64);
+                    t.usage_output.record(usage.output_tokens as f64);
+                    t.total_input.increment(usage.input_tokens);
+                    t.total_output.increment(usage.output_tokens);
+                    if cost > 0.0 {
+                        t.cost.increment(cost);
+                    }
+                    if let Some(c) = &t.unknown_cost {
+                        c.increment(1);
+                    }
+                    if let Some(g) = &agent.counterfactual {
+                        g.increment(counterfactual);
+                    }
+                }
+            }
+        }
+
+        let sample = Sample::new(failure, duration, usage, cost, counterfactual);
+        let (secs, wall_ms) = shared.registry.clock(end);
+        if scope != Scope::Attempt {
+            let tier = series.tier.as_ref().map(Tier::as_str);
+            agent.stats.record_in_tier(secs, end, &sample, tier);
+        }
+        if scope == Scope::Outcome {
+            return;
+        }
+        series.stats.record(secs, end, &sample);
+
+        if shared.journal || !shared.sinks.is_empty() {
+            let event = HealthEvent {
+                timestamp_ms: wall_ms,
+                agent: agent.name.clone(),
+                session: self.session.take().unwrap_or_default(),
+                kind: self.kind,
+                subject: series.subject.clone(),
+                tier: series.tier.clone(),
+                outcome: failure.map_or(Outcome::Success, Outcome::Failure),
+                duration,
+                usage,
+                cost_usd: cost,
+                detail,
+                reason: None,
+            };
+            for sink in shared.sinks.iter() {
+                sink.record(&event);
+            }
+            if shared.journal {
+                shared.registry.journal(event);
+            }
+        }
+        if self.sampled && failure != Some(FailureClass::Cancelled) {
+            let overhead = self.pre_overhead + end.elapsed();
+            shared.overhead().record(overhead.as_secs_f64());
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        if !self.done {
+            self.finish(Some(FailureClass::Cancelled), Usage::default(), None);
+        }
+    }
+}
