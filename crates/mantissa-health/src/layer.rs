@@ -232,6 +232,13 @@ impl HealthLayer {
     }
 }
 
+impl<S> Health<S> {
+    /// Wraps `inner` with a default [`HealthLayer`] (its own registry, no catalog).
+    pub fn new(inner: S) -> Self {
+        HealthLayer::new().layer(inner)
+    }
+}
+
 impl<S> Layer<S> for HealthLayer {
     type Service = Health<S>;
 

@@ -6,7 +6,6 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
-use crate::layer::HealthLayer;
 use crate::record::{Memo, Shared};
 use crate::registry::HealthRegistry;
 use crate::request::{Classify, ObservedRequest};
@@ -14,7 +13,7 @@ use crate::request::{Classify, ObservedRequest};
 /// Observes every call of an LLM service (`Service<LlmRequest, Response =
 /// LlmResponse>`) or a tool service (`Service<ToolRequest, Response =
 /// ToolResponse>`): metrics, registry windows and health events. Built by
-/// [`HealthLayer`]; passes the inner service's errors through unchanged.
+/// [`HealthLayer`](crate::HealthLayer); passes the inner service's errors through unchanged.
 #[derive(Clone)]
 pub struct Health<S> {
     inner: S,
@@ -32,11 +31,6 @@ impl<S: fmt::Debug> fmt::Debug for Health<S> {
 }
 
 impl<S> Health<S> {
-    /// Wraps `inner` with a default [`HealthLayer`] (its own registry, no catalog).
-    pub fn new(inner: S) -> Self {
-        tower_layer::Layer::layer(&HealthLayer::new(), inner)
-    }
-
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
         Self {
             inner,

@@ -192,6 +192,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod compact;
+mod config;
 mod fingerprint;
 mod layer;
 mod notice;
@@ -201,7 +202,8 @@ mod stage;
 pub mod store;
 
 pub use compact::{CLEARED_PREFIX, SUMMARY_NAME, clear_current_turn_tool_results, clear_tool_results};
-pub use layer::{FALLBACK_WINDOW, ResetLayer, Summarizer};
+pub use config::{FALLBACK_WINDOW, Summarizer};
+pub use layer::ResetLayer;
 pub use notice::{ContextReset, ContextWarning, notice_lines};
 pub use policy::{
     Assessment, BrittlenessPolicy, Combine, ErrorRateRule, REARM_RATIO, Signals, Stage, StagePlan, Strategy,

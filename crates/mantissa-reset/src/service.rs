@@ -20,8 +20,8 @@ use tower::ServiceExt;
 use tower_service::Service;
 
 use crate::compact;
+use crate::config::Config;
 use crate::fingerprint::{PrefixFingerprint, first_difference, message_hash};
-use crate::layer::Config;
 use crate::notice::{ContextReset, ContextWarning};
 use crate::policy::{Assessment, BrittlenessPolicy, Signals, Stage, Strategy, Trigger, TriggerSet};
 use crate::store::{Match, RememberedReset, SessionState, SessionStore};
