@@ -65,12 +65,14 @@ impl<St> Shared<St> {
     }
 
     fn record_brittleness(&self, agent: &AgentName, score: f64) {
-        let agent = &self.agent_label(agent);
+        // Keyed by the name the caller passed, labelled with its bounded
+        // label: the label rule runs once per name, not per call.
         if let Some(h) = self.histograms.read().get(agent.as_str()) {
             h.record(score);
             return;
         }
-        let h = metrics::histogram!(catalog::SESSION_BRITTLENESS, labels::AGENT => agent.as_str().to_owned());
+        let label = self.agent_label(agent);
+        let h = metrics::histogram!(catalog::SESSION_BRITTLENESS, labels::AGENT => label.as_str().to_owned());
         h.record(score);
         let mut map = self.histograms.write();
         if map.len() < HISTOGRAM_CACHE_LIMIT {

@@ -16,6 +16,8 @@ const MAX_CACHED_AGENTS: usize = 256;
 
 #[derive(Debug)]
 struct AgentHandles {
+    /// The agent's bounded label.
+    label: AgentName,
     score: Histogram,
     /// `[tier rank][reason index]`, registered on first use.
     decisions: Vec<[OnceLock<Counter>; TriageReason::BUILTIN.len()]>,
@@ -46,24 +48,20 @@ impl DecisionMetrics {
         decision: &TierDecision,
         record_score: bool,
     ) {
-        let folded;
-        let agent = if self.labels.admits(agent.as_str()) {
-            agent
-        } else {
-            folded = AgentName::new(OTHER_LABEL);
-            &folded
-        };
         let (Some(rank), Some(reason)) = (rank, decision.reason.index()) else {
-            return record_uncached(agent, rank.is_some(), decision, record_score);
+            return record_uncached(&self.labels.fold(agent), rank.is_some(), decision, record_score);
         };
+        // The cache is keyed by the name the caller passed and holds handles
+        // labelled with its bounded label: the label rule runs once per name,
+        // not per call.
         if let Ok(map) = self.agents.read() {
             if let Some(h) = map.get(agent) {
-                return h.record(agent, rank, reason, decision, record_score);
+                return h.record(rank, reason, decision, record_score);
             }
         }
         match self.insert(agent, tiers) {
-            Some(h) => h.record(agent, rank, reason, decision, record_score),
-            None => record_uncached(agent, true, decision, record_score),
+            Some(h) => h.record(rank, reason, decision, record_score),
+            None => record_uncached(&self.labels.fold(agent), true, decision, record_score),
         }
     }
 
@@ -75,9 +73,11 @@ impl DecisionMetrics {
         let h = map
             .entry(agent.clone())
             .or_insert_with(|| {
+                let label = self.labels.fold(agent);
                 Arc::new(AgentHandles {
-                    score: metrics::histogram!(catalog::TRIAGE_SCORE, labels::AGENT => agent.as_str().to_owned()),
+                    score: metrics::histogram!(catalog::TRIAGE_SCORE, labels::AGENT => label.as_str().to_owned()),
                     decisions: tiers.iter().map(|_| Default::default()).collect(),
+                    label,
                 })
             })
             .clone();
@@ -86,18 +86,11 @@ impl DecisionMetrics {
 }
 
 impl AgentHandles {
-    fn record(
-        &self,
-        agent: &AgentName,
-        rank: usize,
-        reason: usize,
-        decision: &TierDecision,
-        record_score: bool,
-    ) {
+    fn record(&self, rank: usize, reason: usize, decision: &TierDecision, record_score: bool) {
         if let Some(slot) = self.decisions.get(rank).and_then(|slots| slots.get(reason)) {
             slot.get_or_init(|| {
                 metrics::counter!(catalog::TRIAGE_DECISIONS_TOTAL,
-                    labels::AGENT => agent.as_str().to_owned(),
+                    labels::AGENT => self.label.as_str().to_owned(),
                     labels::TIER => decision.tier.as_str().to_owned(),
                     labels::REASON => decision.reason.as_str())
             })
