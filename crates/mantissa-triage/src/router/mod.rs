@@ -161,7 +161,7 @@ use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 use tower_service::Service;
 
-pub use self::error::{AllModelsFailed, BuildError, UnknownModel, UnknownTier};
+pub use self::error::{AllModelsFailed, RouterBuildError, UnknownModel, UnknownTier};
 pub use self::future::ResponseFuture;
 use self::health::{Admission, ModelHealth};
 pub use self::health::{CooldownPolicy, ModelSnapshot, ModelState};
@@ -439,7 +439,7 @@ impl Service<LlmRequest> for TierRouter {
 pub struct TierRouterBuilder {
     set: TierSet,
     services: HashMap<ModelId, ModelService>,
-    error: Option<BuildError>,
+    error: Option<RouterBuildError>,
     default_tier: Option<Tier>,
     order: FallbackOrder,
     policy: CooldownPolicy,
@@ -471,7 +471,7 @@ impl TierRouterBuilder {
         if self.set.iter().any(|t| t.models.iter().any(|m| m.id == model)) {
             self.services.insert(model, service);
         } else if self.error.is_none() {
-            self.error = Some(BuildError::UnknownModel(model));
+            self.error = Some(RouterBuildError::UnknownModel(model));
         }
         self
     }
@@ -499,7 +499,7 @@ impl TierRouterBuilder {
 
     /// Validates the ladder and the settings and builds the router. Registers
     /// the `mantissa_model_state` gauges (at 0) with the current recorder.
-    pub fn build(mut self) -> Result<TierRouter, BuildError> {
+    pub fn build(mut self) -> Result<TierRouter, RouterBuildError> {
         if let Some(e) = self.error {
             return Err(e);
         }
@@ -510,7 +510,7 @@ impl TierRouterBuilder {
             Some(t) => tier_names
                 .iter()
                 .position(|n| n == t)
-                .ok_or_else(|| BuildError::UnknownTier(t.clone()))?,
+                .ok_or_else(|| RouterBuildError::UnknownTier(t.clone()))?,
             None => 0,
         };
         let catalog = self.catalog.unwrap_or_else(|| Catalog::new(&self.set));
@@ -524,7 +524,7 @@ impl TierRouterBuilder {
                 let service = self
                     .services
                     .remove(&m.id)
-                    .ok_or_else(|| BuildError::MissingService(m.id.clone()))?;
+                    .ok_or_else(|| RouterBuildError::MissingService(m.id.clone()))?;
                 let gauge = metrics::gauge!(catalog::MODEL_STATE, labels::MODEL => m.id.as_str().to_owned());
                 index.insert(m.id.clone(), slots.len());
                 let model_idx = catalog.model_index(m.id.as_str());

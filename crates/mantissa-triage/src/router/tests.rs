@@ -614,7 +614,7 @@ async fn builder_errors() {
         .build()
         .unwrap_err();
     assert!(
-        matches!(err, BuildError::MissingService(ref m) if m.as_str() == "mock-medium"),
+        matches!(err, RouterBuildError::MissingService(ref m) if m.as_str() == "mock-medium"),
         "{err}"
     );
     let err = TierRouter::builder(TierSet::default())
@@ -623,7 +623,7 @@ async fn builder_errors() {
         .unwrap_err();
     assert_eq!(err.to_string(), "model `nope` is not in the tier set");
     let err = fixture_builder(&s).default_tier("ultra").build().unwrap_err();
-    assert!(matches!(err, BuildError::UnknownTier(_)));
+    assert!(matches!(err, RouterBuildError::UnknownTier(_)));
     let err = fixture_builder(&s)
         .cooldown(CooldownPolicy {
             failure_rate_threshold: 0.0,
