@@ -84,7 +84,7 @@ pub use learned::{
 pub use llm::{DEFAULT_PROMPT, LlmTriage, LlmTriageFuture};
 pub use router::{
     AllModelsFailed, BuildError, CooldownPolicy, FallbackOrder, ModelService, ModelSnapshot, ModelState,
-    Routed, TierRouter, TierRouterBuilder, UnknownModel, UnknownTier,
+    RemoteModelState, Routed, SharedModelState, TierRouter, TierRouterBuilder, UnknownModel, UnknownTier,
 };
 pub use rule::{RuleTriage, RuleWeights, Signals};
 pub use spawner::{AgentService, AgentSpawner};
