@@ -59,6 +59,13 @@
 //! while `snapshot()` reads the clock). [`ModelControl`] lets the monitor cool a
 //! model down (for exactly the given time, then a probe) or restore it.
 //!
+//! # Several replicas
+//!
+//! With [`TierRouterBuilder::shared_state`], routers of several replicas
+//! share cooldowns, re-admissions and one half-open probe per model through
+//! a backend (`mantissa-redis` implements one on Redis); each call is still
+//! decided on local state. See [`shared`].
+//!
 //! # Backpressure
 //!
 //! `poll_ready` is always ready. Each call clones the chosen model's service
@@ -145,6 +152,7 @@
 mod error;
 mod future;
 mod health;
+pub mod shared;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -165,6 +173,7 @@ pub use self::error::{AllModelsFailed, RouterBuildError, UnknownModel, UnknownTi
 pub use self::future::ResponseFuture;
 use self::health::{Admission, ModelHealth};
 pub use self::health::{CooldownPolicy, ModelSnapshot, ModelState};
+pub use self::shared::{RemoteModelState, SharedModelState};
 
 /// The boxed per-model service the router holds.
 pub type ModelService = BoxCloneSyncService<LlmRequest, LlmResponse, BoxError>;
@@ -320,6 +329,7 @@ impl TierRouter {
             order: FallbackOrder::default(),
             policy: CooldownPolicy::default(),
             catalog: None,
+            shared: None,
         }
     }
 
@@ -444,6 +454,7 @@ pub struct TierRouterBuilder {
     order: FallbackOrder,
     policy: CooldownPolicy,
     catalog: Option<Catalog>,
+    shared: Option<Arc<dyn SharedModelState>>,
 }
 
 impl TierRouterBuilder {
@@ -497,8 +508,19 @@ impl TierRouterBuilder {
         self
     }
 
+    /// Shares cooldowns, re-admissions and the half-open probe with the
+    /// routers of other replicas through `backend` (for example
+    /// `mantissa_redis::RedisModelState`); see [`shared`]. Calls are still
+    /// decided on this router's own state, so sharing adds no round trip
+    /// to a call. Defaults to none: the state is this process's alone.
+    pub fn shared_state(mut self, backend: Arc<dyn SharedModelState>) -> Self {
+        self.shared = Some(backend);
+        self
+    }
+
     /// Validates the ladder and the settings and builds the router. Registers
-    /// the `mantissa_model_state` gauges (at 0) with the current recorder.
+    /// the `mantissa_model_state` gauges (at 0) with the current recorder,
+    /// and attaches the [shared state](Self::shared_state), if any.
     pub fn build(mut self) -> Result<TierRouter, RouterBuildError> {
         if let Some(e) = self.error {
             return Err(e);
@@ -539,24 +561,36 @@ impl TierRouterBuilder {
                     model_idx,
                     tier_idx,
                     service,
-                    health: ModelHealth::new(self.policy, gauge),
+                    health: ModelHealth::new(
+                        self.policy,
+                        gauge,
+                        self.shared.clone().map(|b| (b, m.id.clone())),
+                    ),
                 });
             }
             tiers.push(members);
         }
-        Ok(TierRouter {
-            inner: Arc::new(RouterInner {
-                set: self.set,
-                tier_names,
-                slots,
-                tiers,
-                index,
-                catalog,
-                model_slots,
-                default_tier,
-                order: self.order,
-            }),
-        })
+        let inner = Arc::new(RouterInner {
+            set: self.set,
+            tier_names,
+            slots,
+            tiers,
+            index,
+            catalog,
+            model_slots,
+            default_tier,
+            order: self.order,
+        });
+        if let Some(backend) = &self.shared {
+            let models: Vec<ModelId> = inner.slots.iter().map(|s| s.spec.id.clone()).collect();
+            backend.attach(
+                &models,
+                RemoteModelState {
+                    router: Arc::downgrade(&inner),
+                },
+            );
+        }
+        Ok(TierRouter { inner })
     }
 }
 
@@ -609,3 +643,6 @@ pub(crate) mod tests;
 
 #[cfg(test)]
 mod trace_tests;
+
+#[cfg(test)]
+mod shared_tests;
