@@ -14,6 +14,7 @@ use mantissa_core::{
 };
 use mantissa_health::{HealthLayer, HealthRegistry};
 use mantissa_mock::MockLlm;
+use mantissa_mock::metrics::{MetricsCapture, MetricsSnapshot};
 use mantissa_monitor::sink::alertmanager_payload;
 use mantissa_monitor::{
     Action, Alert, AlertState, ChannelSink, Condition, HealthToolkit, Rule, RuleSet, Selector, Severity,
@@ -756,9 +757,7 @@ fn rules_load_from_a_toml_file() {
 
 #[test]
 fn transitions_and_firing_gauge_are_metrics() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
+    let capture = MetricsCapture::new();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -775,46 +774,27 @@ fn transitions_and_firing_gauge_are_metrics() {
             ],
         );
         fail(&reg, "m", 2);
-        metrics::with_local_recorder(&recorder, || monitor.tick());
+        capture.in_scope(|| monitor.tick());
         advance(S(10)).await;
-        metrics::with_local_recorder(&recorder, || monitor.tick());
-        let firing = snapshotter.snapshot().into_vec();
+        capture.in_scope(|| monitor.tick());
+        let firing = capture.snapshot();
         ok(&reg, "m", 1, 10);
-        metrics::with_local_recorder(&recorder, || monitor.tick());
-        (firing, snapshotter.snapshot().into_vec())
+        capture.in_scope(|| monitor.tick());
+        (firing, capture.snapshot())
     });
-    type Snap = Vec<(
-        metrics_util::CompositeKey,
-        Option<metrics::Unit>,
-        Option<metrics::SharedString>,
-        DebugValue,
-    )>;
-    let find = |vals: &Snap, name: &str, state: Option<&str>| -> Option<f64> {
-        vals.iter()
-            .find(|(k, _, _, _)| {
-                k.key().name() == name
-                    && k.key()
-                        .labels()
-                        .any(|l| l.key() == "rule" && l.value() == "streak")
-                    && k.key()
-                        .labels()
-                        .any(|l| l.key() == "severity" && l.value() == "critical")
-                    && state.is_none_or(|s| k.key().labels().any(|l| l.key() == "state" && l.value() == s))
-            })
-            .map(|t| match &t.3 {
-                DebugValue::Counter(c) => *c as f64,
-                DebugValue::Gauge(g) => g.into_inner(),
-                DebugValue::Histogram(_) => f64::NAN,
-            })
+    let find = |m: &MetricsSnapshot, name: &str, state: Option<&str>| -> Option<f64> {
+        let mut labels = vec![("rule", "streak"), ("severity", "critical")];
+        labels.extend(state.map(|s| ("state", s)));
+        m.counter(name, &labels)
+            .map(|c| c as f64)
+            .or_else(|| m.gauge(name, &labels))
     };
     let (firing, after) = values;
     assert_eq!(find(&firing, catalog::ALERTS_TOTAL, Some("pending")), Some(1.0));
     assert_eq!(find(&firing, catalog::ALERTS_TOTAL, Some("firing")), Some(1.0));
     assert_eq!(find(&firing, catalog::ALERTS_FIRING, None), Some(1.0));
     assert!(
-        firing
-            .iter()
-            .any(|(k, _, _, _)| k.key().name() == catalog::AGENT_HEALTH_SCORE),
+        firing.contains(catalog::AGENT_HEALTH_SCORE),
         "tick publishes scores"
     );
     assert_eq!(find(&after, catalog::ALERTS_TOTAL, Some("resolved")), Some(1.0));
@@ -1085,14 +1065,12 @@ mod webhook {
 
     #[tokio::test]
     async fn bounded_queue_drops_and_counts_while_the_webhook_is_down() {
-        use metrics_util::debugging::{DebugValue, DebuggingRecorder};
         let server = MockServer::start().await;
         Mock::given(method("POST"))
             .respond_with(ResponseTemplate::new(503))
             .mount(&server)
             .await;
-        let recorder = DebuggingRecorder::new();
-        let snapshotter = recorder.snapshotter();
+        let capture = MetricsCapture::new();
         let s = sink(&server)
             .queue_capacity(3)
             .max_attempts(3)
@@ -1100,7 +1078,7 @@ mod webhook {
             .build()
             .unwrap();
         use mantissa_monitor::HealthAlertReceiver;
-        metrics::with_local_recorder(&recorder, || {
+        capture.in_scope(|| {
             for _ in 0..10 {
                 s.receive_health_alert(&sample_alert(AlertState::Firing));
             }
@@ -1108,18 +1086,10 @@ mod webhook {
         // The worker has not run yet: 3 queued, 7 dropped at once.
         assert_eq!(s.stats().queued, 3);
         assert_eq!(s.stats().dropped, 7);
-        let dropped = snapshotter
+        let dropped = capture
             .snapshot()
-            .into_vec()
-            .into_iter()
-            .find(|(k, _, _, _)| {
-                k.key().name() == catalog::ALERT_SINK_DROPPED_TOTAL
-                    && k.key()
-                        .labels()
-                        .any(|l| l.key() == "sink" && l.value() == "webhook")
-            })
-            .map(|(_, _, _, v)| v);
-        assert!(matches!(dropped, Some(DebugValue::Counter(7))), "{dropped:?}");
+            .counter(catalog::ALERT_SINK_DROPPED_TOTAL, &[("sink", "webhook")]);
+        assert_eq!(dropped, Some(7));
         s.close().await;
         // One batch of 3, three attempts, then given up.
         assert_eq!(server.received_requests().await.unwrap().len(), 3);

@@ -10,6 +10,7 @@ use mantissa_core::{
     BoxError, CharEstimator, EventKind, EventSink, FailureClass, HealthEvent, LlmError, LlmRequest,
     LlmResponse, Message, Outcome, Role, SessionId, TokenEstimator, ToolCall, Usage,
 };
+use mantissa_mock::metrics::{MetricsCapture, Value};
 use mantissa_reset::{
     BrittlenessPolicy, CLEARED_PREFIX, ContextReset, ContextWarning, ErrorRateRule, MemorySessionStore,
     PlaceholderClearer, ResetLayer, SUMMARY_NAME, SessionStore, Stage, StagePlan, StandardNote, Strategy,
@@ -397,12 +398,10 @@ async fn turns_are_user_messages_and_llm_calls_are_counted_apart() {
 
 #[test]
 fn fifty_user_turns_warn_and_suggest_a_reset() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
+    let capture = MetricsCapture::new();
     let events: Arc<Mutex<Vec<HealthEvent>>> = Default::default();
     let ev = events.clone();
-    let (responses, snap) = metrics::with_local_recorder(&recorder, || {
+    let (responses, snap) = capture.in_scope(|| {
         runtime().block_on(async {
             let seen: Seen = Default::default();
             let layer =
@@ -440,29 +439,15 @@ fn fifty_user_turns_warn_and_suggest_a_reset() {
     );
     assert!(events.iter().all(|e| e.kind != EventKind::ContextReset));
 
-    let snap = snapshotter.snapshot().into_vec();
-    let counter = |name: &str, reason: &str| {
-        snap.iter()
-            .filter(|(k, ..)| {
-                k.key().name() == name
-                    && k.key()
-                        .labels()
-                        .any(|l| l.key() == "reason" && l.value() == reason)
-            })
-            .map(|(.., v)| match v {
-                DebugValue::Counter(n) => *n,
-                other => panic!("{other:?}"),
-            })
-            .sum::<u64>()
-    };
+    let m = capture.snapshot();
     assert_eq!(
-        counter(mantissa_core::catalog::CONTEXT_WARNINGS_TOTAL, "turns"),
-        1
+        m.counter(
+            mantissa_core::catalog::CONTEXT_WARNINGS_TOTAL,
+            &[("reason", "turns")]
+        ),
+        Some(1)
     );
-    assert!(
-        snap.iter()
-            .all(|(k, ..)| k.key().name() != mantissa_core::catalog::CONTEXT_RESETS_TOTAL)
-    );
+    assert!(!m.contains(mantissa_core::catalog::CONTEXT_RESETS_TOTAL));
 }
 
 fn tool_heavy_history(turns: usize) -> Vec<Message> {
@@ -1048,12 +1033,10 @@ async fn a_tool_loop_over_the_threshold_clears_older_results_of_the_turn() {
 
 #[test]
 fn a_compaction_that_can_remove_nothing_is_not_a_reset_but_one_warning() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
+    let capture = MetricsCapture::new();
     let events: Arc<Mutex<Vec<HealthEvent>>> = Default::default();
     let ev = events.clone();
-    let (responses, snap) = metrics::with_local_recorder(&recorder, || {
+    let (responses, snap) = capture.in_scope(|| {
         runtime().block_on(async {
             let seen: Seen = Default::default();
             let layer = ResetLayer::new()
@@ -1101,26 +1084,16 @@ fn a_compaction_that_can_remove_nothing_is_not_a_reset_but_one_warning() {
             .count(),
         1
     );
-    let snap = snapshotter.snapshot().into_vec();
+    let m = capture.snapshot();
     assert!(
-        snap.iter()
-            .all(|(k, ..)| k.key().name() != mantissa_core::catalog::CONTEXT_RESETS_TOTAL),
+        !m.contains(mantissa_core::catalog::CONTEXT_RESETS_TOTAL),
         "no reset metric"
     );
-    let warned: u64 = snap
-        .iter()
-        .filter(|(k, ..)| {
-            k.key().name() == mantissa_core::catalog::CONTEXT_WARNINGS_TOTAL
-                && k.key()
-                    .labels()
-                    .any(|l| l.key() == "reason" && l.value() == "context_tokens")
-        })
-        .map(|(.., v)| match v {
-            DebugValue::Counter(n) => *n,
-            other => panic!("{other:?}"),
-        })
-        .sum();
-    assert_eq!(warned, 1);
+    let warned = m.counter(
+        mantissa_core::catalog::CONTEXT_WARNINGS_TOTAL,
+        &[("reason", "context_tokens")],
+    );
+    assert_eq!(warned, Some(1));
 }
 
 #[tokio::test(start_paused = true)]
@@ -1302,10 +1275,8 @@ async fn a_cancelled_call_leaves_no_half_written_state() {
 
 #[test]
 fn metrics_are_emitted_with_catalogue_names_and_labels() {
-    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
-    let recorder = DebuggingRecorder::new();
-    let snapshotter = recorder.snapshotter();
-    metrics::with_local_recorder(&recorder, || {
+    let capture = MetricsCapture::new();
+    capture.in_scope(|| {
         runtime().block_on(async {
             let seen: Seen = Default::default();
             let mut svc = ResetLayer::new()
@@ -1329,56 +1300,29 @@ fn metrics_are_emitted_with_catalogue_names_and_labels() {
                 .unwrap();
         })
     });
-    let snap = snapshotter.snapshot().into_vec();
-    let find = |name: &str| {
-        snap.iter()
-            .filter(|(k, ..)| k.key().name() == name)
-            .map(|(k, _, _, v)| {
-                let labels: Vec<(String, String)> = k
-                    .key()
-                    .labels()
-                    .map(|l| (l.key().to_owned(), l.value().to_owned()))
-                    .collect();
-                (labels, v)
-            })
-            .collect::<Vec<_>>()
-    };
-    let resets = find(mantissa_core::catalog::CONTEXT_RESETS_TOTAL);
+    let m = capture.snapshot();
+    let resets: Vec<_> = m
+        .series(mantissa_core::catalog::CONTEXT_RESETS_TOTAL, &[])
+        .collect();
     assert_eq!(resets.len(), 1);
-    let (labels, value) = &resets[0];
-    assert!(labels.contains(&("agent".into(), "trader".into())));
-    assert!(labels.contains(&("reason".into(), "turns".into())));
-    assert!(labels.contains(&("strategy".into(), "trim".into())));
-    assert_eq!(*value, &DebugValue::Counter(1));
-    let warnings = find(mantissa_core::catalog::CONTEXT_WARNINGS_TOTAL);
+    assert!(resets[0].has_labels(&[("agent", "trader"), ("reason", "turns"), ("strategy", "trim")]));
+    assert_eq!(resets[0].value, Value::Counter(1));
+    let warnings: Vec<_> = m
+        .series(mantissa_core::catalog::CONTEXT_WARNINGS_TOTAL, &[])
+        .collect();
     assert_eq!(warnings.len(), 1);
-    assert!(
-        warnings[0]
-            .0
-            .contains(&("reason".into(), "context_warning".into()))
-    );
+    assert_eq!(warnings[0].label("reason"), Some("context_warning"));
+    assert_eq!(m.gauge(mantissa_core::catalog::ACTIVE_SESSIONS, &[]), Some(1.0));
     assert_eq!(
-        find(mantissa_core::catalog::ACTIVE_SESSIONS)[0].1,
-        &DebugValue::Gauge(1.0.into())
+        m.histogram(mantissa_core::catalog::SESSION_TURNS_AT_RESET, &[]),
+        vec![2.0]
     );
-    match &find(mantissa_core::catalog::SESSION_TURNS_AT_RESET)[0].1 {
-        DebugValue::Histogram(v) => {
-            assert_eq!(v.iter().map(|x| x.into_inner()).collect::<Vec<_>>(), vec![2.0])
-        }
-        other => panic!("{other:?}"),
-    }
-    match &find(mantissa_core::catalog::SESSION_CONTEXT_TOKENS_AT_RESET)[0].1 {
-        DebugValue::Histogram(v) => assert!(v[0].into_inner() > 600.0),
-        other => panic!("{other:?}"),
-    }
-    match &find(mantissa_core::catalog::SESSION_BRITTLENESS)[0].1 {
-        DebugValue::Histogram(v) => {
-            assert_eq!(v.len(), 2);
-            assert!(v.iter().all(|x| (0.0..=1.0).contains(&x.into_inner())));
-            assert_eq!(v[1].into_inner(), 1.0);
-        }
-        other => panic!("{other:?}"),
-    }
+    let tokens = m.histogram(mantissa_core::catalog::SESSION_CONTEXT_TOKENS_AT_RESET, &[]);
+    assert!(tokens[0] > 600.0, "{tokens:?}");
+    let scores = m.histogram(mantissa_core::catalog::SESSION_BRITTLENESS, &[]);
+    assert_eq!(scores.len(), 2);
+    assert!(scores.iter().all(|x| (0.0..=1.0).contains(x)));
+    assert_eq!(scores[1], 1.0);
 }
 
 #[tokio::test(start_paused = true)]
