@@ -34,7 +34,7 @@ use mantissa_core::{
 };
 use mantissa_mock::{Latency, MockFailure, MockLlm, MockReply, MockTools, demo as mock_demo};
 use mantissa_monitor::{Alert, AlertState, Condition, Rule, Selector, Severity, Window, rule::default_rules};
-use mantissa_prometheus::{MetricsServer, PrometheusConfig};
+use mantissa_prometheus::{ExporterHandle, MetricsServer, PrometheusConfig};
 use mantissa_reset::{BrittlenessPolicy, ContextReset, Stage, StagePlan, Trigger};
 use mantissa_triage::{CooldownPolicy, Routed};
 use tokio::task::JoinSet;
@@ -70,6 +70,10 @@ pub struct DemoConfig {
     /// The tier ladder (model ids per tier). Defaults to `None`: the mock's
     /// `mock-small` / `mock-medium` / `mock-large`.
     pub tiers: Option<TierSet>,
+    /// The metrics exporter the application installed. Defaults to `None`:
+    /// the run installs mantissa's Prometheus recorder itself (once per
+    /// process: a second run in the same process must pass the handle).
+    pub exporter: Option<ExporterHandle>,
 }
 
 impl Default for DemoConfig {
@@ -86,6 +90,7 @@ impl Default for DemoConfig {
             seed: 7,
             upstream: None,
             tiers: None,
+            exporter: None,
         }
     }
 }
@@ -245,19 +250,21 @@ impl Demo {
             )
             .build();
         let manager = Manager::default();
-        let stack = AgentStack::builder()
+        let exporter = match &config.exporter {
+            Some(handle) => handle.clone(),
+            None => PrometheusConfig::new().listen_addr(config.listen).install()?,
+        };
+        let upstream = config
+            .upstream
+            .clone()
+            .unwrap_or_else(|| Upstream::Mock(mock.clone()));
+        let stack = AgentStack::builder(upstream)
             .agent(AgentSpec::new("trader").role("Trades on request, using market tools"))
             .agent(AgentSpec::new("risk_analyst").role("Answers risk questions, easy and hard"))
             .agent(
                 AgentSpec::new("manager")
                     .role("Supervises the desk; receives health alerts")
                     .tier("high"),
-            )
-            .upstream(
-                config
-                    .upstream
-                    .clone()
-                    .unwrap_or_else(|| Upstream::Mock(mock.clone())),
             )
             .tiers(config.tiers.clone().unwrap_or_default())
             .tools(
@@ -286,7 +293,7 @@ impl Demo {
                 .severity(Severity::Warning)
                 .for_duration(Duration::from_secs(3)),
             )
-            .metrics(PrometheusConfig::new().listen_addr(config.listen))
+            .exporter(exporter)
             .monitor_interval(config.monitor_interval)
             .alert_receiver(manager.clone())
             .build()?;

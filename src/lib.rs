@@ -28,7 +28,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), mantissa::core::BoxError> {
-//! let stack = AgentStack::builder().without_metrics().build()?;
+//! let stack = AgentStack::demo().build()?; // the mock preset; no recorder installed
 //! let reply = stack
 //!     .llm("trader")
 //!     .oneshot(LlmRequest::new("session-1", "trader", vec![Message::user("hi")]))
@@ -77,6 +77,8 @@ pub use mantissa_triage::{TierRouter, TriageLayer};
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub use mantissa_prometheus::{ExporterHandle, PrometheusConfig};
 pub use stack::{
-    AgentSpec, AgentStack, AgentStackBuilder, BuildError, LlmService, StackConfig, ToolService, Upstream,
+    AgentSpec, AgentStack, AgentStackBuilder, BuildError, LlmService, MetricsConfig, ModelFactory,
+    StackConfig, ToolService, ToolsNotConfigured, Upstream,
 };

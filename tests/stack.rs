@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -18,7 +18,7 @@ use mantissa::monitor::{AlertState, ChannelSink, Condition, Rule, Selector, Wind
 use mantissa::openai::{OpenAiClient, OpenAiConfig};
 use mantissa::reset::{BrittlenessPolicy, ContextReset, Stage, StagePlan, Trigger};
 use mantissa::triage::{CooldownPolicy, Routed, TierRouter};
-use mantissa::{AgentSpec, AgentStack, LlmService, Upstream};
+use mantissa::{AgentSpec, AgentStack, ExporterHandle, LlmService, PrometheusConfig, Upstream};
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
@@ -93,6 +93,21 @@ fn small_tiers() -> TierSet {
     .unwrap()
 }
 
+/// The process's Prometheus recorder, installed once by the first test that
+/// serves metrics (an application installs once too); no upkeep task, as
+/// every test has its own runtime.
+fn exporter() -> ExporterHandle {
+    static EXPORTER: OnceLock<ExporterHandle> = OnceLock::new();
+    EXPORTER
+        .get_or_init(|| {
+            PrometheusConfig::new()
+                .without_upkeep()
+                .install()
+                .expect("the first recorder of this test binary")
+        })
+        .clone()
+}
+
 /// The exposition served on `addr`.
 async fn scrape(addr: std::net::SocketAddr) -> String {
     let url = format!("http://{addr}/metrics");
@@ -113,10 +128,9 @@ fn compact_on_turns(turns: u32) -> BrittlenessPolicy {
 #[tokio::test]
 async fn a_long_session_is_compacted_and_the_reset_is_remembered() {
     let ups = Upstreams::start(&["small", "medium", "large"]).await;
-    let stack = AgentStack::builder()
+    let stack = AgentStack::builder(ups.upstream())
         .agent(AgentSpec::new("trader"))
         .tiers(small_tiers())
-        .upstream(ups.upstream())
         .reset_policy(compact_on_turns(6))
         .summarize_on_low_tier(false)
         .without_monitor()
@@ -170,10 +184,9 @@ async fn a_long_session_is_compacted_and_the_reset_is_remembered() {
 async fn a_failing_model_falls_back_cools_down_alerts_and_recovers() {
     let ups = Upstreams::start(&["small", "medium", "large"]).await;
     let (sink, mut alerts) = ChannelSink::new(16);
-    let stack = AgentStack::builder()
+    let stack = AgentStack::builder(ups.upstream())
         .agent(AgentSpec::new("trader"))
         .tiers(small_tiers())
-        .upstream(ups.upstream())
         .cooldown(CooldownPolicy {
             base_cooldown: Duration::from_secs(3600),
             max_cooldown: Duration::from_secs(3600),
@@ -240,10 +253,9 @@ async fn tool_failures_raise_a_sessions_brittleness() {
     let ups = Upstreams::start(&["small", "medium", "large"]).await;
     let tools = MockTools::demo();
     tools.fail_tool("get_market_price", ToolFault::reported());
-    let stack = AgentStack::builder()
+    let stack = AgentStack::builder(ups.upstream())
         .agent(AgentSpec::new("trader"))
         .tiers(small_tiers())
-        .upstream(ups.upstream())
         .tools(tools, ["get_market_price", "assess_risk", "place_order"])
         .without_monitor()
         .build()
@@ -442,6 +454,7 @@ async fn bad_configuration_names_the_field_instead_of_defaulting() {
 async fn the_demo_outage_falls_back_cools_down_readmits_and_alerts() {
     let mut demo = mantissa::demo::Demo::start(mantissa::demo::DemoConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        exporter: Some(exporter()),
         duration: Duration::from_secs(6),
         sessions: 12,
         think_time: Duration::from_millis(20),
@@ -487,6 +500,7 @@ async fn the_demo_outage_falls_back_cools_down_readmits_and_alerts() {
 async fn the_demo_serves_labelled_series_for_every_agent_model_and_tool() {
     let mut demo = mantissa::demo::Demo::start(mantissa::demo::DemoConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        exporter: Some(exporter()),
         duration: Duration::from_secs(4),
         sessions: 12,
         think_time: Duration::from_millis(20),
@@ -540,10 +554,14 @@ async fn a_scrape_shows_every_catalogued_series() {
     // The medium model has no price: the fallbacks to it are calls of unknown cost.
     let mut tiers = small_tiers();
     tiers.tiers[1].models[0] = ModelSpec::new("medium").provider("mock").context_window(16_000);
-    let stack = AgentStack::builder()
+    let stack = AgentStack::builder(ups.upstream())
         .agent(AgentSpec::new("trader"))
         .tiers(tiers)
-        .upstream(ups.upstream())
+        .tools(
+            MockTools::demo(),
+            MockTools::demo_specs().into_iter().map(|t| t.function.name),
+        )
+        .exporter(exporter())
         .reset_policy(compact_on_turns(3))
         .monitor_rule(Rule::new(
             "model_down",
@@ -642,6 +660,7 @@ async fn the_demo_runs_against_an_openai_compatible_upstream() {
     .unwrap();
     let mut demo = mantissa::demo::Demo::start(mantissa::demo::DemoConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        exporter: Some(exporter()),
         duration: Duration::from_millis(1500),
         sessions: 3,
         progress: None,
@@ -684,6 +703,7 @@ async fn the_demo_reports_real_cost_and_savings_with_real_model_names() {
     .unwrap();
     let mut demo = mantissa::demo::Demo::start(mantissa::demo::DemoConfig {
         listen: "127.0.0.1:0".parse().unwrap(),
+        exporter: Some(exporter()),
         duration: Duration::from_millis(1500),
         sessions: 3,
         progress: None,
@@ -725,8 +745,9 @@ async fn the_demo_reports_real_cost_and_savings_with_real_model_names() {
 /// decided once for the stack.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_agent_names_fold_into_other_in_every_metric_family() {
-    let stack = AgentStack::builder()
+    let stack = AgentStack::demo()
         .agent(AgentSpec::new("trader"))
+        .exporter(exporter())
         .without_monitor()
         .build()
         .unwrap();
@@ -767,10 +788,9 @@ async fn unknown_agent_names_fold_into_other_in_every_metric_family() {
 async fn recovered_attempts_are_the_models_failures_not_the_agents() {
     let ups = Upstreams::start(&["small", "medium", "large"]).await;
     ups.get("small").fail_with_status(500);
-    let stack = AgentStack::builder()
+    let stack = AgentStack::builder(ups.upstream())
         .agent(AgentSpec::new("trader"))
         .tiers(small_tiers())
-        .upstream(ups.upstream())
         .cooldown(CooldownPolicy {
             consecutive_failures: 1000,
             minimum_calls: 1000,
@@ -799,10 +819,9 @@ async fn the_toolkits_logged_actions_reach_the_stacks_event_sinks() {
     use std::sync::Mutex;
     let ups = Upstreams::start(&["small", "medium", "large"]).await;
     let seen: Arc<Mutex<Vec<HealthEvent>>> = Arc::default();
-    let stack = AgentStack::builder()
+    let stack = AgentStack::builder(ups.upstream())
         .agent(AgentSpec::new("manager"))
         .tiers(small_tiers())
-        .upstream(ups.upstream())
         .event_sink({
             let seen = seen.clone();
             move |e: &HealthEvent| seen.lock().unwrap().push(e.clone())
@@ -832,8 +851,9 @@ async fn the_toolkits_logged_actions_reach_the_stacks_event_sinks() {
 /// agreeing with what the callers saw.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_are_counted_exactly_once() {
-    let stack = AgentStack::builder()
+    let stack = AgentStack::demo()
         .agent(AgentSpec::new("counter"))
+        .exporter(exporter())
         .without_monitor()
         .build()
         .unwrap();
