@@ -54,7 +54,6 @@
 
 #[cfg(any(feature = "async-openai", feature = "rig"))]
 pub mod adapters;
-pub mod demo;
 #[cfg(feature = "otel")]
 pub mod otel;
 pub mod stack;

@@ -1,9 +1,13 @@
-//! The main job as library code: a small multi-agent service (a trader, a risk
-//! analyst and a manager) running many concurrent sessions against the
-//! embedded mock LLM through the whole [`AgentStack`], serving `/metrics`.
+//! The agent service example (the README's main command,
+//! `cargo run --example agent_service`): a small multi-agent service (a
+//! trader, a risk analyst and a manager) running many concurrent sessions
+//! against the embedded mock LLM through the whole [`AgentStack`], serving
+//! `/metrics`.
 //!
-//! `cargo run --example agent_service` is a thin command-line wrapper around
-//! [`Demo`]; tests start the same code on `127.0.0.1:0`.
+//! This package is an example, not published: [`Demo`] is the service,
+//! [`cli`] its command line (`src/main.rs`, and the root example
+//! `examples/agent_service.rs`, are thin `main`s over it); its tests start
+//! the same code on `127.0.0.1:0`.
 //!
 //! What happens during a run:
 //!
@@ -19,6 +23,14 @@
 //!   probe after it recovers; the monitor raises and resolves an alert;
 //! - sessions are long: the reset layer compacts them when they cross the
 //!   brittleness thresholds, and the final report lists the resets.
+//!
+//! The run installs mantissa's Prometheus recorder itself unless it is
+//! handed one ([`DemoConfig::exporter`]): a library never installs a
+//! process-wide recorder, an application does, once.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -40,7 +52,7 @@ use mantissa_triage::{CooldownPolicy, Routed};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-use crate::stack::{AgentSpec, AgentStack, Upstream};
+use mantissa::{AgentSpec, AgentStack, Upstream};
 
 /// Settings of a demo run.
 #[derive(Debug, Clone)]
@@ -152,7 +164,7 @@ pub struct DemoHandle {
     task: tokio::task::JoinHandle<Result<DemoReport, BoxError>>,
 }
 
-/// Starts demo runs. See the [module docs](self).
+/// Starts demo runs. See the [crate docs](crate).
 #[derive(Debug, Clone, Copy)]
 pub struct Demo;
 
