@@ -693,3 +693,67 @@ async fn concurrent_calls_are_counted_exactly_once() {
     assert_eq!(sum("mantissa_calls_in_flight{"), 0.0);
     server.shutdown().await.unwrap();
 }
+
+/// No silent mock: a stack built without `.tools(..)` answers every tool
+/// call with an error that names the problem, and the health layer counts it
+/// as a failed tool call (under `other`: no tool name is configured).
+#[tokio::test]
+async fn a_stack_without_tools_answers_tool_calls_with_an_error_that_says_so() {
+    let stack = AgentStack::builder(Upstream::Mock(mantissa::mock::MockLlm::new()))
+        .agent(AgentSpec::new("clerk"))
+        .without_monitor()
+        .build()
+        .unwrap();
+    let req = ToolRequest::new("s-none", "clerk", "c1", "lookup", serde_json::json!({}));
+    let err = stack.tools("clerk").oneshot(req).await.unwrap_err();
+    let missing = err
+        .downcast_ref::<mantissa::ToolsNotConfigured>()
+        .expect("a ToolsNotConfigured error");
+    assert_eq!(missing.tool, "lookup");
+    assert!(err.to_string().contains("no tool service configured"), "{err}");
+    let tool = stack.registry().tool("other").unwrap();
+    assert_eq!(tool.last_1m.errors_of(FailureClass::ToolError), 1);
+}
+
+/// The toolkit's tool service is built once with the stack: every agent's
+/// `health_tools` measures into the same series, with the stack's bounded
+/// agent labels (an unconfigured agent is `other`).
+#[tokio::test]
+async fn health_tools_are_measured_once_for_every_agent_with_bounded_labels() {
+    let stack = AgentStack::demo()
+        .agent(AgentSpec::new("manager"))
+        .without_monitor()
+        .build()
+        .unwrap();
+    for agent in ["manager", "intruder"] {
+        let req = ToolRequest::new(
+            "s-kit",
+            agent,
+            "c1",
+            "get_agent_health_summary",
+            serde_json::json!({}),
+        );
+        let resp = stack.health_tools(agent).oneshot(req).await.unwrap();
+        assert!(!resp.is_error, "{}", resp.content);
+    }
+    let tool = stack.registry().tool("get_agent_health_summary").unwrap();
+    assert_eq!(tool.last_1m.calls, 2);
+    let agents = stack.registry().agent_names();
+    assert!(!agents.iter().any(|a| a == "intruder"), "{agents:?}");
+}
+
+/// `[metrics]` is the application's: the builder installs nothing, and the
+/// section says how the application installs the recorder.
+#[test]
+fn the_metrics_section_is_read_by_the_application() {
+    let config = mantissa::StackConfig::from_toml("[metrics]\ninstall = false\n").unwrap();
+    assert!(config.metrics.prometheus().is_none());
+    assert!(config.metrics.install().unwrap().is_none());
+    let config = mantissa::StackConfig::from_toml("[metrics]\nlisten = \"127.0.0.1:9999\"\n").unwrap();
+    assert!(config.metrics.prometheus().is_some());
+    let stack = AgentStack::from_toml("[monitor]\nenabled = false\n")
+        .unwrap()
+        .build()
+        .unwrap();
+    assert!(stack.exporter().is_none(), "the builder installed a recorder");
+}
