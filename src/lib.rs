@@ -37,6 +37,13 @@
 //! # Ok(()) }
 //! ```
 //!
+//! The upstream is always explicit (`AgentStack::builder(upstream)`, or the
+//! [`AgentStack::demo`] preset over the embedded mock), and the stack
+//! installs no metrics recorder: the application installs one
+//! ([`PrometheusConfig::install`] returns its [`ExporterHandle`]) and hands
+//! it to [`AgentStackBuilder::exporter`]. The runnable demo service is the
+//! example package `examples/agent-service` (`cargo run --example agent_service`).
+//!
 //! Each crate can also be used on its own; see their docs.
 //!
 //! ## Features
