@@ -1,7 +1,7 @@
 //! [`AgentSpec`]: one agent of the team, and the per-agent state an agent's
 //! services are bound to.
 
-use mantissa_core::{AgentName, LlmRequest, Tier, ToolRequest};
+use mantissa_core::{AgentName, Catalog, LabelIdx, LlmRequest, Tier, ToolRequest};
 
 /// One agent of the team.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -44,31 +44,39 @@ impl AgentSpec {
 /// service, as linkerd binds per-target state in its `NewService<T>`: every
 /// call then only stamps it on the request.
 ///
-/// This is the one place per-agent call state lives; a typed call context
-/// resolved per agent belongs here.
+/// This is the one place per-agent call state lives: the agent's label
+/// index is bound here, and per call only the session is hashed, once, into
+/// the request's call context ([`Catalog::resolve_for`]).
 #[derive(Debug, Clone)]
 pub(super) struct AgentBinding {
     agent: AgentName,
     /// The agent's pinned tier, looked up once in the configured agents.
     tier: Option<Tier>,
+    /// The catalog that resolves the call context, and the agent's label in it.
+    catalog: Catalog,
+    index: LabelIdx,
 }
 
 impl AgentBinding {
-    /// Binds `agent`, with its configuration if it is a configured agent.
-    pub(super) fn new(agent: AgentName, spec: Option<&AgentSpec>) -> Self {
+    /// Binds `agent` in `catalog`, with its configuration if it is a
+    /// configured agent.
+    pub(super) fn new(catalog: &Catalog, agent: AgentName, spec: Option<&AgentSpec>) -> Self {
         Self {
             tier: spec.and_then(|s| s.tier.clone()),
+            index: catalog.agent_index(agent.as_str()),
+            catalog: catalog.clone(),
             agent,
         }
     }
 
-    /// Stamps an LLM request: the agent's name, and its pinned tier unless
-    /// the request already names a tier or a model.
+    /// Stamps an LLM request: the agent's name, its pinned tier unless the
+    /// request already names a tier or a model, and the call context.
     pub(super) fn llm(&self, mut req: LlmRequest) -> LlmRequest {
         req.agent = self.agent.clone();
         if req.tier.is_none() && req.model.is_none() {
             req.tier.clone_from(&self.tier);
         }
+        self.catalog.resolve_for(self.index, &mut req);
         req
     }
 

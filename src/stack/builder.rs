@@ -234,19 +234,21 @@ impl AgentStackBuilder {
         );
 
         // LLM calls: [per model: health (attempts) -> upstream] <- router
-        //   <- health (agent outcome) <- triage <- feedback <- reset.
+        //   <- health (agent outcome) <- reset <- triage <- feedback.
         let router = wire::router(&ctx, &self.upstream, self.cooldown)?;
-        let triage = wire::triage(&ctx, self.triage, self.sticky);
+        let triage = wire::triage(&ctx, self.triage);
         let control = triage.control();
+        let reset = wire::reset(
+            &ctx,
+            &router,
+            self.reset_policy,
+            self.sticky,
+            self.summarize_on_low_tier,
+        );
         let llm = tower::ServiceBuilder::new()
-            .layer(wire::reset(
-                &ctx,
-                &router,
-                self.reset_policy,
-                self.summarize_on_low_tier,
-            ))
             .layer(wire::feedback(self.feedback.as_ref()))
             .layer(triage)
+            .layer(reset)
             .layer(wire::outcomes(&ctx))
             .service(router.clone());
 

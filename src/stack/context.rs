@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use mantissa_core::{AgentName, BoundedLabels, EventSink, TierSet};
+use mantissa_core::{AgentName, BoundedLabels, Catalog, EventSink, TierSet};
 use mantissa_health::HealthRegistry;
 use mantissa_prometheus::ExporterHandle;
 use mantissa_reset::MemorySessionStore;
@@ -12,8 +12,9 @@ use super::agent::{AgentBinding, AgentSpec};
 
 /// What every layer of a stack is made from, built once from the builder's
 /// settings (Helicone's `AppState`): the tier ladder, the agents, the one
-/// rule that bounds the agent label, the tool label set, the health
-/// registry, the session store, the event sinks and the metrics exporter.
+/// rule that bounds the agent label, the [`Catalog`] compiled from them, the
+/// tool label set, the health registry, the session store, the event sinks
+/// and the metrics exporter.
 ///
 /// The functions of [`wire`](super::wire) make each layer from it; the
 /// context itself knows nothing of the layers.
@@ -25,6 +26,9 @@ pub(super) struct StackContext {
     /// The one rule that bounds the `agent` label of every metric family:
     /// the configured agents (others are `other`), or the first names seen.
     pub(super) agent_labels: BoundedLabels,
+    /// The configuration compiled once: router, triage and reset read the
+    /// call context it resolves (agent, session hash, tier, model) by index.
+    pub(super) catalog: Catalog,
     /// The tool names that are their own `tool` label (others are `other`).
     pub(super) tool_names: Vec<String>,
     /// Rolling windows and scores, read by the monitor and the toolkit.
@@ -52,10 +56,14 @@ impl StackContext {
         } else {
             BoundedLabels::new(agents.iter().map(|a| a.name.as_str()))
         };
+        let catalog = Catalog::builder(&tiers)
+            .agent_labels(agent_labels.clone())
+            .build();
         Self {
             tiers,
             agents: agents.into_iter().map(|a| (a.name.clone(), a)).collect(),
             agent_labels,
+            catalog,
             tool_names,
             registry: HealthRegistry::new(),
             store,
@@ -64,9 +72,10 @@ impl StackContext {
         }
     }
 
-    /// Resolves what the services of `agent` are bound to (its pinned tier).
+    /// Resolves what the services of `agent` are bound to: its label index
+    /// in the catalog and its pinned tier.
     pub(super) fn bind(&self, agent: AgentName) -> AgentBinding {
         let spec = self.agents.get(&agent);
-        AgentBinding::new(agent, spec)
+        AgentBinding::new(&self.catalog, agent, spec)
     }
 }

@@ -3,7 +3,7 @@
 //! TOML file.
 //!
 //! ```text
-//! LLM:   [agent stamp] -> Reset -> [Feedback] -> Triage -> Health (agent outcome)
+//! LLM:   [agent + call context] -> [Feedback] -> Triage -> Reset -> Health (agent outcome)
 //!          -> TierRouter -> [per model: Health (attempts) -> upstream]
 //! tools: [agent stamp] -> Health -> tool service        (tool events -> session store)
 //! ```
@@ -187,9 +187,11 @@ impl AgentStack {
     }
 
     /// The LLM service of `agent`: every request is stamped with the agent's
-    /// name (and its pinned tier, if any), then goes through reset, triage,
-    /// the router and the per-model health layers. The agent's state is
-    /// resolved here, once per service, not per call.
+    /// name (and its pinned tier, if any) and its call context, then goes
+    /// through triage, reset, the router and the per-model health layers.
+    /// The agent's state (label index, pinned tier) is resolved here, once
+    /// per service (linkerd's `NewService<T>`); per call only the session is
+    /// hashed, once, into the request's call context.
     pub fn llm(&self, agent: impl Into<AgentName>) -> LlmService {
         let binding = self.inner.ctx.bind(agent.into());
         BoxCloneSyncService::new(self.inner.llm.clone().map_request(move |req| binding.llm(req)))

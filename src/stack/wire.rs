@@ -24,7 +24,7 @@ use super::tools::NoTools;
 use super::{BuildError, ToolService, Upstream};
 
 /// The composed LLM stack, kept unboxed so each agent's service boxes once.
-pub(super) type Composed = Reset<FeedbackService<Triaged<Health<TierRouter>, BoxTriage>>, MemorySessionStore>;
+pub(super) type Composed = FeedbackService<Triaged<Reset<Health<TierRouter>, MemorySessionStore>, BoxTriage>>;
 
 /// The monitor's settings, as the builder collected them.
 #[derive(Default)]
@@ -61,7 +61,9 @@ pub(super) fn router(
         source,
     })?;
     let attempts = measured(ctx).scope(Scope::Attempt);
-    let mut router = TierRouter::builder(ctx.tiers.clone()).cooldown(cooldown);
+    let mut router = TierRouter::builder(ctx.tiers.clone())
+        .catalog(ctx.catalog.clone())
+        .cooldown(cooldown);
     for spec in ctx.tiers.iter().flat_map(|tier| &tier.models) {
         let leaf = factory(spec).map_err(|source| BuildError::Upstream {
             model: spec.id.to_string(),
@@ -84,14 +86,11 @@ pub(super) fn outcomes(ctx: &StackContext) -> HealthLayer {
 }
 
 /// Triage with `strategy` (by default [`RuleTriage`] over the ladder).
-pub(super) fn triage(
-    ctx: &StackContext,
-    strategy: Option<BoxTriage>,
-    sticky: bool,
-) -> TriageLayer<BoxTriage> {
+pub(super) fn triage(ctx: &StackContext, strategy: Option<BoxTriage>) -> TriageLayer<BoxTriage> {
     let strategy = strategy.unwrap_or_else(|| BoxTriage::new(RuleTriage::new(&ctx.tiers)));
-    let layer = TriageLayer::new(&ctx.tiers, strategy).agent_labels(ctx.agent_labels.clone());
-    if sticky { layer } else { layer.without_stickiness() }
+    TriageLayer::new(&ctx.tiers, strategy)
+        .catalog(ctx.catalog.clone())
+        .agent_labels(ctx.agent_labels.clone())
 }
 
 /// Feedback records for `log`, or a pass-through.
@@ -102,20 +101,26 @@ pub(super) fn feedback(log: Option<&FeedbackLog>) -> FeedbackLayer {
     }
 }
 
-/// Reset, outermost: tracks sessions in the store, reports warnings and
-/// resets to the registry and sinks, and (with `summarize`) summarizes
-/// through the router on the lowest tier.
+/// Reset, inside triage: it knows the tier that will serve (its window) and
+/// keeps the session's sticky tier with the session (`sticky`). Tracks
+/// sessions in the store, reports warnings and resets to the registry and
+/// sinks, and (with `summarize`) summarizes through the router on the lowest
+/// tier.
 pub(super) fn reset(
     ctx: &StackContext,
     router: &TierRouter,
     policy: BrittlenessPolicy,
+    sticky: bool,
     summarize: bool,
 ) -> ResetLayer<MemorySessionStore> {
     let mut reset = ResetLayer::with_store(ctx.store.clone())
         .policy(policy)
-        .tiers(&ctx.tiers)
+        .catalog(ctx.catalog.clone())
         .agent_labels(ctx.agent_labels.clone())
         .event_sink(ctx.registry.clone());
+    if !sticky {
+        reset = reset.without_stickiness();
+    }
     for sink in &ctx.sinks {
         reset = reset.event_sink(sink.clone());
     }
