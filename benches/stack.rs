@@ -57,11 +57,10 @@ fn bench(c: &mut Criterion) {
         .record_limit(0)
         .build();
     let stack = rt.block_on(async {
-        AgentStack::builder()
+        AgentStack::builder(Upstream::Mock(mock.clone()))
             .agent(AgentSpec::new("trader"))
-            .upstream(Upstream::Mock(mock.clone()))
             .reset_policy(BrittlenessPolicy::default().max_turns(None))
-            .metrics(PrometheusConfig::new().without_upkeep())
+            .exporter(PrometheusConfig::new().without_upkeep().install().unwrap())
             .without_monitor()
             .build()
             .unwrap()

@@ -62,15 +62,13 @@ async fn main() -> Result<(), BoxError> {
         .zip(["low", "medium", "high"])
         .map(|(id, tier)| TierConfig::new(tier, vec![ModelSpec::new(id)]))
         .collect();
-    let stack = AgentStack::builder()
-        .agent(AgentSpec::new("trader"))
-        .tiers(TierSet::new(tiers)?)
-        .upstream(Upstream::OpenAi(Box::new(
-            OpenAiConfig::new(mock.base_url()).api_key("sk-local"),
-        )))
-        .without_metrics()
-        .without_monitor()
-        .build()?;
+    let stack = AgentStack::builder(Upstream::OpenAi(Box::new(
+        OpenAiConfig::new(mock.base_url()).api_key("sk-local"),
+    )))
+    .agent(AgentSpec::new("trader"))
+    .tiers(TierSet::new(tiers)?)
+    .without_monitor()
+    .build()?;
 
     // Identity: the agent is the stack's "trader"; the session is set on the model.
     let model = MantissaModel::new(stack.llm("trader"), "trader").session("session-1");

@@ -28,7 +28,7 @@
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), mantissa::core::BoxError> {
-//! let stack = AgentStack::builder().without_metrics().build()?;
+//! let stack = AgentStack::demo().build()?; // the mock preset; no recorder installed
 //! let reply = stack
 //!     .llm("trader")
 //!     .oneshot(LlmRequest::new("session-1", "trader", vec![Message::user("hi")]))
@@ -36,6 +36,13 @@
 //! println!("{} answered: {}", reply.model, reply.message.text());
 //! # Ok(()) }
 //! ```
+//!
+//! The upstream is always explicit (`AgentStack::builder(upstream)`, or the
+//! [`AgentStack::demo`] preset over the embedded mock), and the stack
+//! installs no metrics recorder: the application installs one
+//! ([`PrometheusConfig::install`] returns its [`ExporterHandle`]) and hands
+//! it to [`AgentStackBuilder::exporter`]. The runnable demo service is the
+//! example package `examples/agent-service` (`cargo run --example agent_service`).
 //!
 //! Each crate can also be used on its own; see their docs.
 //!
@@ -54,7 +61,6 @@
 
 #[cfg(any(feature = "async-openai", feature = "rig"))]
 pub mod adapters;
-pub mod demo;
 #[cfg(feature = "otel")]
 pub mod otel;
 pub mod stack;
@@ -77,6 +83,8 @@ pub use mantissa_triage::{TierRouter, TriageLayer};
 #[cfg(doctest)]
 pub struct ReadmeDoctests;
 
+pub use mantissa_prometheus::{ExporterHandle, PrometheusConfig};
 pub use stack::{
-    AgentSpec, AgentStack, AgentStackBuilder, BuildError, LlmService, StackConfig, ToolService, Upstream,
+    AgentSpec, AgentStack, AgentStackBuilder, BuildError, LlmService, MetricsConfig, ModelFactory,
+    StackConfig, ToolService, ToolsNotConfigured, Upstream,
 };

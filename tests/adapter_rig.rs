@@ -50,16 +50,14 @@ fn stack(mock: &HttpMockLlm) -> AgentStack {
         .zip(["low", "medium", "high"])
         .map(|(id, tier)| TierConfig::new(tier, vec![ModelSpec::new(id)]))
         .collect();
-    AgentStack::builder()
-        .agent(AgentSpec::new("trader"))
-        .tiers(TierSet::new(tiers).unwrap())
-        .upstream(Upstream::OpenAi(Box::new(
-            OpenAiConfig::new(mock.base_url()).api_key("sk-test"),
-        )))
-        .without_metrics()
-        .without_monitor()
-        .build()
-        .unwrap()
+    AgentStack::builder(Upstream::OpenAi(Box::new(
+        OpenAiConfig::new(mock.base_url()).api_key("sk-test"),
+    )))
+    .agent(AgentSpec::new("trader"))
+    .tiers(TierSet::new(tiers).unwrap())
+    .without_monitor()
+    .build()
+    .unwrap()
 }
 
 #[tokio::test]

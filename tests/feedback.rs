@@ -70,11 +70,7 @@ async fn feedback_writes_an_outcome_line_per_reported_call() {
 
 #[tokio::test]
 async fn without_a_feedback_log_feedback_is_a_clear_error() {
-    let stack = AgentStack::builder()
-        .without_metrics()
-        .without_monitor()
-        .build()
-        .unwrap();
+    let stack = AgentStack::demo().without_monitor().build().unwrap();
     let resp = stack
         .llm("a")
         .oneshot(LlmRequest::new("s", "a", vec![Message::user("hello")]))

@@ -52,11 +52,9 @@ fn turn(session: &str, text: &str, stakes: &str) -> LlmRequest {
 #[tokio::test(start_paused = true)]
 async fn the_stack_resolves_the_call_context_once_and_every_layer_reads_it() {
     let seen: Seen = Arc::default();
-    let stack = AgentStack::builder()
+    let stack = AgentStack::builder(recording(seen.clone()))
         .agent(AgentSpec::new("trader"))
-        .upstream(recording(seen.clone()))
         .triage(by_stakes)
-        .without_metrics()
         .without_monitor()
         .build()
         .unwrap();
@@ -90,11 +88,9 @@ async fn the_stack_resolves_the_call_context_once_and_every_layer_reads_it() {
 #[tokio::test(start_paused = true)]
 async fn stickiness_lives_in_the_session_state_and_is_reported_by_triage() {
     let seen: Seen = Arc::default();
-    let stack = AgentStack::builder()
+    let stack = AgentStack::builder(recording(seen.clone()))
         .agent(AgentSpec::new("trader"))
-        .upstream(recording(seen.clone()))
         .triage(by_stakes)
-        .without_metrics()
         .without_monitor()
         .build()
         .unwrap();
@@ -125,11 +121,9 @@ async fn stickiness_lives_in_the_session_state_and_is_reported_by_triage() {
     assert_eq!(other.model.as_str(), "mock-small");
 
     // Off: each call stands alone.
-    let stack = AgentStack::builder()
-        .upstream(recording(seen.clone()))
+    let stack = AgentStack::builder(recording(seen.clone()))
         .triage(by_stakes)
         .sticky_tiers(false)
-        .without_metrics()
         .without_monitor()
         .build()
         .unwrap();
@@ -147,12 +141,10 @@ async fn stickiness_lives_in_the_session_state_and_is_reported_by_triage() {
 #[tokio::test(start_paused = true)]
 async fn reset_checks_the_window_of_the_tier_that_will_serve() {
     // TierSet::default(): low 16,384 / medium 65,536 / high 200,000 tokens.
-    let stack = AgentStack::builder()
-        .upstream(recording(Arc::default()))
+    let stack = AgentStack::builder(recording(Arc::default()))
         .triage(by_stakes)
         .tiers(TierSet::default())
         .reset_policy(BrittlenessPolicy::default())
-        .without_metrics()
         .without_monitor()
         .build()
         .unwrap();

@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -18,7 +18,7 @@ use mantissa::monitor::{AlertState, ChannelSink, Condition, Rule, Selector, Wind
 use mantissa::openai::{OpenAiClient, OpenAiConfig};
 use mantissa::reset::{BrittlenessPolicy, ContextReset, Stage, StagePlan, Trigger};
 use mantissa::triage::{CooldownPolicy, Routed, TierRouter};
-use mantissa::{AgentSpec, AgentStack, LlmService, Upstream};
+use mantissa::{AgentSpec, AgentStack, ExporterHandle, LlmService, PrometheusConfig, Upstream};
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 
@@ -93,6 +93,21 @@ fn small_tiers() -> TierSet {
     .unwrap()
 }
 
+/// The process's Prometheus recorder, installed once by the first test that
+/// serves metrics (an application installs once too); no upkeep task, as
+/// every test has its own runtime.
+fn exporter() -> ExporterHandle {
+    static EXPORTER: OnceLock<ExporterHandle> = OnceLock::new();
+    EXPORTER
+        .get_or_init(|| {
+            PrometheusConfig::new()
+                .without_upkeep()
+                .install()
+                .expect("the first recorder of this test binary")
+        })
+        .clone()
+}
+
 /// The exposition served on `addr`.
 async fn scrape(addr: std::net::SocketAddr) -> String {
     let url = format!("http://{addr}/metrics");
@@ -113,10 +128,9 @@ fn compact_on_turns(turns: u32) -> BrittlenessPolicy {
 #[tokio::test]
 async fn a_long_session_is_compacted_and_the_reset_is_remembered() {
     let ups = Upstreams::start(&["small", "medium", "large"]).await;
-    let stack = AgentStack::builder()
+    let stack = AgentStack::builder(ups.upstream())
         .agent(AgentSpec::new("trader"))
         .tiers(small_tiers())
-        .upstream(ups.upstream())
         .reset_policy(compact_on_turns(6))
         .summarize_on_low_tier(false)
         .without_monitor()
@@ -170,10 +184,9 @@ async fn a_long_session_is_compacted_and_the_reset_is_remembered() {
 async fn a_failing_model_falls_back_cools_down_alerts_and_recovers() {
     let ups = Upstreams::start(&["small", "medium", "large"]).await;
     let (sink, mut alerts) = ChannelSink::new(16);
-    let stack = AgentStack::builder()
+    let stack = AgentStack::builder(ups.upstream())
         .agent(AgentSpec::new("trader"))
         .tiers(small_tiers())
-        .upstream(ups.upstream())
         .cooldown(CooldownPolicy {
             base_cooldown: Duration::from_secs(3600),
             max_cooldown: Duration::from_secs(3600),
@@ -240,10 +253,9 @@ async fn tool_failures_raise_a_sessions_brittleness() {
     let ups = Upstreams::start(&["small", "medium", "large"]).await;
     let tools = MockTools::demo();
     tools.fail_tool("get_market_price", ToolFault::reported());
-    let stack = AgentStack::builder()
+    let stack = AgentStack::builder(ups.upstream())
         .agent(AgentSpec::new("trader"))
         .tiers(small_tiers())
-        .upstream(ups.upstream())
         .tools(tools, ["get_market_price", "assess_risk", "place_order"])
         .without_monitor()
         .build()
@@ -434,103 +446,6 @@ async fn bad_configuration_names_the_field_instead_of_defaulting() {
     }
 }
 
-/// The demo with an outage tells the whole story, every run: the failing
-/// model's traffic falls back, the model is cooled down, probed and
-/// re-admitted; the consecutive-failures alert fires and resolves; no agent
-/// call fails.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_outage_falls_back_cools_down_readmits_and_alerts() {
-    let mut demo = mantissa::demo::Demo::start(mantissa::demo::DemoConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        duration: Duration::from_secs(6),
-        sessions: 12,
-        think_time: Duration::from_millis(20),
-        outage: Some((0.2, 0.5)),
-        progress: None,
-        monitor_interval: Duration::from_millis(100),
-        seed: 3,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let report = demo.wait().await.unwrap();
-    let text = &report.text;
-    assert!(report.fallbacks > 0, "no fallback\n{text}");
-    assert_eq!(report.llm_errors, 0, "an agent call failed\n{text}");
-    assert!(report.cooldowns >= 1, "never cooled down\n{text}");
-    assert!(report.readmissions >= 1, "never re-admitted\n{text}");
-    assert!(
-        report
-            .model_timeline
-            .iter()
-            .any(|l| l.contains("mock-small") && l.contains("-> cooled_down")),
-        "{text}"
-    );
-    let fired = report.alert_timeline.iter().position(|l| {
-        l.starts_with("firing") && l.contains("model_consecutive_failures") && l.contains("mock-small")
-    });
-    let resolved = report.alert_timeline.iter().position(|l| {
-        l.starts_with("resolved") && l.contains("model_consecutive_failures") && l.contains("mock-small")
-    });
-    assert!(matches!((fired, resolved), (Some(f), Some(r)) if f < r), "{text}");
-    // The report names its figures: failures after fallbacks, fallback-served responses.
-    assert!(
-        text.contains("failed after fallbacks") && text.contains("served by a fallback"),
-        "{text}"
-    );
-    demo.shutdown().await.unwrap();
-}
-
-/// The main job's service on 127.0.0.1:0: `/metrics` over HTTP has labelled
-/// series for each agent, model and tool, and every catalogued metric.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_serves_labelled_series_for_every_agent_model_and_tool() {
-    let mut demo = mantissa::demo::Demo::start(mantissa::demo::DemoConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        duration: Duration::from_secs(4),
-        sessions: 12,
-        think_time: Duration::from_millis(20),
-        outage: Some((0.2, 0.5)),
-        progress: None,
-        monitor_interval: Duration::from_millis(200),
-        max_turns: 4,
-        seed: 1,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let report = demo.wait().await.unwrap();
-    assert!(report.turns >= 12 && report.tool_calls > 0, "{}", report.text);
-    assert!(report.resets > 0, "sessions crossed max_turns\n{}", report.text);
-    assert!(report.counterfactual_cost_usd > report.cost_usd);
-
-    let body = scrape(demo.metrics_addr()).await;
-    for agent in ["trader", "risk_analyst", "manager"] {
-        assert!(
-            body.contains(&format!("agent=\"{agent}\"")),
-            "no series for agent {agent}"
-        );
-    }
-    for model in ["mock-small", "mock-medium", "mock-large"] {
-        assert!(
-            body.contains(&format!("model=\"{model}\"")),
-            "no series for model {model}"
-        );
-    }
-    for tool in ["get_market_price", "assess_risk", "place_order"] {
-        assert!(
-            body.contains(&format!("tool=\"{tool}\"")),
-            "no series for tool {tool}"
-        );
-    }
-    // Histograms have buckets, never quantiles (summaries).
-    assert!(body.contains("gen_ai_client_operation_duration_seconds_bucket{"));
-    assert!(!body.contains("quantile=\""));
-    // Session ids never become labels.
-    assert!(!body.contains("trader-0"));
-    demo.shutdown().await.unwrap();
-}
-
 /// After a scenario that exercises every layer, the exposition contains every
 /// catalogued series.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -540,10 +455,14 @@ async fn a_scrape_shows_every_catalogued_series() {
     // The medium model has no price: the fallbacks to it are calls of unknown cost.
     let mut tiers = small_tiers();
     tiers.tiers[1].models[0] = ModelSpec::new("medium").provider("mock").context_window(16_000);
-    let stack = AgentStack::builder()
+    let stack = AgentStack::builder(ups.upstream())
         .agent(AgentSpec::new("trader"))
         .tiers(tiers)
-        .upstream(ups.upstream())
+        .tools(
+            MockTools::demo(),
+            MockTools::demo_specs().into_iter().map(|t| t.function.name),
+        )
+        .exporter(exporter())
         .reset_policy(compact_on_turns(3))
         .monitor_rule(Rule::new(
             "model_down",
@@ -628,105 +547,15 @@ async fn a_scrape_shows_every_catalogued_series() {
     server.shutdown().await.unwrap();
 }
 
-/// The main job against a real OpenAI-compatible server (here the HTTP mock)
-/// instead of the embedded mock: `--upstream URL --models a,b,c`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_runs_against_an_openai_compatible_upstream() {
-    let server = HttpMockLlm::start().await;
-    server.respond_with_text("Holding; nothing to do.");
-    let tiers = TierSet::new(vec![
-        TierConfig::new("low", vec![ModelSpec::new("m-low")]),
-        TierConfig::new("medium", vec![ModelSpec::new("m-mid")]),
-        TierConfig::new("high", vec![ModelSpec::new("m-high")]),
-    ])
-    .unwrap();
-    let mut demo = mantissa::demo::Demo::start(mantissa::demo::DemoConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        duration: Duration::from_millis(1500),
-        sessions: 3,
-        progress: None,
-        upstream: Some(Upstream::OpenAi(Box::new(
-            OpenAiConfig::new(server.base_url()).api_key("sk-x"),
-        ))),
-        tiers: Some(tiers),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let report = demo.wait().await.unwrap();
-    assert!(report.turns > 0 && report.llm_errors == 0, "{report:?}");
-    let models: std::collections::BTreeSet<String> = server
-        .request_bodies()
-        .iter()
-        .filter_map(|b| b["model"].as_str().map(str::to_owned))
-        .collect();
-    assert!(
-        models.contains("m-low") && models.contains("m-high"),
-        "{models:?}"
-    );
-    demo.shutdown().await.unwrap();
-}
-
-/// The main job against an OpenAI-compatible server with real model names
-/// (`--upstream URL`, default `--models gpt-4o-mini,gpt-4o,o3`): the built-in
-/// catalogue prices every call, so the report shows a real cost and savings.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_demo_reports_real_cost_and_savings_with_real_model_names() {
-    let server = HttpMockLlm::start().await;
-    server.respond_with_text("Holding; nothing to do.");
-    let tiers = TierSet::new(
-        ["gpt-4o-mini", "gpt-4o", "o3"]
-            .into_iter()
-            .zip(["low", "medium", "high"])
-            .map(|(id, tier)| TierConfig::new(tier, vec![ModelSpec::new(id)]))
-            .collect(),
-    )
-    .unwrap();
-    let mut demo = mantissa::demo::Demo::start(mantissa::demo::DemoConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        duration: Duration::from_millis(1500),
-        sessions: 3,
-        progress: None,
-        upstream: Some(Upstream::OpenAi(Box::new(
-            OpenAiConfig::new(server.base_url()).api_key("sk-x"),
-        ))),
-        tiers: Some(tiers),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let report = demo.wait().await.unwrap();
-    assert!(report.turns > 0 && report.llm_errors == 0, "{report:?}");
-    assert!(report.cost_usd > 0.0, "{}", report.text);
-    assert!(
-        report.counterfactual_cost_usd > report.cost_usd,
-        "triage saves against o3: {}",
-        report.text
-    );
-    assert!(!report.text.contains("saved $0.0000"), "{}", report.text);
-    let body = scrape(demo.metrics_addr()).await;
-    // (The recorder is process-wide: other tests' models may show up too.)
-    let unpriced: Vec<&str> = body
-        .lines()
-        .filter(|l| l.starts_with(catalog::UNKNOWN_COST_CALLS_TOTAL))
-        .filter(|l| {
-            ["gpt-4o-mini", "gpt-4o", "o3", "other"]
-                .iter()
-                .any(|m| l.contains(&format!("\"{m}\"")))
-        })
-        .collect();
-    assert!(unpriced.is_empty(), "every call was priced: {unpriced:?}");
-    demo.shutdown().await.unwrap();
-}
-
 /// With agents configured, agent names the program passes to
 /// `AgentStack::llm` that are not configured fold into `other` in every
 /// metric family (health, triage, reset) and in the registry: one rule,
 /// decided once for the stack.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_agent_names_fold_into_other_in_every_metric_family() {
-    let stack = AgentStack::builder()
+    let stack = AgentStack::demo()
         .agent(AgentSpec::new("trader"))
+        .exporter(exporter())
         .without_monitor()
         .build()
         .unwrap();
@@ -767,10 +596,9 @@ async fn unknown_agent_names_fold_into_other_in_every_metric_family() {
 async fn recovered_attempts_are_the_models_failures_not_the_agents() {
     let ups = Upstreams::start(&["small", "medium", "large"]).await;
     ups.get("small").fail_with_status(500);
-    let stack = AgentStack::builder()
+    let stack = AgentStack::builder(ups.upstream())
         .agent(AgentSpec::new("trader"))
         .tiers(small_tiers())
-        .upstream(ups.upstream())
         .cooldown(CooldownPolicy {
             consecutive_failures: 1000,
             minimum_calls: 1000,
@@ -799,10 +627,9 @@ async fn the_toolkits_logged_actions_reach_the_stacks_event_sinks() {
     use std::sync::Mutex;
     let ups = Upstreams::start(&["small", "medium", "large"]).await;
     let seen: Arc<Mutex<Vec<HealthEvent>>> = Arc::default();
-    let stack = AgentStack::builder()
+    let stack = AgentStack::builder(ups.upstream())
         .agent(AgentSpec::new("manager"))
         .tiers(small_tiers())
-        .upstream(ups.upstream())
         .event_sink({
             let seen = seen.clone();
             move |e: &HealthEvent| seen.lock().unwrap().push(e.clone())
@@ -832,8 +659,9 @@ async fn the_toolkits_logged_actions_reach_the_stacks_event_sinks() {
 /// agreeing with what the callers saw.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_calls_are_counted_exactly_once() {
-    let stack = AgentStack::builder()
+    let stack = AgentStack::demo()
         .agent(AgentSpec::new("counter"))
+        .exporter(exporter())
         .without_monitor()
         .build()
         .unwrap();
@@ -864,4 +692,68 @@ async fn concurrent_calls_are_counted_exactly_once() {
     assert_eq!(sum("mantissa_calls_total{"), 400.0);
     assert_eq!(sum("mantissa_calls_in_flight{"), 0.0);
     server.shutdown().await.unwrap();
+}
+
+/// No silent mock: a stack built without `.tools(..)` answers every tool
+/// call with an error that names the problem, and the health layer counts it
+/// as a failed tool call (under `other`: no tool name is configured).
+#[tokio::test]
+async fn a_stack_without_tools_answers_tool_calls_with_an_error_that_says_so() {
+    let stack = AgentStack::builder(Upstream::Mock(mantissa::mock::MockLlm::new()))
+        .agent(AgentSpec::new("clerk"))
+        .without_monitor()
+        .build()
+        .unwrap();
+    let req = ToolRequest::new("s-none", "clerk", "c1", "lookup", serde_json::json!({}));
+    let err = stack.tools("clerk").oneshot(req).await.unwrap_err();
+    let missing = err
+        .downcast_ref::<mantissa::ToolsNotConfigured>()
+        .expect("a ToolsNotConfigured error");
+    assert_eq!(missing.tool, "lookup");
+    assert!(err.to_string().contains("no tool service configured"), "{err}");
+    let tool = stack.registry().tool("other").unwrap();
+    assert_eq!(tool.last_1m.errors_of(FailureClass::ToolError), 1);
+}
+
+/// The toolkit's tool service is built once with the stack: every agent's
+/// `health_tools` measures into the same series, with the stack's bounded
+/// agent labels (an unconfigured agent is `other`).
+#[tokio::test]
+async fn health_tools_are_measured_once_for_every_agent_with_bounded_labels() {
+    let stack = AgentStack::demo()
+        .agent(AgentSpec::new("manager"))
+        .without_monitor()
+        .build()
+        .unwrap();
+    for agent in ["manager", "intruder"] {
+        let req = ToolRequest::new(
+            "s-kit",
+            agent,
+            "c1",
+            "get_agent_health_summary",
+            serde_json::json!({}),
+        );
+        let resp = stack.health_tools(agent).oneshot(req).await.unwrap();
+        assert!(!resp.is_error, "{}", resp.content);
+    }
+    let tool = stack.registry().tool("get_agent_health_summary").unwrap();
+    assert_eq!(tool.last_1m.calls, 2);
+    let agents = stack.registry().agent_names();
+    assert!(!agents.iter().any(|a| a == "intruder"), "{agents:?}");
+}
+
+/// `[metrics]` is the application's: the builder installs nothing, and the
+/// section says how the application installs the recorder.
+#[test]
+fn the_metrics_section_is_read_by_the_application() {
+    let config = mantissa::StackConfig::from_toml("[metrics]\ninstall = false\n").unwrap();
+    assert!(config.metrics.prometheus().is_none());
+    assert!(config.metrics.install().unwrap().is_none());
+    let config = mantissa::StackConfig::from_toml("[metrics]\nlisten = \"127.0.0.1:9999\"\n").unwrap();
+    assert!(config.metrics.prometheus().is_some());
+    let stack = AgentStack::from_toml("[monitor]\nenabled = false\n")
+        .unwrap()
+        .build()
+        .unwrap();
+    assert!(stack.exporter().is_none(), "the builder installed a recorder");
 }

@@ -665,8 +665,9 @@ pub fn chunk_to_openai(
 // ---- the upstream ----
 
 /// Sends mantissa's calls through your `async_openai::Client`: a
-/// `Service<LlmRequest>` to put under mantissa's layers (or to hand to an
-/// [`AgentStack`](crate::AgentStack) with [`upstream`]).
+/// `Service<LlmRequest>` to put under mantissa's layers (or, through
+/// [`upstream`], the upstream of an [`AgentStack`](crate::AgentStack):
+/// `AgentStack::builder(upstream(client))`).
 ///
 /// Errors are [`LlmError`]s classified from async-openai's: HTTP 429 is
 /// rate limited, 5xx an upstream server error, a 400 with code
@@ -808,7 +809,9 @@ fn classify_openai(e: OpenAIError) -> BoxError {
 }
 
 /// An [`Upstream`] for an [`AgentStack`](crate::AgentStack) that sends every
-/// model's calls through `client` (one client, one connection pool).
+/// model's calls through `client` (one client, one connection pool):
+/// `AgentStack::builder(upstream(client)).tiers(tiers).build()?` (give the
+/// ladder of the provider's model ids: the default ladder names the mock's).
 pub fn upstream<C>(client: Client<C>) -> Upstream
 where
     C: Config + Clone + 'static,

@@ -35,7 +35,7 @@
 //! use rig_core::completion::Prompt;
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let stack = AgentStack::builder().without_metrics().build()?;
+//! let stack = AgentStack::demo().build()?; // or AgentStack::builder(upstream) for a provider
 //! let model = MantissaModel::new(stack.llm("trader"), "trader").session("session-1");
 //! let agent = AgentBuilder::new(model).preamble("You are a trader.").build();
 //! let answer = agent.prompt("Should we buy ACME?").await?;

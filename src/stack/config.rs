@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mantissa_core::{ConfigError, TierConfig, TierSet};
-use mantissa_prometheus::PrometheusConfig;
+use mantissa_mock::MockLlm;
+use mantissa_prometheus::{ExporterHandle, InstallError, PrometheusConfig};
 use mantissa_reset::BrittlenessPolicy;
 use mantissa_triage::{Boundaries, CooldownPolicy, FeedbackLog, LearnedTriage, RuleTriage};
 use serde::Deserialize;
@@ -12,6 +13,19 @@ use serde::Deserialize;
 use super::{AgentSpec, AgentStackBuilder, BuildError, Upstream};
 
 /// The whole stack in one TOML file. Every section is optional.
+///
+/// A file without `[upstream]` runs on the embedded mock LLM
+/// (`kind = "mock"`, with the mock's tier ladder when `tiers` is left out):
+/// a configuration can be tried without a provider. A production file names
+/// `kind = "openai"`, and then `tiers` is required. The stack gets no tool
+/// service from a file: tool calls through [`AgentStack::tools`](super::AgentStack::tools)
+/// fail with [`ToolsNotConfigured`](super::ToolsNotConfigured) unless the
+/// returned builder is given one.
+///
+/// `[metrics]` is read by the application, not by [`into_builder`](Self::into_builder):
+/// the stack installs no recorder. [`MetricsConfig::install`] installs
+/// mantissa's Prometheus recorder as configured (the gateway does this) and
+/// returns the handle for [`AgentStackBuilder::exporter`].
 ///
 /// ```toml
 /// [[agents]]
@@ -92,7 +106,8 @@ pub struct StackConfig {
     /// Router cooldown.
     #[serde(default)]
     pub cooldown: CooldownConfig,
-    /// Metrics exporter.
+    /// Metrics exporter, for the application to install
+    /// ([`MetricsConfig::install`]).
     #[serde(default)]
     pub metrics: MetricsConfig,
     /// Monitor.
@@ -104,7 +119,7 @@ pub struct StackConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// `mock` (default) or `openai`.
+    /// `mock` (default: the embedded mock LLM) or `openai`.
     #[serde(default = "default_kind")]
     pub kind: String,
     /// Base URL of an OpenAI-compatible server (with `/v1`).
@@ -203,16 +218,40 @@ pub struct CooldownConfig {
     pub max_cooldown_secs: Option<f64>,
 }
 
-/// `[metrics]`.
+/// `[metrics]`: how the application installs mantissa's Prometheus recorder
+/// ([`MetricsConfig::install`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
-    /// Install mantissa's Prometheus recorder. Defaults to `true`.
+    /// Whether [`MetricsConfig::install`] installs the recorder. Defaults to `true`.
     #[serde(default = "yes")]
     pub install: bool,
     /// Where `/metrics` is served. Defaults to `127.0.0.1:9464`.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
+}
+
+impl MetricsConfig {
+    /// The exporter settings, or `None` with `install = false`.
+    pub fn prometheus(&self) -> Option<PrometheusConfig> {
+        if !self.install {
+            return None;
+        }
+        let mut config = PrometheusConfig::new();
+        if let Some(addr) = self.listen {
+            config = config.listen_addr(addr);
+        }
+        Some(config)
+    }
+
+    /// Installs mantissa's Prometheus recorder process-wide as configured
+    /// and returns its handle (for [`AgentStackBuilder::exporter`]), or
+    /// `None` with `install = false`. Call it once per process, inside a
+    /// tokio runtime (for upkeep); a second install is
+    /// [`InstallError::AlreadyInstalled`].
+    pub fn install(&self) -> Result<Option<ExporterHandle>, InstallError> {
+        self.prometheus().map(PrometheusConfig::install).transpose()
+    }
 }
 
 fn yes() -> bool {
@@ -370,8 +409,8 @@ impl StackConfig {
     }
 
     /// Turns the configuration into a builder (which can still be customised).
+    /// Installs no recorder: see [`MetricsConfig::install`].
     pub fn into_builder(self) -> Result<AgentStackBuilder, BuildError> {
-        let mut b = AgentStackBuilder::default();
         let tiers = match self.tiers {
             Some(t) if t.is_empty() => {
                 return Err(ConfigError::new(
@@ -395,6 +434,30 @@ impl StackConfig {
             }
             None => TierSet::default(),
         };
+        let upstream = match self.upstream.kind.as_str() {
+            "mock" => Upstream::Mock(MockLlm::new()),
+            #[cfg(feature = "openai")]
+            "openai" => {
+                let mut cfg = mantissa_openai::OpenAiConfig::from_env();
+                if let Some(url) = &self.upstream.base_url {
+                    cfg = cfg.with_base_url(url.clone());
+                }
+                if let Some(var) = &self.upstream.api_key_env {
+                    cfg = cfg
+                        .api_key_from_env(var)
+                        .map_err(|e| ConfigError::new("upstream.api_key_env", e.to_string()))?;
+                }
+                Upstream::OpenAi(Box::new(cfg))
+            }
+            other => {
+                return Err(ConfigError::new(
+                    "upstream.kind",
+                    format!("unknown upstream `{other}` (expected `mock` or `openai`)"),
+                )
+                .into());
+            }
+        };
+        let mut b = AgentStackBuilder::new(upstream);
         for a in self.agents {
             if let Some(t) = &a.tier {
                 if tiers.rank(t).is_none() {
@@ -407,29 +470,6 @@ impl StackConfig {
             }
             b = b.agent(a);
         }
-        b = match self.upstream.kind.as_str() {
-            "mock" => b.upstream(Upstream::default()),
-            #[cfg(feature = "openai")]
-            "openai" => {
-                let mut cfg = mantissa_openai::OpenAiConfig::from_env();
-                if let Some(url) = &self.upstream.base_url {
-                    cfg = cfg.with_base_url(url.clone());
-                }
-                if let Some(var) = &self.upstream.api_key_env {
-                    cfg = cfg
-                        .api_key_from_env(var)
-                        .map_err(|e| ConfigError::new("upstream.api_key_env", e.to_string()))?;
-                }
-                b.upstream(Upstream::OpenAi(Box::new(cfg)))
-            }
-            other => {
-                return Err(ConfigError::new(
-                    "upstream.kind",
-                    format!("unknown upstream `{other}` (expected `mock` or `openai`)"),
-                )
-                .into());
-            }
-        };
         b = triage_from_config(b, &self.triage, &tiers)?;
         if let Some(sticky) = self.triage.sticky {
             b = b.sticky_tiers(sticky);
@@ -480,15 +520,6 @@ impl StackConfig {
             cooldown.max_cooldown = secs("cooldown.max_cooldown_secs", s)?;
         }
         b = b.cooldown(cooldown);
-        b = if self.metrics.install {
-            let mut cfg = PrometheusConfig::new();
-            if let Some(addr) = self.metrics.listen {
-                cfg = cfg.listen_addr(addr);
-            }
-            b.metrics(cfg)
-        } else {
-            b.without_metrics()
-        };
         if self.monitor.enabled {
             if let Some(s) = self.monitor.interval_secs {
                 let interval = secs("monitor.interval_secs", s)?;

@@ -20,6 +20,9 @@ pub enum GatewayError {
     /// The stack could not be built.
     #[error("stack: {0}")]
     Stack(#[from] mantissa::BuildError),
+    /// The metrics recorder could not be installed (`[metrics]`).
+    #[error("metrics: {0}")]
+    Metrics(#[from] mantissa::prometheus::InstallError),
     /// The configuration file could not be read.
     #[error("reading `{path}`: {source}")]
     Read {

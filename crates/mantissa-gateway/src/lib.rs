@@ -198,11 +198,21 @@ impl Gateway {
     /// configuration plus a `[gateway]` table ([`GatewaySection`]). Key
     /// variables are read from the environment. Needs a tokio runtime when
     /// the monitor is enabled.
+    ///
+    /// This is an application's composition root: unless `[metrics]` says
+    /// `install = false`, it installs mantissa's Prometheus recorder
+    /// process-wide (once per process: a second gateway built from TOML in
+    /// the same process is [`GatewayError::Metrics`]) and serves it on
+    /// `/metrics`.
     pub fn from_toml(text: &str) -> Result<Self, GatewayError> {
         let file = GatewayFile::from_toml(text)?;
         let config = file.gateway.resolve(&|var| std::env::var(var).ok())?;
-        let stack = file.stack.into_builder()?.build()?;
-        Ok(Self::new(stack, config))
+        let exporter = file.stack.metrics.install()?;
+        let mut stack = file.stack.into_builder()?;
+        if let Some(exporter) = exporter {
+            stack = stack.exporter(exporter);
+        }
+        Ok(Self::new(stack.build()?, config))
     }
 
     /// [`Gateway::from_toml`] of a file.
@@ -529,7 +539,7 @@ async fn metrics(State(shared): Shared2) -> Response {
         }
         None => json_response(
             StatusCode::NOT_FOUND,
-            r#"{"error":{"message":"metrics are not installed ([metrics] install = false)","type":"invalid_request_error","param":null,"code":"metrics_disabled"}}"#,
+            r#"{"error":{"message":"metrics are not installed (no exporter: [metrics] install = false)","type":"invalid_request_error","param":null,"code":"metrics_disabled"}}"#,
         ),
     }
 }

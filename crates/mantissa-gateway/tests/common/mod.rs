@@ -4,11 +4,12 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 
 use mantissa::core::{ModelSpec, TierConfig, TierSet};
 use mantissa::mock::HttpMockLlm;
 use mantissa::openai::OpenAiConfig;
-use mantissa::{AgentSpec, AgentStack, Upstream};
+use mantissa::{AgentSpec, AgentStack, ExporterHandle, PrometheusConfig, Upstream};
 use mantissa_gateway::{ClientKey, ClientKeys, Gateway, GatewayConfig, KeyDigest, Server};
 use tokio::sync::oneshot;
 
@@ -36,6 +37,21 @@ pub fn tiers_with_window(window: u32) -> TierSet {
     .expect("a valid ladder")
 }
 
+/// The process's Prometheus recorder, installed once by the first stack of
+/// the test binary (as an application installs it once); every gateway of
+/// the binary serves it. No upkeep task: every test has its own runtime.
+pub fn exporter() -> ExporterHandle {
+    static EXPORTER: OnceLock<ExporterHandle> = OnceLock::new();
+    EXPORTER
+        .get_or_init(|| {
+            PrometheusConfig::new()
+                .without_upkeep()
+                .install()
+                .expect("the first recorder of this test binary")
+        })
+        .clone()
+}
+
 /// A stack with these agents over `mock`.
 pub fn stack(mock: &HttpMockLlm, agents: &[&str]) -> AgentStack {
     stack_with(mock, agents, tiers())
@@ -44,9 +60,9 @@ pub fn stack(mock: &HttpMockLlm, agents: &[&str]) -> AgentStack {
 /// A stack with these agents and tiers over `mock`.
 pub fn stack_with(mock: &HttpMockLlm, agents: &[&str], tiers: TierSet) -> AgentStack {
     let upstream = OpenAiConfig::new(mock.base_url()).api_key(UPSTREAM_KEY);
-    let mut b = AgentStack::builder()
+    let mut b = AgentStack::builder(Upstream::OpenAi(Box::new(upstream)))
         .tiers(tiers)
-        .upstream(Upstream::OpenAi(Box::new(upstream)))
+        .exporter(exporter())
         .without_monitor();
     for a in agents {
         b = b.agent(AgentSpec::new(*a));

@@ -15,7 +15,7 @@
 //! `PROMETHEUS_BIN`. Without it the test fails: it never skips silently.
 //!
 //! ```text
-//! cargo test --test prometheus_e2e -- --nocapture
+//! cargo test -p example-agent-service --test prometheus_e2e -- --nocapture
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mantissa::demo::{Demo, DemoConfig};
+use example_agent_service::{Demo, DemoConfig};
 use mantissa_core::catalog;
 use serde_json::Value;
 
@@ -77,8 +77,9 @@ const REQUIRED: &[&str] = &[
     catalog::ALERTS_TOTAL,
 ];
 
+/// A file of the repository (this package is `examples/agent-service`).
 fn repo_path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
 }
 
 /// The `prometheus` binary: `PROMETHEUS_BIN`, else the first on `PATH`.

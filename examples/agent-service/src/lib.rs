@@ -1,9 +1,13 @@
-//! The main job as library code: a small multi-agent service (a trader, a risk
-//! analyst and a manager) running many concurrent sessions against the
-//! embedded mock LLM through the whole [`AgentStack`], serving `/metrics`.
+//! The agent service example (the README's main command,
+//! `cargo run --example agent_service`): a small multi-agent service (a
+//! trader, a risk analyst and a manager) running many concurrent sessions
+//! against the embedded mock LLM through the whole [`AgentStack`], serving
+//! `/metrics`.
 //!
-//! `cargo run --example agent_service` is a thin command-line wrapper around
-//! [`Demo`]; tests start the same code on `127.0.0.1:0`.
+//! This package is an example, not published: [`Demo`] is the service,
+//! [`cli`] its command line (`src/main.rs`, and the root example
+//! `examples/agent_service.rs`, are thin `main`s over it); its tests start
+//! the same code on `127.0.0.1:0`.
 //!
 //! What happens during a run:
 //!
@@ -19,6 +23,14 @@
 //!   probe after it recovers; the monitor raises and resolves an alert;
 //! - sessions are long: the reset layer compacts them when they cross the
 //!   brittleness thresholds, and the final report lists the resets.
+//!
+//! The run installs mantissa's Prometheus recorder itself unless it is
+//! handed one ([`DemoConfig::exporter`]): a library never installs a
+//! process-wide recorder, an application does, once.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -34,13 +46,13 @@ use mantissa_core::{
 };
 use mantissa_mock::{Latency, MockFailure, MockLlm, MockReply, MockTools, demo as mock_demo};
 use mantissa_monitor::{Alert, AlertState, Condition, Rule, Selector, Severity, Window, rule::default_rules};
-use mantissa_prometheus::{MetricsServer, PrometheusConfig};
+use mantissa_prometheus::{ExporterHandle, MetricsServer, PrometheusConfig};
 use mantissa_reset::{BrittlenessPolicy, ContextReset, Stage, StagePlan, Trigger};
 use mantissa_triage::{CooldownPolicy, Routed};
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
-use crate::stack::{AgentSpec, AgentStack, Upstream};
+use mantissa::{AgentSpec, AgentStack, Upstream};
 
 /// Settings of a demo run.
 #[derive(Debug, Clone)]
@@ -70,6 +82,10 @@ pub struct DemoConfig {
     /// The tier ladder (model ids per tier). Defaults to `None`: the mock's
     /// `mock-small` / `mock-medium` / `mock-large`.
     pub tiers: Option<TierSet>,
+    /// The metrics exporter the application installed. Defaults to `None`:
+    /// the run installs mantissa's Prometheus recorder itself (once per
+    /// process: a second run in the same process must pass the handle).
+    pub exporter: Option<ExporterHandle>,
 }
 
 impl Default for DemoConfig {
@@ -86,6 +102,7 @@ impl Default for DemoConfig {
             seed: 7,
             upstream: None,
             tiers: None,
+            exporter: None,
         }
     }
 }
@@ -147,7 +164,7 @@ pub struct DemoHandle {
     task: tokio::task::JoinHandle<Result<DemoReport, BoxError>>,
 }
 
-/// Starts demo runs. See the [module docs](self).
+/// Starts demo runs. See the [crate docs](crate).
 #[derive(Debug, Clone, Copy)]
 pub struct Demo;
 
@@ -245,19 +262,21 @@ impl Demo {
             )
             .build();
         let manager = Manager::default();
-        let stack = AgentStack::builder()
+        let exporter = match &config.exporter {
+            Some(handle) => handle.clone(),
+            None => PrometheusConfig::new().listen_addr(config.listen).install()?,
+        };
+        let upstream = config
+            .upstream
+            .clone()
+            .unwrap_or_else(|| Upstream::Mock(mock.clone()));
+        let stack = AgentStack::builder(upstream)
             .agent(AgentSpec::new("trader").role("Trades on request, using market tools"))
             .agent(AgentSpec::new("risk_analyst").role("Answers risk questions, easy and hard"))
             .agent(
                 AgentSpec::new("manager")
                     .role("Supervises the desk; receives health alerts")
                     .tier("high"),
-            )
-            .upstream(
-                config
-                    .upstream
-                    .clone()
-                    .unwrap_or_else(|| Upstream::Mock(mock.clone())),
             )
             .tiers(config.tiers.clone().unwrap_or_default())
             .tools(
@@ -286,7 +305,7 @@ impl Demo {
                 .severity(Severity::Warning)
                 .for_duration(Duration::from_secs(3)),
             )
-            .metrics(PrometheusConfig::new().listen_addr(config.listen))
+            .exporter(exporter)
             .monitor_interval(config.monitor_interval)
             .alert_receiver(manager.clone())
             .build()?;
