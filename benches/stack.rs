@@ -7,8 +7,9 @@
 //!
 //! The Prometheus recorder is installed (as in production). The mock answers
 //! at once and records nothing, so the difference is mantissa's own work.
-//! Sessions rotate over 1,000 ids and the reset policy's triggers are not
-//! reached, so this is the no-reset path every call takes.
+//! Sessions rotate over 1,000 ids (and, in `stack_sessions`, over 1, 1,000
+//! and 1,000,000) and the reset policy's triggers are not reached, so this is
+//! the no-reset path every call takes.
 
 #![allow(missing_docs)] // `criterion_group!` generates an undocumented public function.
 #![allow(clippy::unwrap_used)]
@@ -23,7 +24,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use mantissa::core::{LlmRequest, Message, SessionId};
 use mantissa::mock::MockLlm;
 use mantissa::prometheus::PrometheusConfig;
-use mantissa::reset::BrittlenessPolicy;
+use mantissa::reset::{BrittlenessPolicy, MemorySessionStore};
 use mantissa::{AgentSpec, AgentStack, Upstream};
 use tower::{Layer, ServiceExt};
 
@@ -60,6 +61,8 @@ fn bench(c: &mut Criterion) {
         AgentStack::builder(Upstream::Mock(mock.clone()))
             .agent(AgentSpec::new("trader"))
             .reset_policy(BrittlenessPolicy::default().max_turns(None))
+            // Room for the million-session case below: no capacity evictions.
+            .session_store(MemorySessionStore::builder().capacity(2_000_000).build())
             .exporter(PrometheusConfig::new().without_upkeep().install().unwrap())
             .without_monitor()
             .build()
@@ -69,7 +72,7 @@ fn bench(c: &mut Criterion) {
     let sessions: Vec<SessionId> = (0..1000).map(|i| SessionId::new(format!("s{i}"))).collect();
 
     let mut group = c.benchmark_group("stack");
-    for n in [20usize, 1000] {
+    for n in [10usize, 20, 1000] {
         let h = history(n);
         let mut i = 0usize;
         group.bench_with_input(BenchmarkId::new("bare_mock", n), &h, |b, h| {
@@ -95,6 +98,30 @@ fn bench(c: &mut Criterion) {
             b.to_async(&rt).iter(|| {
                 i += 1;
                 let req = request(&sessions[i % 1000], h);
+                let svc = llm.clone();
+                async move { black_box(svc.oneshot(req).await.unwrap()) }
+            })
+        });
+    }
+    group.finish();
+
+    // Sessions: the same 20-message call over 1, 1,000 and 1,000,000
+    // distinct sessions (each one created before it is measured, so the
+    // store holds them all: the per-call cost against the store's size).
+    let mut group = c.benchmark_group("stack_sessions");
+    let h = history(20);
+    for n in [1usize, 1_000, 1_000_000] {
+        let ids: Vec<SessionId> = (0..n).map(|i| SessionId::new(format!("session-{i}"))).collect();
+        rt.block_on(async {
+            for id in &ids {
+                llm.clone().oneshot(request(id, &h)).await.unwrap();
+            }
+        });
+        let mut i = 0usize;
+        group.bench_with_input(BenchmarkId::new("agent_stack", n), &h, |b, h| {
+            b.to_async(&rt).iter(|| {
+                i = (i + 1) % n;
+                let req = request(&ids[i], h);
                 let svc = llm.clone();
                 async move { black_box(svc.oneshot(req).await.unwrap()) }
             })
