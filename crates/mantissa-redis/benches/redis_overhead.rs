@@ -1,0 +1,3 @@
+//! Placeholder; the overhead bench arrives with the session backend.
+
+fn main() {}
