@@ -24,7 +24,8 @@ use crate::config::Config;
 use crate::fingerprint::{PrefixFingerprint, first_difference, message_hash};
 use crate::notice::{ContextReset, ContextWarning};
 use crate::policy::{Assessment, BrittlenessPolicy, Signals, Stage, Strategy, Trigger, TriggerSet};
-use crate::store::{Match, RememberedReset, SessionState, SessionStore};
+use crate::session::{Match, RememberedReset, SessionState};
+use crate::store::SessionStore;
 
 /// The error of a call whose context could not be compacted to the target
 /// budget, when the layer is configured to fail rather than send it anyway
