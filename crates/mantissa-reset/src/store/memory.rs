@@ -13,7 +13,8 @@ use mantissa_core::{EventKind, EventSink, HealthEvent, Outcome, SessionId};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::shard::{Key, Shard};
+use super::shard::{Key, Node, Shard};
+use super::shared::{self, Clock, SharedBackend, SharedSessions, Swapped};
 use super::{SessionStore, StoreError};
 use crate::session::{SessionSnapshot, SessionState};
 
@@ -26,6 +27,8 @@ struct Inner {
     len: AtomicUsize,
     idle_evictions: AtomicU64,
     capacity_evictions: AtomicU64,
+    /// Where replicas share sessions, if anywhere.
+    shared: Option<SharedBackend>,
 }
 
 /// The in-memory [`SessionStore`]: sharded locks (no global lock per call),
@@ -114,6 +117,17 @@ impl MemorySessionStore {
         create: bool,
         f: impl FnOnce(&mut SessionState) -> R,
     ) -> Option<R> {
+        self.with_node(session, now, create, |node| f(&mut node.state))
+    }
+
+    /// [`with_state`](Self::with_state) with the shared version at hand.
+    fn with_node<R>(
+        &self,
+        session: &SessionId,
+        now: Instant,
+        create: bool,
+        f: impl FnOnce(&mut Node) -> R,
+    ) -> Option<R> {
         let (shard, key) = self.locate(session);
         let mut shard = shard.lock();
         if shard.tick() {
@@ -141,7 +155,74 @@ impl MemorySessionStore {
         };
         let node = shard.node(i)?;
         node.state.touch(now);
-        Some(f(&mut node.state))
+        Some(f(node))
+    }
+
+    /// Runs `f` on the local state and writes the result to the shared
+    /// backend: awaited (one round trip) when `f` began a call, behind
+    /// otherwise. See [`shared`](super::shared).
+    async fn update_shared<F, R>(
+        &self,
+        backend: &dyn SharedSessions,
+        session: &SessionId,
+        now: Instant,
+        create: bool,
+        mut f: F,
+    ) -> Option<R>
+    where
+        F: FnMut(&mut SessionState) -> R,
+    {
+        let (r, began, base, state) = self.with_node(session, now, create, |node| {
+            let calls = node.state.llm_calls();
+            let r = f(&mut node.state);
+            let base = node.version;
+            node.version = base.saturating_add(1);
+            (r, node.state.llm_calls() != calls, base, node.state.clone())
+        })?;
+        let bytes = shared::encode(&state, Clock::now());
+        if !began {
+            backend.swap_behind(session, base, bytes);
+            return Some(r);
+        }
+        // A failed swap (the backend counts and logs it) leaves the local
+        // state serving.
+        let Ok(Swapped::Newer { version, state }) = backend.swap(session, base, bytes).await else {
+            return Some(r);
+        };
+        let clock = Clock::now();
+        let Some(newer) = shared::decode(&state, clock) else {
+            return Some(r);
+        };
+        // Another replica wrote a newer state: decide again on it.
+        let again = self.with_node(session, now, true, |node| {
+            node.state = newer;
+            node.state.touch(now);
+            let r = f(&mut node.state);
+            node.version = version.saturating_add(1);
+            (r, node.state.clone())
+        });
+        match again {
+            Some((r, state)) => {
+                backend.swap_behind(session, version, shared::encode(&state, clock));
+                Some(r)
+            }
+            None => Some(r),
+        }
+    }
+
+    /// Writes the local state of `session` behind, if shared.
+    fn share_behind(&self, session: &SessionId) {
+        let Some(backend) = &self.inner.shared else {
+            return;
+        };
+        let taken = self.with_node(session, Instant::now(), false, |node| {
+            let base = node.version;
+            node.version = base.saturating_add(1);
+            (base, node.state.clone())
+        });
+        if let Some((base, state)) = taken {
+            backend.swap_behind(session, base, shared::encode(&state, Clock::now()));
+        }
     }
 
     fn insert(&self, shard: &mut Shard, key: Key, now: Instant) -> u32 {
@@ -207,7 +288,11 @@ impl MemorySessionStore {
     /// Runs `f` on an existing session synchronously (for the `EventSink` and
     /// `SessionControl` implementations, which are synchronous traits).
     fn touch_existing<R>(&self, session: &SessionId, f: impl FnOnce(&mut SessionState) -> R) -> Option<R> {
-        self.with_state(session, Instant::now(), false, f)
+        let r = self.with_state(session, Instant::now(), false, f);
+        if r.is_some() {
+            self.share_behind(session);
+        }
+        r
     }
 }
 
@@ -222,10 +307,18 @@ impl SessionStore for MemorySessionStore {
         F: FnMut(&mut SessionState) -> R + Send,
         R: Send,
     {
-        let out = self
-            .with_state(session, now, true, f)
-            .ok_or_else(|| StoreError::new("session slot missing"));
-        std::future::ready(out)
+        use futures_util::future::Either;
+        let missing = || StoreError::new("session slot missing");
+        match &self.inner.shared {
+            None => Either::Left(std::future::ready(
+                self.with_state(session, now, true, f).ok_or_else(missing),
+            )),
+            Some(backend) => Either::Right(async move {
+                self.update_shared(&**backend, session, now, true, f)
+                    .await
+                    .ok_or_else(missing)
+            }),
+        }
     }
 
     fn update_existing<F, R>(
@@ -238,7 +331,13 @@ impl SessionStore for MemorySessionStore {
         F: FnMut(&mut SessionState) -> R + Send,
         R: Send,
     {
-        std::future::ready(Ok(self.with_state(session, now, false, f)))
+        use futures_util::future::Either;
+        match &self.inner.shared {
+            None => Either::Left(std::future::ready(Ok(self.with_state(session, now, false, f)))),
+            Some(backend) => {
+                Either::Right(async move { Ok(self.update_shared(&**backend, session, now, false, f).await) })
+            }
+        }
     }
 
     fn get(
@@ -262,6 +361,9 @@ impl SessionStore for MemorySessionStore {
         drop(shard);
         if removed {
             self.inner.len.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(backend) = &self.inner.shared {
+            backend.remove(session);
         }
         std::future::ready(Ok(removed))
     }
@@ -302,6 +404,7 @@ pub struct MemorySessionStoreBuilder {
     capacity: usize,
     idle_ttl: Option<Duration>,
     shards: Option<usize>,
+    shared: Option<SharedBackend>,
 }
 
 impl Default for MemorySessionStoreBuilder {
@@ -310,6 +413,7 @@ impl Default for MemorySessionStoreBuilder {
             capacity: 100_000,
             idle_ttl: Some(Duration::from_secs(3600)),
             shards: None,
+            shared: None,
         }
     }
 }
@@ -336,6 +440,17 @@ impl MemorySessionStoreBuilder {
         self
     }
 
+    /// Shares the sessions with other replicas' stores through `backend`
+    /// (for example `mantissa_redis::RedisSessions`): the local state still
+    /// serves every call; the update that begins a call waits for one
+    /// round trip to the backend, every other update is written behind.
+    /// See [`shared`](super::shared). Defaults to none: the sessions are
+    /// this process's alone.
+    pub fn shared(mut self, backend: Arc<dyn SharedSessions>) -> Self {
+        self.shared = Some(backend);
+        self
+    }
+
     /// Builds the store.
     pub fn build(self) -> MemorySessionStore {
         let shards = self
@@ -353,6 +468,7 @@ impl MemorySessionStoreBuilder {
                 len: AtomicUsize::new(0),
                 idle_evictions: AtomicU64::new(0),
                 capacity_evictions: AtomicU64::new(0),
+                shared: self.shared,
             }),
         }
     }
