@@ -8,6 +8,15 @@
 //!   ([`TierRouterBuilder::shared_state`](mantissa_triage::TierRouterBuilder::shared_state)):
 //!   a model cooled down on one replica is skipped by every replica, and one
 //!   replica at a time holds a recovering model's half-open probe.
+//! * [`RedisSessions`] plugs into the reset layer's session store
+//!   ([`MemorySessionStoreBuilder::shared`](mantissa_reset::MemorySessionStoreBuilder::shared)):
+//!   a session's state (turns, error streaks, its remembered reset, …)
+//!   follows it to whichever replica serves its next call, at one Redis
+//!   round trip per call.
+//!
+//! Why a crate of its own: the `redis` client and its dependencies stay out
+//! of every build that does not share state; the facade can add an optional
+//! `redis` feature that wires these backends into `AgentStack`'s builder.
 //!
 //! # Faults
 //!
@@ -31,7 +40,9 @@ mod config;
 mod error;
 mod link;
 pub mod models;
+pub mod sessions;
 
 pub use config::RedisConfig;
 pub use error::Error;
 pub use models::RedisModelState;
+pub use sessions::RedisSessions;

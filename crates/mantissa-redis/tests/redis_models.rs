@@ -229,7 +229,8 @@ async fn redis_killed_mid_run_calls_keep_succeeding_and_sharing_resumes_after_re
     let mut server = RedisServer::start();
     let (a, b) = (replica(&server.url(), "t3"), replica(&server.url(), "t3"));
     eventually("both replicas subscribed", || subscribers(&server, "t3") == 2).await;
-    let errors_before = counter("mantissa_redis_errors_total", &[("component", "models")]);
+    // A snapshot resets what it reads: drain, then count the outage alone.
+    counter("mantissa_redis_errors_total", &[("component", "models")]);
 
     server.kill();
     // Every call succeeds on local state; a cooldown on A stays A's.
@@ -242,7 +243,7 @@ async fn redis_killed_mid_run_calls_keep_succeeding_and_sharing_resumes_after_re
         served_by(&b, "low").await;
     }
     eventually("the outage is counted", || {
-        counter("mantissa_redis_errors_total", &[("component", "models")]) > errors_before
+        counter("mantissa_redis_errors_total", &[("component", "models")]) > 0
     })
     .await;
 
