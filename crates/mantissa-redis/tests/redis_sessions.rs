@@ -244,3 +244,43 @@ async fn redis_flushed_mid_run_the_next_call_writes_the_session_again() {
     turn(&b, "f", &h).await;
     assert_eq!(b.store.get(&"f".into()).await.unwrap().unwrap().turns(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_slow_calls_go_on_with_local_state_without_waiting_for_it() {
+    snapshotter();
+    let server = RedisServer::start();
+    let a = replica(&server.url(), "s4");
+    let mut h = vec![Message::user("q1")];
+    let resp = turn(&a, "w", &h).await;
+    h.push(resp.message);
+    eventually("shared", || stored(&server, "s4", "w").contains("\"turns\":1,")).await;
+    redis_errors("sessions");
+
+    // Redis stalls for 3 s; calls meanwhile finish on local state, before
+    // the stall ends (ordering, not a timing bound).
+    let url = server.url();
+    let stall = std::thread::spawn(move || {
+        let port = url
+            .trim_start_matches("redis://127.0.0.1:")
+            .trim_end_matches('/')
+            .to_owned();
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port.parse::<u16>().unwrap())).unwrap();
+        use std::io::{Read, Write};
+        s.write_all(b"DEBUG SLEEP 3\r\n").unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).unwrap();
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for n in 2..=4 {
+        h.push(Message::user(format!("q{n}")));
+        let resp = turn(&a, "w", &h).await;
+        h.push(resp.message);
+    }
+    assert!(
+        !stall.is_finished(),
+        "the calls did not wait for the stalled Redis"
+    );
+    assert_eq!(a.store.get(&"w".into()).await.unwrap().unwrap().turns(), 4);
+    assert!(redis_errors("sessions") > 0, "the timeout is counted");
+    stall.join().unwrap();
+}
