@@ -7,7 +7,7 @@
 /// Counter: Redis operations that failed, so the replica served on its local
 /// state (or dropped a write). Labels: `component` (`sessions`, `models`),
 /// `error_type` (`timeout`, `unavailable`, `backoff`, `conflict`,
-/// `oversize`, `decode`, `queue_full`).
+/// `oversize`, `queue_full`).
 pub const REDIS_ERRORS_TOTAL: &str = "mantissa_redis_errors_total";
 
 /// Gauge: 1 while a component shares its state through Redis, 0 while it is
