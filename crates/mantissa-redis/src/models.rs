@@ -63,6 +63,7 @@ struct Core {
     replica: String,
     remotes: Mutex<Vec<(Vec<ModelId>, RemoteModelState)>>,
     probe: redis::Script,
+    runtime: tokio::runtime::Handle,
 }
 
 impl Core {
@@ -272,6 +273,18 @@ impl Core {
         }
         self.load().await?;
         self.link.succeeded();
+        // What this replica cooled down while Redis was away reaches the
+        // others now (a cooldown adopted from another replica is simply
+        // published again, with the same end).
+        for r in self.remotes() {
+            for (model, until) in r.cooled_down_now() {
+                self.execute(Command::Cooled {
+                    until_ms: unix_ms(until),
+                    model,
+                })
+                .await;
+            }
+        }
         let mut stream = pubsub.on_message();
         while let Some(msg) = stream.next().await {
             if let Ok(payload) = msg.get_payload::<String>() {
@@ -324,17 +337,18 @@ impl RedisModelState {
             replica: replica_id(),
             remotes: Mutex::new(Vec::new()),
             probe: redis::Script::new(PROBE_SCRIPT),
+            runtime: tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?,
         });
         let (tx, mut rx) = mpsc::channel::<Command>(QUEUE);
         let writer = core.clone();
-        tokio::spawn(async move {
+        core.runtime.spawn(async move {
             while let Some(cmd) = rx.recv().await {
                 writer.execute(cmd).await;
             }
         });
         let (stop, mut stopped) = oneshot::channel::<()>();
         let sub = core.clone();
-        tokio::spawn(async move {
+        core.runtime.spawn(async move {
             let mut failures = 0u32;
             loop {
                 tokio::select! {
@@ -386,19 +400,15 @@ impl SharedModelState for RedisModelState {
         // Load the cooldowns in force now (the subscriber also loads on
         // every reconnect).
         let core = self.core.clone();
-        tokio::spawn(async move {
+        self.core.runtime.spawn(async move {
             let _ = core.load().await;
         });
     }
 
     fn cooled_down(&self, model: &ModelId, until: SystemTime) {
-        let until_ms = until
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
         self.queue(Command::Cooled {
             model: model.clone(),
-            until_ms,
+            until_ms: unix_ms(until),
         });
     }
 
@@ -416,8 +426,12 @@ impl SharedModelState for RedisModelState {
 
 /// Milliseconds since the Unix epoch, now.
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+    unix_ms(SystemTime::now())
+}
+
+/// `at` as milliseconds since the Unix epoch (0 before it).
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
 }

@@ -247,9 +247,23 @@ async fn redis_killed_mid_run_calls_keep_succeeding_and_sharing_resumes_after_re
     })
     .await;
 
+    // The monitor cools mock-large down on A during the outage.
+    mantissa_core::control::ModelControl::cool_down(&a.router, &"mock-large".into(), Duration::from_secs(60));
+
     server.restart();
     eventually("both replicas subscribed again", || {
         subscribers(&server, "t3") == 2
+    })
+    .await;
+    // A republished what it decided while Redis was away.
+    eventually("B hears of the outage-time cooldown", || {
+        state(&b, "mock-large") == ModelState::CooledDown
+    })
+    .await;
+    // The monitor's restore crosses too.
+    mantissa_core::control::ModelControl::restore(&a.router, &"mock-large".into());
+    eventually("B re-admits mock-large", || {
+        state(&b, "mock-large") == ModelState::Healthy
     })
     .await;
     // Sharing resumed: a new cooldown on A reaches B.
