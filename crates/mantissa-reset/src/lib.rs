@@ -193,10 +193,15 @@
 
 mod compact;
 mod config;
+mod emit;
+mod error;
 mod fingerprint;
+mod future;
 mod layer;
 mod notice;
 pub mod policy;
+mod pre_call;
+mod rare;
 mod service;
 pub mod session;
 mod stage;
@@ -204,13 +209,15 @@ pub mod store;
 
 pub use compact::{CLEARED_PREFIX, SUMMARY_NAME, clear_current_turn_tool_results, clear_tool_results};
 pub use config::{FALLBACK_WINDOW, Summarizer};
+pub use error::ContextBudgetExceeded;
+pub use future::ResponseFuture;
 pub use layer::ResetLayer;
 pub use notice::{ContextReset, ContextWarning, notice_lines};
 pub use policy::{
     Assessment, BrittlenessPolicy, Combine, ErrorRateRule, REARM_RATIO, Signals, Stage, StagePlan, Strategy,
     Trigger, TriggerSet,
 };
-pub use service::{ContextBudgetExceeded, Reset, ResponseFuture};
+pub use service::Reset;
 pub use session::{RememberedReset, SessionSnapshot, SessionState};
 pub use stage::{
     DEFAULT_SUMMARY_INSTRUCTION, NoNote, PlaceholderClearer, Respawner, StandardNote, SuffixRespawner,
