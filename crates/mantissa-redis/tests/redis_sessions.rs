@@ -284,3 +284,29 @@ async fn redis_slow_calls_go_on_with_local_state_without_waiting_for_it() {
     assert!(redis_errors("sessions") > 0, "the timeout is counted");
     stall.join().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_reset_requested_on_one_replica_applies_on_the_other() {
+    use mantissa_core::control::SessionControl;
+    snapshotter();
+    let server = RedisServer::start();
+    let (a, b) = (replica(&server.url(), "s5"), replica(&server.url(), "s5"));
+    let mut h = vec![Message::system("sys"), Message::user("q1")];
+    let resp = turn(&a, "m", &h).await;
+    h.push(resp.message);
+    h.push(Message::user("q2"));
+    let resp = turn(&a, "m", &h).await;
+    h.push(resp.message);
+
+    // The monitor (on A) asks for a reset; the session's next call lands on B.
+    assert!(a.store.request_reset(&"m".into(), "operator"));
+    eventually("the request is shared", || {
+        stored(&server, "s5", "m").contains("\"pending_reset\":\"operator\"")
+    })
+    .await;
+    h.push(Message::user("q3"));
+    let resp = turn(&b, "m", &h).await;
+    let reset = ContextReset::of(&resp).expect("B applies A's requested reset");
+    assert_eq!(reset.reason, Trigger::Requested);
+    assert_eq!(reset.requested_reason.as_deref(), Some("operator"));
+}
