@@ -1,4 +1,4 @@
-//! Whole-stack overhead: an `AgentStack` LLM call (reset → triage → router →
+//! Whole-stack overhead: an `AgentStack` LLM call (triage → reset → router →
 //! per-model health → mock) against calling the same bare mock directly, in
 //! the same run, for 20-message and 1,000-message histories; and throughput in
 //! calls per second on a 2-worker runtime.

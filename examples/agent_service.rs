@@ -1,6 +1,6 @@
 //! The main job: a small multi-agent service — a trader, a risk analyst and a
 //! manager — running many concurrent sessions against the embedded mock LLM
-//! through the whole mantissa stack (reset → triage → router → per-model
+//! through the whole mantissa stack (triage → reset → router → per-model
 //! health → mock; tools through health; a monitor raising alerts to the
 //! manager), serving Prometheus metrics on `/metrics`.
 //!

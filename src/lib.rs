@@ -17,7 +17,7 @@
 //! [`AgentStack`] composes all of it for a team of agents in the right order:
 //!
 //! ```text
-//! LLM:   Reset -> [Feedback] -> Triage -> Health (agent outcome) -> TierRouter
+//! LLM:   [Feedback] -> Triage -> Reset -> Health (agent outcome) -> TierRouter
 //!          -> [per model: Health (attempts) -> client]
 //! tools: Health -> tool service   (tool failures -> session tracker)
 //! ```

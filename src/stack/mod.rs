@@ -3,7 +3,7 @@
 //! TOML file.
 //!
 //! ```text
-//! LLM:   [agent stamp] -> Reset -> [Feedback] -> Triage -> Health (agent outcome)
+//! LLM:   [agent + call context] -> [Feedback] -> Triage -> Reset -> Health (agent outcome)
 //!          -> TierRouter -> [per model: Health (attempts) -> upstream]
 //! tools: [agent stamp] -> Health -> tool service        (tool events -> session store)
 //! ```
@@ -67,8 +67,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use mantissa_core::{
-    AgentName, BoundedLabels, BoxError, ConfigError, EventSink, LlmRequest, LlmResponse, ModelSpec, Tier,
-    TierSet, ToolRequest, ToolResponse,
+    AgentName, BoundedLabels, BoxError, Catalog, ConfigError, EventSink, LlmRequest, LlmResponse, ModelSpec,
+    Tier, TierSet, ToolRequest, ToolResponse,
 };
 use mantissa_health::{HealthLayer, HealthRegistry, Scope};
 use mantissa_mock::{MockLlm, MockTools};
@@ -220,11 +220,11 @@ enum MetricsMode {
 }
 
 /// The composed LLM stack, kept unboxed so each agent's service boxes once.
-type Composed = mantissa_reset::Reset<
-    mantissa_triage::FeedbackService<
-        mantissa_triage::Triaged<mantissa_health::Health<TierRouter>, BoxTriage>,
+type Composed = mantissa_triage::FeedbackService<
+    mantissa_triage::Triaged<
+        mantissa_reset::Reset<mantissa_health::Health<TierRouter>, MemorySessionStore>,
+        BoxTriage,
     >,
-    MemorySessionStore,
 >;
 
 /// Builder of an [`AgentStack`]. See the [module docs](self).
@@ -460,6 +460,11 @@ impl AgentStackBuilder {
         } else {
             BoundedLabels::new(agent_names.iter().map(AgentName::as_str))
         };
+        // The configuration compiled once: every layer reads the call
+        // context it resolves (agent, session hash, tier, model) by index.
+        let catalog = Catalog::builder(&self.tiers)
+            .agent_labels(agent_labels.clone())
+            .build();
         let health = HealthLayer::with_tiers(self.tiers.clone())
             .registry(registry.clone())
             .agent_labels(agent_labels.clone())
@@ -483,7 +488,9 @@ impl AgentStackBuilder {
                 model: "*".to_owned(),
                 source,
             })?;
-        let mut router = TierRouter::builder(self.tiers.clone()).cooldown(self.cooldown);
+        let mut router = TierRouter::builder(self.tiers.clone())
+            .catalog(catalog.clone())
+            .cooldown(self.cooldown);
         for tier in self.tiers.iter() {
             for spec in &tier.models {
                 let leaf = factory(spec).map_err(|source| BuildError::Upstream {
@@ -501,16 +508,17 @@ impl AgentStackBuilder {
             Some(t) => t.clone(),
             None => BoxTriage::new(RuleTriage::new(&self.tiers)),
         };
-        let mut triage_layer = TriageLayer::new(&self.tiers, triage).agent_labels(agent_labels.clone());
-        if !self.sticky {
-            triage_layer = triage_layer.without_stickiness();
-        }
+        let triage_layer = TriageLayer::new(&self.tiers, triage)
+            .catalog(catalog.clone())
+            .agent_labels(agent_labels.clone());
         let triage_control = triage_layer.control();
 
-        // Reset, outermost: reports warnings and resets to the registry and sinks.
+        // Reset reports warnings and resets to the registry and sinks.
+        // Reset runs inside triage: it knows the tier that will serve (its
+        // window) and keeps the session's sticky tier with the session.
         let mut reset = ResetLayer::with_store(store.clone())
             .policy(self.reset_policy.clone())
-            .tiers(&self.tiers)
+            .catalog(catalog.clone())
             .agent_labels(agent_labels.clone())
             .event_sink(registry.clone());
         for sink in &self.sinks {
@@ -538,10 +546,13 @@ impl AgentStackBuilder {
             Some(log) => FeedbackLayer::new(log.clone()),
             None => FeedbackLayer::disabled(),
         };
+        if !self.sticky {
+            reset = reset.without_stickiness();
+        }
         let llm: Composed = ServiceBuilder::new()
-            .layer(reset)
             .layer(feedback_layer)
             .layer(triage_layer)
+            .layer(reset)
             .layer(outcomes)
             .service(router.clone());
         let tools_leaf = self
@@ -597,6 +608,7 @@ impl AgentStackBuilder {
         Ok(AgentStack {
             inner: Arc::new(Inner {
                 agents: self.agents.into_iter().map(|a| (a.name.clone(), a)).collect(),
+                catalog,
                 tiers: self.tiers,
                 llm,
                 tools,
@@ -659,6 +671,7 @@ fn install_once(config: PrometheusConfig, has_runtime: bool) -> Option<ExporterH
 
 struct Inner {
     agents: BTreeMap<AgentName, AgentSpec>,
+    catalog: Catalog,
     tiers: TierSet,
     llm: Composed,
     tools: ToolService,
@@ -723,13 +736,19 @@ impl AgentStack {
     /// name (and its pinned tier, if any), then goes through reset, triage,
     /// the router and the per-model health layers.
     pub fn llm(&self, agent: impl Into<AgentName>) -> LlmService {
+        // Bound once per agent service (linkerd's `NewService<T>`): the
+        // agent's label index and pinned tier; per call only the session is
+        // hashed, once, into the request's call context.
         let agent = agent.into();
         let tier = self.inner.agents.get(&agent).and_then(|a| a.tier.clone());
+        let catalog = self.inner.catalog.clone();
+        let index = catalog.agent_index(agent.as_str());
         BoxCloneSyncService::new(self.inner.llm.clone().map_request(move |mut req: LlmRequest| {
             req.agent = agent.clone();
             if req.tier.is_none() && req.model.is_none() {
                 req.tier = tier.clone();
             }
+            catalog.resolve_for(index, &mut req);
             req
         }))
     }

@@ -316,6 +316,7 @@ impl Catalog {
             session_hash: self.session_hash(&req.session),
             tier: req.tier.as_ref().and_then(|t| self.tier_index(t.as_str())),
             model: req.model.as_ref().and_then(|m| self.model_index(m.as_str())),
+            tier_source: caller_source(req),
         };
     }
 
@@ -329,6 +330,7 @@ impl Catalog {
             session_hash: self.session_hash(&req.session),
             tier: req.tier.as_ref().and_then(|t| self.tier_index(t.as_str())),
             model: req.model.as_ref().and_then(|m| self.model_index(m.as_str())),
+            tier_source: caller_source(req),
         };
     }
 
@@ -340,6 +342,7 @@ impl Catalog {
             session_hash: self.session_hash(&req.session),
             tier: None,
             model: None,
+            tier_source: TierSource::Unset,
         };
     }
 
@@ -364,6 +367,15 @@ impl Catalog {
     }
 }
 
+/// A request that names its tier or model chose it itself.
+fn caller_source(req: &LlmRequest) -> TierSource {
+    if req.tier.is_some() || req.model.is_some() {
+        TierSource::Caller
+    } else {
+        TierSource::Unset
+    }
+}
+
 /// What the layers know about a call, resolved once against a [`Catalog`]
 /// and carried in the request ([`LlmRequest::ctx`](crate::LlmRequest::ctx),
 /// [`ToolRequest::ctx`](crate::ToolRequest::ctx)).
@@ -381,6 +393,34 @@ pub struct CallContext {
     pub tier: Option<TierIdx>,
     /// The model, once decided (by the caller or the router).
     pub model: Option<ModelIdx>,
+    /// Who chose the tier: session stickiness may raise only a tier that
+    /// triage chose.
+    pub tier_source: TierSource,
+}
+
+/// Who chose a call's tier ([`CallContext::tier_source`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TierSource {
+    /// Nobody yet.
+    #[default]
+    Unset,
+    /// The caller: an explicit tier or model, an agent's pin or an operator's
+    /// override. Kept as is.
+    Caller,
+    /// A triage strategy, from the request's content. The session layer may
+    /// raise it to the session's earlier tier (stickiness).
+    Triage,
+}
+
+/// Response extension: session stickiness raised the call's tier from the
+/// one triage chose (`from`) to the session's earlier tier (`to`). Triage
+/// reads it to count the decision that served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TierRaised {
+    /// The tier triage chose.
+    pub from: Tier,
+    /// The tier that served (the session's remembered tier).
+    pub to: Tier,
 }
 
 impl CallContext {

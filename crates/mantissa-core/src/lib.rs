@@ -38,7 +38,9 @@ mod text;
 mod tier;
 mod tool;
 
-pub use context::{CallContext, Catalog, CatalogBuilder, ModelEntry, ModelIdx, TierEntry, TierIdx};
+pub use context::{
+    CallContext, Catalog, CatalogBuilder, ModelEntry, ModelIdx, TierEntry, TierIdx, TierRaised, TierSource,
+};
 pub use error::{BoxError, ConfigError};
 pub use estimate::{CharEstimator, TokenEstimator};
 pub use event::{EventKind, EventSink, HealthEvent, unix_millis};

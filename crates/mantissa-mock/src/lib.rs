@@ -16,6 +16,9 @@
 //! - `HttpMockLlm` (feature `http`): an OpenAI-compatible chat-completions
 //!   server on loopback (wiremock) with JSON and SSE replies and failures as
 //!   real HTTP, for testing HTTP clients.
+//! - `trace::SpanCapture`: a recording `tracing` subscriber, and
+//!   `metrics::MetricsCapture` (feature `metrics`): a recording `metrics`
+//!   recorder, for tests that assert spans and metrics.
 //!
 //! Time in the mock goes through `tokio::time`, so tests on a paused clock
 //! advance through simulated latency instantly.
@@ -43,6 +46,8 @@ pub mod demo;
 pub mod http;
 mod latency;
 pub mod llm;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod reply;
 mod stream;
 pub mod tools;

@@ -152,6 +152,9 @@ pub use alert::{ActionRecord, Alert, AlertState, SubjectRef};
 pub use monitor::{
     DEFAULT_INTERVAL, DEFAULT_TIMELINE_CAPACITY, MonitorHandle, SystemMonitor, SystemMonitorBuilder,
 };
-pub use rule::{Action, Condition, Rule, RuleSet, Selector, Severity, SubjectKind, Window, default_rules};
+pub use rule::{
+    Action, Comparison, Condition, Rule, RuleSet, Selector, Severity, Signal, SubjectKind, Threshold, Window,
+    default_rules,
+};
 pub use sink::{ChannelSink, Evaluation, HealthAlertReceiver, TracingSink, WebhookSink};
 pub use toolkit::{HealthToolkit, LoggedAction, SessionHealthProvider};

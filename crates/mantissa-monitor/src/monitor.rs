@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::alert::{ActionRecord, Alert, AlertState, SubjectRef};
-use crate::rule::{Action, Condition, Rule, RuleSet, Severity, SubjectKind, default_rules};
+use crate::rule::{Action, Rule, RuleSet, Severity, Signal, SubjectKind, default_rules};
 use crate::sink::{Evaluation, HealthAlertReceiver};
 
 /// Default evaluation interval of the background task.
@@ -364,8 +364,8 @@ impl SystemMonitor {
                 }
                 let quiet = now.saturating_duration_since(inner.started).as_secs_f64();
                 let never_seen = |name: &str| -> Option<f64> {
-                    match &rule.condition {
-                        Condition::Silence { expect, .. }
+                    match rule.condition.signal() {
+                        Signal::Silence { expect }
                             if expect.iter().any(|e| e == name) && !subjects.contains_key(name) =>
                         {
                             Some(quiet)
@@ -373,7 +373,7 @@ impl SystemMonitor {
                         _ => None,
                     }
                 };
-                if let Condition::Silence { expect, .. } = &rule.condition
+                if let Signal::Silence { expect } = rule.condition.signal()
                     && rule.condition.is_met(quiet)
                 {
                     for name in expect {

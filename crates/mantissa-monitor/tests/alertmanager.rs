@@ -17,6 +17,10 @@ use mantissa_health::HealthRegistry;
 use mantissa_monitor::{AlertState, Condition, Rule, Selector, SystemMonitor, WebhookSink};
 use serde_json::Value;
 
+#[path = "support/mod.rs"]
+mod support;
+use support::parse_rfc3339;
+
 /// The binary names of Alertmanager (Debian's, then upstream's).
 const BINARIES: [&str; 2] = ["prometheus-alertmanager", "alertmanager"];
 
@@ -105,27 +109,6 @@ where
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Milliseconds since the Unix epoch of an RFC 3339 time as Alertmanager
-/// writes it (`2026-12-03T09:19:56.123Z`, fraction optional, any digits).
-fn parse_rfc3339(s: &str) -> u64 {
-    let n = |r: std::ops::Range<usize>| s[r].parse::<i64>().unwrap();
-    let (y, m, d) = (n(0..4), n(5..7), n(8..10));
-    let (y, m) = if m <= 2 { (y - 1, m + 9) } else { (y, m - 3) };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * m + 2) / 5 + d - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    let secs = days * 86_400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19);
-    let frac: String = s[19..]
-        .trim_start_matches('.')
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .chain("000".chars())
-        .take(3)
-        .collect();
-    (secs * 1000 + frac.parse::<i64>().unwrap()) as u64
 }
 
 fn now_ms() -> u64 {

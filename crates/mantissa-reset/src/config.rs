@@ -6,8 +6,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use mantissa_core::{
-    BoundedLabels, BoxError, EventSink, LlmRequest, LlmResponse, ModelId, Tier, TokenEstimator,
+    BoundedLabels, BoxError, Catalog, EventSink, LlmRequest, LlmResponse, ModelId, Tier, TokenEstimator,
 };
 use tower::util::BoxCloneSyncService;
 
@@ -24,13 +26,29 @@ pub(crate) struct Windows {
     pub(crate) by_model: HashMap<ModelId, u32>,
     pub(crate) by_tier: HashMap<Tier, u32>,
     pub(crate) default: Option<u32>,
+    /// The stack's catalog: a request it resolved is read by index.
+    pub(crate) catalog: Option<Catalog>,
 }
+
+/// How long a session idle at its high tier keeps it (stickiness).
+pub const DEFAULT_STICKY_IDLE: Duration = Duration::from_secs(30 * 60);
 
 /// The window used when nothing is configured.
 pub const FALLBACK_WINDOW: u32 = 128_000;
 
 impl Windows {
+    /// The window of the model or tier that will serve `req`: its model's,
+    /// else the smallest of its tier's models (triage has decided the tier
+    /// by the time reset runs), else the default.
     pub(crate) fn resolve(&self, req: &LlmRequest) -> u32 {
+        if let Some(c) = self.catalog.as_ref().filter(|c| c.owns(&req.ctx)) {
+            if let Some(m) = req.ctx.model {
+                return c.model(m).spec.context_window;
+            }
+            if let Some(t) = req.ctx.tier {
+                return c.tier(t).min_context_window;
+            }
+        }
         if let Some(w) = req.model.as_ref().and_then(|m| self.by_model.get(m.as_str())) {
             return *w;
         }
@@ -38,6 +56,16 @@ impl Windows {
             return *w;
         }
         self.default_window()
+    }
+
+    /// The window of `tier` (the smallest of its models), if known.
+    pub(crate) fn resolve_tier(&self, tier: &Tier) -> Option<u32> {
+        if let Some(c) = &self.catalog {
+            if let Some(t) = c.tier_index(tier.as_str()) {
+                return Some(c.tier(t).min_context_window);
+            }
+        }
+        self.by_tier.get(tier.as_str()).copied()
     }
 
     pub(crate) fn default_window(&self) -> u32 {
@@ -70,4 +98,20 @@ pub(crate) struct Config<St> {
     pub(crate) respawner: Arc<dyn Respawner>,
     pub(crate) fail_over_budget: bool,
     pub(crate) labels: BoundedLabels,
+    /// The tier ladder, lowest first (what stickiness compares by).
+    pub(crate) ladder: Vec<Tier>,
+    /// Stickiness's idle TTL; `None` is off.
+    pub(crate) sticky: Option<Duration>,
+}
+
+impl<St> Config<St> {
+    /// A tier's rank in the ladder.
+    pub(crate) fn rank(&self, tier: &Tier) -> Option<usize> {
+        self.ladder.iter().position(|t| t == tier)
+    }
+
+    /// The window of the tier at `rank` (the smallest of its models).
+    pub(crate) fn window_of_rank(&self, rank: usize) -> Option<u32> {
+        self.ladder.get(rank).and_then(|t| self.windows.resolve_tier(t))
+    }
 }

@@ -3,16 +3,17 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use mantissa_core::{
-    BoundedLabels, BoxError, CharEstimator, EventSink, LlmRequest, LlmResponse, ModelCatalog, TierSet,
-    TokenEstimator,
+    BoundedLabels, BoxError, Catalog, CharEstimator, EventSink, LlmRequest, LlmResponse, ModelCatalog,
+    TierSet, TokenEstimator,
 };
 use tower::util::BoxCloneSyncService;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::config::{Config, Windows};
+use crate::config::{Config, DEFAULT_STICKY_IDLE, Windows};
 use crate::policy::BrittlenessPolicy;
 use crate::service::{Reset, Shared};
 use crate::stage::{
@@ -78,7 +79,10 @@ impl<St: SessionStore + Clone> ResetLayer<St> {
                     by_model: HashMap::new(),
                     by_tier: HashMap::new(),
                     default: None,
+                    catalog: None,
                 },
+                ladder: Vec::new(),
+                sticky: Some(DEFAULT_STICKY_IDLE),
                 sinks: Vec::new(),
                 note: Arc::new(NoNote),
                 clearer: Arc::new(PlaceholderClearer::default()),
@@ -121,7 +125,7 @@ impl<St: SessionStore + Clone> ResetLayer<St> {
     /// else the smallest window among its `tier`'s models (for models the
     /// catalog tags with a tier). Defaults to none (every call uses the
     /// default window).
-    pub fn catalog(mut self, catalog: &ModelCatalog) -> Self {
+    pub fn models(mut self, catalog: &ModelCatalog) -> Self {
         for m in catalog.iter() {
             let tier = catalog.tier_of(m.id.as_str()).cloned();
             self.config.windows.add(&m.id, tier.as_ref(), m.context_window);
@@ -129,13 +133,53 @@ impl<St: SessionStore + Clone> ResetLayer<St> {
         self
     }
 
-    /// Context windows from a tier ladder (models and tiers). Defaults to none.
+    /// Context windows from a tier ladder (models and tiers), and the tier
+    /// order session stickiness compares by. Defaults to none.
     pub fn tiers(mut self, tiers: &TierSet) -> Self {
         for t in tiers.iter() {
             for m in &t.models {
                 self.config.windows.add(&m.id, Some(&t.name), m.context_window);
             }
         }
+        self.config.ladder = tiers.iter().map(|t| t.name.clone()).collect();
+        self
+    }
+
+    /// The stack's [`Catalog`]: windows, prices and the tier order come from
+    /// it ([`tiers`](Self::tiers) of its ladder), and a request whose
+    /// [`CallContext`](mantissa_core::CallContext) it resolved is read by
+    /// index (the serving tier's window, no name lookups). Defaults to none.
+    pub fn catalog(mut self, catalog: Catalog) -> Self {
+        for t in catalog.tiers() {
+            for &m in t.models.iter() {
+                let spec = &catalog.model(m).spec;
+                self.config
+                    .windows
+                    .add(&spec.id, Some(&t.name), spec.context_window);
+            }
+        }
+        self.config.ladder = catalog.tiers().iter().map(|t| t.name.clone()).collect();
+        self.config.windows.catalog = Some(catalog);
+        self
+    }
+
+    /// Session stickiness: within a session the tier triage chose may rise
+    /// but not fall — a triaged call below the session's earlier tier is
+    /// raised to it (the response says so with a
+    /// [`TierRaised`](mantissa_core::TierRaised)), until the session has been
+    /// idle at that tier for `idle_ttl`. Only tiers chosen by triage
+    /// ([`TierSource::Triage`](mantissa_core::TierSource)) are raised; the
+    /// state lives with the session (so a shared store shares it), and it
+    /// needs the tier order ([`tiers`](Self::tiers) or
+    /// [`catalog`](Self::catalog)). Defaults to on, 30 minutes.
+    pub fn stickiness(mut self, idle_ttl: Duration) -> Self {
+        self.config.sticky = Some(idle_ttl);
+        self
+    }
+
+    /// Turns session stickiness off. Defaults to on.
+    pub fn without_stickiness(mut self) -> Self {
+        self.config.sticky = None;
         self
     }
 
@@ -241,7 +285,7 @@ mod tests {
         catalog.insert_with_tier(ModelSpec::new("a").context_window(8_000), Some(Tier::low()));
         catalog.insert_with_tier(ModelSpec::new("b").context_window(32_000), Some(Tier::low()));
         catalog.insert(ModelSpec::new("c").context_window(4_000));
-        let layer = ResetLayer::new().catalog(&catalog);
+        let layer = ResetLayer::new().models(&catalog);
         let w = &layer.config.windows;
         assert_eq!(w.resolve(&req().with_tier("low")), 8_000);
         assert_eq!(w.resolve(&req().with_model("b")), 32_000);

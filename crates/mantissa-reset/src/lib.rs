@@ -177,10 +177,11 @@
 //! * one compaction of a 1,000-message history: ~0.16 ms (trim) and
 //!   ~0.3–0.5 ms (summarize, with an immediate summarizer) including the
 //!   first-call token estimate of the whole history;
-//! * memory per idle session: [`SessionState`] is 128 bytes; with its slot
-//!   and index entry [`MemorySessionStore::bytes_per_session_lower_bound`] is 177 bytes; measured
-//!   with 1,000,000 idle sessions (when the state was 8 bytes smaller, before
-//!   it counted LLM calls apart from turns), the store's structures took 211
+//! * memory per idle session: [`SessionState`] is 136 bytes (8 of them the
+//!   session's sticky tier, which moved here from the triage layer); with its slot
+//!   and index entry [`MemorySessionStore::bytes_per_session_lower_bound`] is 185 bytes; measured
+//!   with 1,000,000 idle sessions (when the state was 16 bytes smaller, before
+//!   it counted LLM calls apart from turns and held the sticky tier), the store's structures took 211
 //!   bytes per session and the resident set grew by 253 bytes per session including
 //!   the 15-character session-id strings.
 //!
@@ -208,7 +209,7 @@ mod stage;
 pub mod store;
 
 pub use compact::{CLEARED_PREFIX, SUMMARY_NAME, clear_current_turn_tool_results, clear_tool_results};
-pub use config::{FALLBACK_WINDOW, Summarizer};
+pub use config::{DEFAULT_STICKY_IDLE, FALLBACK_WINDOW, Summarizer};
 pub use error::ContextBudgetExceeded;
 pub use future::ResponseFuture;
 pub use layer::ResetLayer;

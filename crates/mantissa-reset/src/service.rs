@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use mantissa_core::{
-    BoxError, FailureClass, LlmRequest, LlmResponse, SessionId, TokenEstimator, Usage, classify,
+    BoxError, FailureClass, LlmRequest, LlmResponse, SessionId, Tier, TierRaised, TierSource, TokenEstimator,
+    Usage, classify,
 };
 use tokio::time::Instant;
 use tower_service::Service;
@@ -119,21 +120,42 @@ where
 {
     let cfg = &shared.cfg;
     let now = Instant::now();
-    let window = cfg.windows.resolve(&req);
     let raw = req.messages.clone();
     let est: &dyn TokenEstimator = &*cfg.estimator;
+    // Stickiness applies to a tier triage chose; it is decided in the same
+    // update as the rest, so the window below is the serving tier's.
+    let sticky = match (cfg.sticky, &req.tier) {
+        (Some(ttl), Some(tier)) if req.ctx.tier_source == TierSource::Triage => {
+            cfg.rank(tier).map(|rank| (ttl, tier.clone(), rank))
+        }
+        _ => None,
+    };
     let pre = cfg
         .store
         .update(&req.session, now, |st| {
-            pre_call(st, &raw, est, &cfg.policy, window)
+            let served = sticky.as_ref().map(|(ttl, _, rank)| st.stick(*rank, now, *ttl));
+            let window = match (served, &sticky) {
+                (Some(s), Some((_, _, d))) if s != *d => cfg.window_of_rank(s),
+                _ => None,
+            };
+            let window = window.unwrap_or_else(|| cfg.windows.resolve(&req));
+            (served, (pre_call(st, &raw, est, &cfg.policy, window), window))
         })
         .await;
-    let pre = match pre {
+    let (served, (pre, window)) = match pre {
         Ok(p) => p,
         Err(e) => {
             tracing::warn!(error = %e, "session store failed; call goes out untracked");
             return inner.call(req).await.map_err(Into::into);
         }
+    };
+    let raised = match (served.and_then(|s| cfg.ladder.get(s)), sticky) {
+        (Some(to), Some((_, from, rank))) if served != Some(rank) => {
+            let to = to.clone();
+            raise(cfg, &mut req, &to);
+            Some(TierRaised { from, to })
+        }
+        _ => None,
     };
     shared
         .emit
@@ -172,7 +194,18 @@ where
     if let Some(n) = notices {
         n.attach(&mut resp);
     }
+    if let Some(r) = raised {
+        resp.extensions.insert(r);
+    }
     Ok(resp)
+}
+
+/// Moves `req` to the tier stickiness chose (name and context index).
+fn raise<St>(cfg: &Config<St>, req: &mut LlmRequest, to: &Tier) {
+    req.tier = Some(to.clone());
+    if let Some(c) = cfg.windows.catalog.as_ref().filter(|c| c.owns(&req.ctx)) {
+        req.ctx.tier = c.tier_index(to.as_str());
+    }
 }
 
 /// The post-call update: the outcome (the usage of a response and whether

@@ -7,6 +7,7 @@
 //! runs them inside its atomic `update`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use mantissa_core::{FailureClass, Message};
 use tokio::time::Instant;
@@ -89,7 +90,7 @@ impl RememberedReset {
 
 /// Everything the tracker keeps about one session. All operations are O(1).
 ///
-/// Size: 128 bytes on 64-bit targets (see the crate docs for the per-session
+/// Size: 136 bytes on 64-bit targets (see the crate docs for the per-session
 /// memory including the store's index).
 #[derive(Debug, Clone)]
 pub struct SessionState {
@@ -115,6 +116,30 @@ pub struct SessionState {
     warned: u16,
     ring_len: u8,
     pending_trigger: Option<PendingTrigger>,
+    /// Session stickiness, packed into four bytes so the state stays
+    /// compact: the rank + 1 of the session's highest tier so far in the top
+    /// [`STICKY_RANK_BITS`] (0: none) and when it was last chosen
+    /// ([`epoch_secs`]) below.
+    sticky: u32,
+    /// The version of the shared copy this state was last written as (0:
+    /// never; used only with a shared backend, see `store::shared`). Not
+    /// part of the wire form: the backend keeps the version beside it.
+    pub(crate) shared_version: u32,
+}
+
+/// Bits of [`SessionState::sticky`] holding the rank + 1 (ladders of up to
+/// 15 tiers; stickiness ignores higher ranks).
+const STICKY_RANK_BITS: u32 = 4;
+const STICKY_SECS_MASK: u32 = (1 << (32 - STICKY_RANK_BITS)) - 1;
+
+/// Whole seconds since the first call of this process: a compact clock for
+/// state that only needs second resolution.
+/// Saturates after 2^28 s (8.5 years).
+fn epoch_secs(now: Instant) -> u32 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let epoch = *EPOCH.get_or_init(|| now);
+    u32::try_from(now.saturating_duration_since(epoch).as_secs())
+        .map_or(STICKY_SECS_MASK, |s| s.min(STICKY_SECS_MASK))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,6 +191,13 @@ impl SessionState {
                 }
                 .to_owned()
             }),
+            sticky_rank: self.sticky_rank().and_then(|r| u32::try_from(r).ok()),
+            // The process-local seconds of the sticky tier's last choice, as
+            // wall-clock milliseconds.
+            sticky_at_ms: {
+                let age = epoch_secs(clock.instant()).saturating_sub(self.sticky & STICKY_SECS_MASK);
+                clock.now_ms().saturating_sub(u64::from(age) * 1000)
+            },
         }
     }
 
@@ -218,6 +250,13 @@ impl SessionState {
                 Some("overflow") => Some(PendingTrigger::Overflow),
                 Some(_) => return None,
             },
+            sticky: match w.sticky_rank {
+                Some(r) if r + 1 < (1 << STICKY_RANK_BITS) => {
+                    ((r + 1) << (32 - STICKY_RANK_BITS)) | epoch_secs(clock.to_instant(w.sticky_at_ms))
+                }
+                _ => 0,
+            },
+            shared_version: 0,
         })
     }
 }
@@ -263,7 +302,36 @@ impl SessionState {
             warned: 0,
             ring_len: 0,
             pending_trigger: None,
+            sticky: 0,
+            shared_version: 0,
         }
+    }
+
+    /// Session stickiness: the rank a call triaged to rank `decided` gets —
+    /// the session's remembered rank if it is higher and was chosen within
+    /// `idle_ttl`, else `decided` — which is then remembered. A tier may
+    /// rise within a session but not fall, until the session has been idle
+    /// at its high tier for `idle_ttl`. Ranks count from the lowest tier.
+    pub fn stick(&mut self, decided: usize, now: Instant, idle_ttl: Duration) -> usize {
+        let at = epoch_secs(now);
+        let since = self.sticky & STICKY_SECS_MASK;
+        let live = u64::from(at.saturating_sub(since)) <= idle_ttl.as_secs();
+        let served = match self.sticky_rank() {
+            Some(r) if live && r > decided => r,
+            _ => decided,
+        };
+        let packed = u32::try_from(served + 1)
+            .ok()
+            .filter(|r| *r < (1 << STICKY_RANK_BITS));
+        // A rank past what the bits hold is not remembered.
+        self.sticky = packed.map_or(0, |r| (r << (32 - STICKY_RANK_BITS)) | at);
+        served
+    }
+
+    /// The rank of the session's remembered tier (stickiness), if any.
+    pub fn sticky_rank(&self) -> Option<usize> {
+        let r = self.sticky >> (32 - STICKY_RANK_BITS);
+        r.checked_sub(1).map(|r| r as usize)
     }
 
     /// Conversation turns of the session: user messages, however many LLM
@@ -565,6 +633,7 @@ impl SessionState {
             brittleness: self.brittleness(),
             pending_reset: self.pending_reset.as_deref().map(str::to_owned),
             remembered_reset: self.remembered.as_ref().map(|r| (r.reason, r.strategy)),
+            sticky_rank: self.sticky_rank(),
         }
     }
 }
@@ -630,6 +699,9 @@ pub struct SessionSnapshot {
     /// Reason and strategy of the remembered reset, if any.
     #[serde(serialize_with = "ser::remembered")]
     pub remembered_reset: Option<(Trigger, Strategy)>,
+    /// The rank of the session's remembered tier (stickiness; 0 = the
+    /// lowest tier), if any.
+    pub sticky_rank: Option<usize>,
 }
 
 /// Serde helpers for [`SessionSnapshot`].
@@ -674,12 +746,30 @@ mod tests {
     #[test]
     fn state_is_compact() {
         assert!(
-            std::mem::size_of::<SessionState>() <= 128,
+            std::mem::size_of::<SessionState>() <= 136,
             "{}",
             std::mem::size_of::<SessionState>()
         );
         let bytes = crate::MemorySessionStore::bytes_per_session_lower_bound();
         assert!(bytes <= 192, "{bytes}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sticky_tier_rises_never_falls_until_idle() {
+        let ttl = Duration::from_secs(60);
+        let mut s = SessionState::new(Instant::now());
+        assert_eq!(s.sticky_rank(), None);
+        assert_eq!(s.stick(1, Instant::now(), ttl), 1);
+        assert_eq!(s.stick(0, Instant::now(), ttl), 1);
+        assert_eq!(s.stick(2, Instant::now(), ttl), 2);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert_eq!(s.stick(0, Instant::now(), ttl), 2);
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert_eq!(s.stick(0, Instant::now(), ttl), 0);
+        assert_eq!(s.sticky_rank(), Some(0));
+        // Ranks beyond what the state holds are served but not remembered.
+        assert_eq!(s.stick(40, Instant::now(), ttl), 40);
+        assert_eq!(s.sticky_rank(), None);
     }
 
     #[test]

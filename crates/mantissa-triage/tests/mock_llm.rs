@@ -23,9 +23,7 @@ async fn a_failing_mock_model_is_cooled_down_and_probed_back() {
     let mock = MockLlm::new();
     let router = router(&mock);
     let tiers = TierSet::default();
-    let stack = TriageLayer::new(&tiers, RuleTriage::new(&tiers))
-        .without_stickiness()
-        .layer(router.clone());
+    let stack = TriageLayer::new(&tiers, RuleTriage::new(&tiers)).layer(router.clone());
     mock.control()
         .fail_model("mock-small", MockFailure::new(FailureClass::UpstreamServer));
     for i in 0..25 {

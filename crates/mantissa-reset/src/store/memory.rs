@@ -13,7 +13,7 @@ use mantissa_core::{EventKind, EventSink, HealthEvent, Outcome, SessionId};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use super::shard::{Key, Node, Shard};
+use super::shard::{Key, Shard};
 use super::shared::{self, Clock, SharedBackend, SharedSessions, Swapped};
 use super::{SessionStore, StoreError};
 use crate::session::{SessionSnapshot, SessionState};
@@ -117,17 +117,6 @@ impl MemorySessionStore {
         create: bool,
         f: impl FnOnce(&mut SessionState) -> R,
     ) -> Option<R> {
-        self.with_node(session, now, create, |node| f(&mut node.state))
-    }
-
-    /// [`with_state`](Self::with_state) with the shared version at hand.
-    fn with_node<R>(
-        &self,
-        session: &SessionId,
-        now: Instant,
-        create: bool,
-        f: impl FnOnce(&mut Node) -> R,
-    ) -> Option<R> {
         let (shard, key) = self.locate(session);
         let mut shard = shard.lock();
         if shard.tick() {
@@ -155,7 +144,7 @@ impl MemorySessionStore {
         };
         let node = shard.node(i)?;
         node.state.touch(now);
-        Some(f(node))
+        Some(f(&mut node.state))
     }
 
     /// Runs `f` on the local state and writes the result to the shared
@@ -172,12 +161,12 @@ impl MemorySessionStore {
     where
         F: FnMut(&mut SessionState) -> R,
     {
-        let (r, began, base, state) = self.with_node(session, now, create, |node| {
-            let calls = node.state.llm_calls();
-            let r = f(&mut node.state);
-            let base = node.version;
-            node.version = base.saturating_add(1);
-            (r, node.state.llm_calls() != calls, base, node.state.clone())
+        let (r, began, base, state) = self.with_state(session, now, create, |st| {
+            let calls = st.llm_calls();
+            let r = f(st);
+            let base = st.shared_version;
+            st.shared_version = base.saturating_add(1);
+            (r, st.llm_calls() != calls, u64::from(base), st.clone())
         })?;
         let bytes = shared::encode(&state, Clock::now());
         if !began {
@@ -194,12 +183,12 @@ impl MemorySessionStore {
             return Some(r);
         };
         // Another replica wrote a newer state: decide again on it.
-        let again = self.with_node(session, now, true, |node| {
-            node.state = newer;
-            node.state.touch(now);
-            let r = f(&mut node.state);
-            node.version = version.saturating_add(1);
-            (r, node.state.clone())
+        let again = self.with_state(session, now, true, |st| {
+            *st = newer;
+            st.touch(now);
+            let r = f(st);
+            st.shared_version = u32::try_from(version.saturating_add(1)).unwrap_or(u32::MAX);
+            (r, st.clone())
         });
         match again {
             Some((r, state)) => {
@@ -215,13 +204,13 @@ impl MemorySessionStore {
         let Some(backend) = &self.inner.shared else {
             return;
         };
-        let taken = self.with_node(session, Instant::now(), false, |node| {
-            let base = node.version;
-            node.version = base.saturating_add(1);
-            (base, node.state.clone())
+        let taken = self.with_state(session, Instant::now(), false, |st| {
+            let base = st.shared_version;
+            st.shared_version = base.saturating_add(1);
+            (base, st.clone())
         });
         if let Some((base, state)) = taken {
-            backend.swap_behind(session, base, shared::encode(&state, Clock::now()));
+            backend.swap_behind(session, u64::from(base), shared::encode(&state, Clock::now()));
         }
     }
 

@@ -77,9 +77,6 @@ impl Hasher for PassThrough {
 pub(super) struct Node {
     id: SessionId,
     pub(super) state: SessionState,
-    /// The version of the shared copy this state was last written as (0:
-    /// never; only used with a shared backend).
-    pub(super) version: u64,
 }
 
 /// One shard: an index from id to slot and the sessions in a slab. There is
@@ -141,7 +138,6 @@ impl Shard {
         let node = Node {
             id: key.id.clone(),
             state,
-            version: 0,
         };
         let i = match self.free.pop() {
             Some(i) => {

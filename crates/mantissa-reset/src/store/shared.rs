@@ -114,6 +114,12 @@ pub(crate) struct SessionWire {
     pub(crate) ring_len: u8,
     /// `requested` or `overflow`.
     pub(crate) pending_trigger: Option<String>,
+    /// The session's sticky tier rank (stickiness), if any.
+    #[serde(default)]
+    pub(crate) sticky_rank: Option<u32>,
+    /// When the sticky tier was last chosen.
+    #[serde(default)]
+    pub(crate) sticky_at_ms: u64,
 }
 
 /// A remembered reset as it crosses replicas.
@@ -143,6 +149,16 @@ impl Clock {
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
                 .unwrap_or(0),
         }
+    }
+
+    /// The local moment of the conversion.
+    pub(crate) fn instant(self) -> Instant {
+        self.now
+    }
+
+    /// The same moment, as Unix milliseconds.
+    pub(crate) fn now_ms(self) -> u64 {
+        self.now_ms
     }
 
     pub(crate) fn to_ms(self, t: Instant) -> u64 {
@@ -228,6 +244,7 @@ mod tests {
         s.add_turns(3, 42);
         s.record_latency(120.0, 5);
         s.request_reset("operator");
+        s.stick(2, Instant::now(), std::time::Duration::from_secs(600));
         let history = vec![Message::system("sys"), Message::user("q")];
         let remembered = Arc::new(RememberedReset {
             covered: PrefixFingerprint::of(&history, 1),
@@ -249,6 +266,7 @@ mod tests {
         assert_eq!(r.covered_len(), 2);
         assert_eq!(r.replacement().as_slice(), &history[..1]);
         assert_eq!((r.reason(), r.strategy()), (Trigger::Turns, Strategy::Summarize));
+        assert_eq!(back.sticky_rank(), Some(2));
         assert!(decode(b"{\"v\":99}", clock).is_none());
     }
 

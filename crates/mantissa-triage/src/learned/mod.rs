@@ -272,7 +272,7 @@ mod tests {
                 Usage::default(),
             ))
         });
-        let svc = TriageLayer::new(&tiers, triage).without_stickiness().layer(model);
+        let svc = TriageLayer::new(&tiers, triage).layer(model);
         let resp = svc.oneshot(req("Compute 17 * 23 and explain.")).await.unwrap();
         let d = resp.extensions.get::<TierDecision>().unwrap();
         assert_eq!(d, &expected);

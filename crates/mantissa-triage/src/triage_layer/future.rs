@@ -3,7 +3,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use mantissa_core::{LlmRequest, LlmResponse};
+use mantissa_core::{AgentName, LlmRequest, LlmResponse, TierRaised};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -36,6 +36,8 @@ pin_project! {
         #[pin]
         state: State<F, S::Future, S>,
         decision: Option<TierDecision>,
+        // A strategy decision, counted when the call completes.
+        count: Option<(AgentName, Arc<Shared>)>,
     }
 }
 
@@ -48,10 +50,26 @@ impl<F, S: Service<LlmRequest>> std::fmt::Debug for ResponseFuture<F, S> {
 }
 
 impl<F, S: Service<LlmRequest>> ResponseFuture<F, S> {
+    /// Calls with a decision already counted.
     pub(super) fn calling(fut: S::Future, decision: TierDecision) -> Self {
         Self {
             state: State::Calling { fut },
             decision: Some(decision),
+            count: None,
+        }
+    }
+
+    /// Calls with a strategy decision, counted when the call completes.
+    pub(super) fn counting(
+        fut: S::Future,
+        decision: TierDecision,
+        agent: AgentName,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            state: State::Calling { fut },
+            decision: Some(decision),
+            count: Some((agent, shared)),
         }
     }
 
@@ -62,6 +80,7 @@ impl<F, S: Service<LlmRequest>> ResponseFuture<F, S> {
                 pending: Some((req, inner, shared)),
             },
             decision: None,
+            count: None,
         }
     }
 }
@@ -85,12 +104,26 @@ where
                     };
                     let d = shared.finish(&mut req, d);
                     *this.decision = Some(d);
+                    *this.count = Some((req.agent.clone(), shared));
                     let fut = inner.call(req);
                     this.state.set(State::Calling { fut });
                 }
                 StateProj::Calling { fut } => {
-                    let mut resp = ready!(fut.poll(cx))?;
-                    if let Some(d) = this.decision.take() {
+                    let result = ready!(fut.poll(cx));
+                    let decision = this.decision.take();
+                    let (mut resp, decision) = match (result, this.count.take(), decision) {
+                        (Ok(resp), Some((agent, shared)), Some(d)) => {
+                            let d = shared.count(&agent, d, resp.extensions.get::<TierRaised>());
+                            (resp, Some(d))
+                        }
+                        (Ok(resp), _, d) => (resp, d),
+                        (Err(e), Some((agent, shared)), Some(d)) => {
+                            shared.count(&agent, d, None);
+                            return Poll::Ready(Err(e));
+                        }
+                        (Err(e), _, _) => return Poll::Ready(Err(e)),
+                    };
+                    if let Some(d) = decision {
                         resp.extensions.insert(d);
                     }
                     return Poll::Ready(Ok(resp));

@@ -1,18 +1,17 @@
 use std::sync::Arc;
-use std::time::Duration;
 
-use mantissa_core::{BoundedLabels, TierSet};
+use mantissa_core::{BoundedLabels, Catalog, TierSet};
 use tower_layer::Layer;
 
-use super::{DEFAULT_STICKY_CAPACITY, DEFAULT_STICKY_TTL, Overrides, Shared, TriageControl, Triaged};
+use super::{Overrides, Shared, TriageControl, Triaged};
 
-/// Builds [`Triaged`]s that share one strategy, one stickiness memory
-/// and one set of agent overrides. See the [module docs](super).
+/// Builds [`Triaged`]s that share one strategy and one set of agent
+/// overrides. See the [module docs](super).
 #[derive(Debug)]
 pub struct TriageLayer<T> {
     triage: Arc<T>,
     set: TierSet,
-    sticky: Option<(usize, Duration)>,
+    catalog: Catalog,
     labels: BoundedLabels,
     overrides: Arc<Overrides>,
     shared: Arc<Shared>,
@@ -23,7 +22,7 @@ impl<T> Clone for TriageLayer<T> {
         Self {
             triage: self.triage.clone(),
             set: self.set.clone(),
-            sticky: self.sticky,
+            catalog: self.catalog.clone(),
             labels: self.labels.clone(),
             overrides: self.overrides.clone(),
             shared: self.shared.clone(),
@@ -32,37 +31,36 @@ impl<T> Clone for TriageLayer<T> {
 }
 
 impl<T> TriageLayer<T> {
-    /// A layer deciding tiers of `set` with `triage`, stickiness on.
+    /// A layer deciding tiers of `set` with `triage`.
     pub fn new(set: &TierSet, triage: T) -> Self {
-        let sticky = Some((DEFAULT_STICKY_CAPACITY, DEFAULT_STICKY_TTL));
+        let catalog = Catalog::new(set);
         let labels = BoundedLabels::default();
         let overrides = Arc::new(Overrides::new(set));
         Self {
             triage: Arc::new(triage),
             set: set.clone(),
-            sticky,
-            shared: Arc::new(Shared::new(set, sticky, labels.clone(), overrides.clone())),
+            shared: Arc::new(Shared::new(
+                set,
+                catalog.clone(),
+                labels.clone(),
+                overrides.clone(),
+            )),
+            catalog,
             labels,
             overrides,
         }
     }
 
-    /// Remembers up to `capacity` sessions; a session idle for `idle_ttl`
-    /// may fall to a lower tier again. Defaults to 10,000 sessions and 30
-    /// minutes.
+    /// The stack's catalog (built from the same ladder): the layer then
+    /// records its decision in the request's [`CallContext`](mantissa_core::CallContext)
+    /// as a tier index. Defaults to a catalog of its own (the decision is
+    /// carried by name only).
     ///
     /// Set this (like every setter) before building services: services
     /// built earlier keep the settings they were built with. A
     /// [`control`](Self::control) handle taken at any time stays valid.
-    pub fn stickiness(mut self, capacity: usize, idle_ttl: Duration) -> Self {
-        self.sticky = Some((capacity, idle_ttl));
-        self.rebuild()
-    }
-
-    /// Turns session stickiness off: every request is triaged on its own.
-    /// Defaults to on.
-    pub fn without_stickiness(mut self) -> Self {
-        self.sticky = None;
+    pub fn catalog(mut self, catalog: Catalog) -> Self {
+        self.catalog = catalog;
         self.rebuild()
     }
 
@@ -77,7 +75,7 @@ impl<T> TriageLayer<T> {
     fn rebuild(mut self) -> Self {
         self.shared = Arc::new(Shared::new(
             &self.set,
-            self.sticky,
+            self.catalog.clone(),
             self.labels.clone(),
             self.overrides.clone(),
         ));

@@ -9,16 +9,24 @@
 //!    [`TriageControl`] (the monitor's [`TierControl`]);
 //! 3. **strategy** — the configured [`AsyncTriage`] decides (any
 //!    [`Triage`](crate::Triage), a closure, or [`LlmTriage`](crate::LlmTriage));
-//! 4. **stickiness** (on by default) — within a session the tier may rise
-//!    but not fall: a strategy decision below the session's highest tier so
-//!    far is raised to it (reason `sticky`). Memory is bounded: 10,000
-//!    sessions by default, an entry idle for 30 minutes no longer counts.
 //!
-//! It then sets `req.tier`, inserts the decision into the request's
-//! extensions (so inner layers can read it) and into the response's, and
-//! emits `mantissa_triage_decisions_total{agent,tier,reason}` and, for
-//! strategy decisions only, `mantissa_triage_score{agent}` (the sample that
+//! It then sets `req.tier` (and the tier of the request's
+//! [`CallContext`](mantissa_core::CallContext) when the layer shares the
+//! stack's [`Catalog`]: [`TriageLayer::catalog`]), marks who chose the tier
+//! ([`TierSource`]), inserts the decision into the request's extensions (so
+//! inner layers can read it) and into the response's, and emits
+//! `mantissa_triage_decisions_total{agent,tier,reason}` and, for strategy
+//! decisions only, `mantissa_triage_score{agent}` (the sample that
 //! [`calibrate`](crate::calibrate()) works from). Handles are held per agent.
+//!
+//! **Stickiness** (within a session the tier may rise but not fall) is a
+//! property of the session, so it lives in the session state of the reset
+//! layer (`mantissa_reset`), which runs inside triage: it raises a strategy
+//! decision below the session's earlier tier and says so in the response
+//! ([`TierRaised`]); triage then reports the decision that served (reason
+//! `sticky`). A strategy decision is therefore counted when its call
+//! completes (a failed call counts the decision triage made); explicit and
+//! pinned decisions, which stickiness never changes, when they are made.
 //!
 //! The layer adds no way to fail: errors of the inner service pass through.
 //! It needs the inner service to be `Clone` (to drive an asynchronous
@@ -40,7 +48,7 @@
 //!     Ok::<_, std::convert::Infallible>(LlmResponse::new(tier.as_str(), Message::assistant("ok"), Usage::default()))
 //! });
 //!
-//! // Defaults: rule triage, stickiness on.
+//! // Defaults: rule triage.
 //! let layer = TriageLayer::new(&tiers, RuleTriage::new(&tiers));
 //! let svc = layer.layer(model);
 //! let req = LlmRequest::new("s1", "helper", vec![Message::user("hello!")]);
@@ -48,8 +56,8 @@
 //! assert_eq!(resp.model.as_str(), "low");
 //! assert_eq!(resp.extensions.get::<TierDecision>().unwrap().tier, Tier::low());
 //!
-//! // Customised: no stickiness, and the monitor pins an agent to `high`.
-//! let layer = TriageLayer::new(&tiers, RuleTriage::new(&tiers)).without_stickiness();
+//! // Customised: the monitor pins an agent to `high`.
+//! let layer = TriageLayer::new(&tiers, RuleTriage::new(&tiers));
 //! let control = layer.control();
 //! control.set_agent_tier(&"trader".into(), Some(Tier::high()));
 //! let req = LlmRequest::new("s2", "trader", vec![Message::user("hello!")]);
@@ -64,22 +72,22 @@
 mod future;
 mod layer;
 mod metrics;
-mod sticky;
 
 use foldhash::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use mantissa_core::control::TierControl;
-use mantissa_core::{AgentName, BoundedLabels, LlmRequest, LlmResponse, ModelId, OTHER_LABEL, Tier, TierSet};
+use mantissa_core::{
+    AgentName, BoundedLabels, Catalog, LlmRequest, LlmResponse, ModelId, OTHER_LABEL, Tier, TierRaised,
+    TierSet, TierSource,
+};
 use tower_service::Service;
 
 pub use self::future::ResponseFuture;
 pub use self::layer::TriageLayer;
 use self::metrics::DecisionMetrics;
-use self::sticky::StickyStore;
 use crate::decision::{AsyncTriage, TierDecision, TriageReason, tier_names};
 
 /// State shared by a layer and every service it built.
@@ -87,20 +95,15 @@ use crate::decision::{AsyncTriage, TierDecision, TriageReason, tier_names};
 pub(crate) struct Shared {
     tiers: Vec<Tier>,
     model_ranks: HashMap<ModelId, usize>,
-    sticky: Option<StickyStore>,
+    catalog: Catalog,
     overrides: Arc<Overrides>,
     metrics: DecisionMetrics,
 }
 
-/// Default number of sessions stickiness remembers.
-pub const DEFAULT_STICKY_CAPACITY: usize = 10_000;
-/// Default idle time after which a session's tier may fall again.
-pub const DEFAULT_STICKY_TTL: Duration = Duration::from_secs(30 * 60);
-
 impl Shared {
     pub(crate) fn new(
         set: &TierSet,
-        sticky: Option<(usize, Duration)>,
+        catalog: Catalog,
         labels: BoundedLabels,
         overrides: Arc<Overrides>,
     ) -> Self {
@@ -113,7 +116,7 @@ impl Shared {
         Self {
             tiers: tier_names(set),
             model_ranks,
-            sticky: sticky.map(|(capacity, ttl)| StickyStore::new(capacity, ttl)),
+            catalog,
             overrides,
             metrics: DecisionMetrics::new(labels),
         }
@@ -131,7 +134,8 @@ impl Shared {
     }
 
     /// A decision that needs no strategy: explicit tier or model, or an
-    /// agent override. Applies it to `req`.
+    /// agent override. Applies it to `req` and counts it (stickiness never
+    /// changes it).
     fn immediate(&self, req: &mut LlmRequest) -> Option<TierDecision> {
         if let Some(tier) = &req.tier {
             let rank = self.rank(tier);
@@ -141,6 +145,7 @@ impl Shared {
                 TriageReason::Explicit,
             );
             self.metrics.record(&req.agent, &self.tiers, rank, &d, false);
+            self.stamp(req, rank, TierSource::Caller);
             return Some(d);
         }
         if let Some(model) = &req.model {
@@ -158,6 +163,7 @@ impl Shared {
                 req.tier = Some(d.tier.clone());
             }
             self.metrics.record(&req.agent, &self.tiers, rank, &d, false);
+            self.stamp(req, rank, TierSource::Caller);
             return Some(d);
         }
         if self.overrides.any.load(Ordering::Acquire) {
@@ -171,26 +177,48 @@ impl Shared {
                 );
                 req.tier = Some(d.tier.clone());
                 self.metrics.record(&req.agent, &self.tiers, rank, &d, false);
+                self.stamp(req, rank, TierSource::Caller);
                 return Some(d);
             }
         }
         None
     }
 
-    /// Applies stickiness to a strategy decision, records it and sets `req.tier`.
-    fn finish(&self, req: &mut LlmRequest, mut d: TierDecision) -> TierDecision {
-        let mut rank = self.rank(&d.tier);
-        if let (Some(store), Some(r)) = (&self.sticky, rank) {
-            let effective = store.apply(&req.session, r, tokio::time::Instant::now());
-            if effective > r {
-                d.tier = self.tiers[effective].clone();
+    /// Applies a strategy decision to `req` (counted when the call completes).
+    fn finish(&self, req: &mut LlmRequest, d: TierDecision) -> TierDecision {
+        let rank = self.rank(&d.tier);
+        req.tier = Some(d.tier.clone());
+        self.stamp(req, rank, TierSource::Triage);
+        req.extensions.insert(d.clone());
+        d
+    }
+
+    /// Records the decided tier in the request's call context.
+    fn stamp(&self, req: &mut LlmRequest, rank: Option<usize>, source: TierSource) {
+        req.ctx.tier_source = source;
+        if self.catalog.owns(&req.ctx) {
+            req.ctx.tier = rank
+                .and_then(|r| self.catalog.tiers().get(r))
+                .and_then(|t| self.catalog.tier_index(t.name.as_str()));
+        }
+    }
+
+    /// Counts a strategy decision once its call is over: the tier that
+    /// served if the session layer raised it, else the decision itself.
+    pub(crate) fn count(
+        &self,
+        agent: &AgentName,
+        mut d: TierDecision,
+        raised: Option<&TierRaised>,
+    ) -> TierDecision {
+        if let Some(r) = raised {
+            if r.from == d.tier {
+                d.tier = r.to.clone();
                 d.reason = TriageReason::Sticky;
-                rank = Some(effective);
             }
         }
-        self.metrics.record(&req.agent, &self.tiers, rank, &d, true);
-        req.tier = Some(d.tier.clone());
-        req.extensions.insert(d.clone());
+        let rank = self.rank(&d.tier);
+        self.metrics.record(agent, &self.tiers, rank, &d, true);
         d
     }
 }
@@ -325,8 +353,9 @@ where
         if let Some(d) = self.triage.decide_now(&req) {
             // A synchronous strategy: no pending state, the ready service is called now.
             let d = self.shared.finish(&mut req, d);
+            let agent = req.agent.clone();
             let fut = self.inner.call(req);
-            return ResponseFuture::calling(fut, d);
+            return ResponseFuture::counting(fut, d, agent, self.shared.clone());
         }
         let fut = self.triage.decide(&req);
         // The service made ready by `poll_ready` is the one called once the

@@ -3,7 +3,8 @@ use std::time::Duration;
 use mantissa_core::catalog;
 use mantissa_core::control::TierControl;
 use mantissa_core::{
-    BoxError, FailureClass, LlmRequest, LlmResponse, Message, Tier, TierSet, ToolSpec, Usage,
+    BoxError, FailureClass, LlmRequest, LlmResponse, Message, Tier, TierRaised, TierSet, TierSource,
+    ToolSpec, Usage,
 };
 use metrics_util::debugging::DebugValue;
 use tower::{Layer, Service, ServiceExt};
@@ -86,38 +87,72 @@ fn decisions_reach_the_inner_service_the_response_and_the_metrics() {
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn within_a_session_the_tier_rises_but_does_not_fall() {
-    let f = fixture(CooldownPolicy::default());
-    let tiers = TierSet::default();
-    let layer = TriageLayer::new(&tiers, RuleTriage::new(&tiers)).stickiness(100, Duration::from_secs(600));
-    let svc = layer.layer(f.router.clone());
-    let tier_of = |resp: LlmResponse| {
-        let d = resp.extensions.get::<TierDecision>().unwrap().clone();
-        (d.tier.to_string(), d.reason)
-    };
-    let r = svc.clone().oneshot(user("a", "x", "hello")).await.unwrap();
-    assert_eq!(tier_of(r), ("low".into(), TriageReason::Rules));
-    let r = svc.clone().oneshot(user("a", "x", CODE)).await.unwrap();
-    assert_eq!(tier_of(r), ("high".into(), TriageReason::Rules));
-    let r = svc.clone().oneshot(user("a", "x", "thanks!")).await.unwrap();
-    assert_eq!(tier_of(r), ("high".into(), TriageReason::Sticky));
-    assert_eq!(f.large.calls(), 2);
-    // Another session is not affected.
-    let r = svc.clone().oneshot(user("b", "x", "thanks!")).await.unwrap();
-    assert_eq!(tier_of(r), ("low".into(), TriageReason::Rules));
-    // After the idle TTL the session may fall again.
-    tokio::time::advance(Duration::from_secs(601)).await;
-    let r = svc.clone().oneshot(user("a", "x", "thanks!")).await.unwrap();
-    assert_eq!(tier_of(r), ("low".into(), TriageReason::Rules));
+/// Stickiness lives in the session layer inside triage: triage says who
+/// chose the tier, and reports the tier that served when the session layer
+/// raised it (reason `sticky`), in the response and in the metrics.
+#[test]
+fn a_decision_raised_by_the_session_layer_is_reported_as_sticky() {
+    let snap = with_metrics(|| async {
+        let tiers = TierSet::default();
+        let catalog = mantissa_core::Catalog::new(&tiers);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        // The session layer: raises a strategy decision to `high`.
+        let session = {
+            let seen = seen.clone();
+            tower::service_fn(move |req: LlmRequest| {
+                seen.lock().unwrap().push(req.ctx);
+                let mut resp = LlmResponse::new("m", Message::assistant("ok"), Usage::default());
+                if req.ctx.tier_source == TierSource::Triage {
+                    resp.extensions.insert(TierRaised {
+                        from: req.tier.clone().unwrap(),
+                        to: Tier::high(),
+                    });
+                }
+                std::future::ready(Ok::<_, BoxError>(resp))
+            })
+        };
+        let svc = TriageLayer::new(&tiers, RuleTriage::new(&tiers))
+            .catalog(catalog.clone())
+            .layer(session);
+        let mut req = user("s1", "helper", "thanks!");
+        catalog.resolve(&mut req);
+        let resp = svc.clone().oneshot(req).await.unwrap();
+        let d = resp.extensions.get::<TierDecision>().unwrap();
+        assert_eq!((d.tier.as_str(), d.reason), ("high", TriageReason::Sticky));
+        // The tier triage chose reached the session layer as an index.
+        let ctx = seen.lock().unwrap()[0];
+        assert_eq!(
+            (ctx.tier, ctx.tier_source),
+            (catalog.tier_index("low"), TierSource::Triage)
+        );
 
-    // Without stickiness each request stands alone.
-    let svc = TriageLayer::new(&tiers, RuleTriage::new(&tiers))
-        .without_stickiness()
-        .layer(f.router.clone());
-    svc.clone().oneshot(user("c", "x", CODE)).await.unwrap();
-    let r = svc.clone().oneshot(user("c", "x", "thanks!")).await.unwrap();
-    assert_eq!(tier_of(r), ("low".into(), TriageReason::Rules));
+        // An explicit tier is the caller's: never raised.
+        let mut req = user("s1", "helper", "thanks!").with_tier("medium");
+        catalog.resolve(&mut req);
+        let resp = svc.clone().oneshot(req).await.unwrap();
+        let d = resp.extensions.get::<TierDecision>().unwrap();
+        assert_eq!((d.tier.as_str(), d.reason), ("medium", TriageReason::Explicit));
+        assert_eq!(seen.lock().unwrap()[1].tier_source, TierSource::Caller);
+    })
+    .snapshot()
+    .into_vec();
+    assert_eq!(
+        metric(
+            &snap,
+            catalog::TRIAGE_DECISIONS_TOTAL,
+            &[("agent", "helper"), ("tier", "high"), ("reason", "sticky")]
+        ),
+        Some(&DebugValue::Counter(1))
+    );
+    assert_eq!(
+        metric(
+            &snap,
+            catalog::TRIAGE_DECISIONS_TOTAL,
+            &[("agent", "helper"), ("tier", "low"), ("reason", "rules")]
+        ),
+        None,
+        "the raised decision is counted once, as the tier that served"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -152,7 +187,7 @@ async fn a_control_taken_before_a_setter_stays_valid() {
     let layer = TriageLayer::new(&tiers, RuleTriage::new(&tiers));
     let control = layer.control();
     let layer = layer
-        .without_stickiness()
+        .catalog(mantissa_core::Catalog::new(&tiers))
         .agent_labels(mantissa_core::BoundedLabels::new(["trader"]));
     let svc = layer.layer(f.router.clone());
     control.set_agent_tier(&"trader".into(), Some(Tier::high()));
