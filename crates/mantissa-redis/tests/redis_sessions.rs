@@ -310,3 +310,47 @@ async fn redis_a_reset_requested_on_one_replica_applies_on_the_other() {
     assert_eq!(reset.reason, Trigger::Requested);
     assert_eq!(reset.requested_reason.as_deref(), Some("operator"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stickiness_follows_the_session_to_another_replica() {
+    use mantissa_core::{Catalog, TierRaised, TierSet, TierSource};
+    snapshotter();
+    let server = RedisServer::start();
+    let catalog = Catalog::new(&TierSet::default());
+    let sticky_replica = |seen: Seen| {
+        let shared = RedisSessions::new(&RedisConfig::new(server.url()).prefix("s6")).unwrap();
+        let store = MemorySessionStore::builder().shared(Arc::new(shared)).build();
+        let layer = ResetLayer::with_store(store)
+            .catalog(catalog.clone())
+            .stickiness(Duration::from_secs(600));
+        BoxCloneSyncService::new(layer.layer(model(seen)).map_err(Into::<BoxError>::into))
+    };
+    let triaged = |tier: &str| {
+        let mut req = LlmRequest::new("t", "agent", vec![Message::user("hello")]).with_tier(tier);
+        catalog.resolve(&mut req);
+        req.ctx.tier_source = TierSource::Triage;
+        req
+    };
+    let (seen_a, seen_b): (Seen, Seen) = (Default::default(), Default::default());
+    let (a, b) = (sticky_replica(seen_a), sticky_replica(seen_b.clone()));
+
+    // Triage sends the session's first call to `high` on A.
+    let resp = a.clone().oneshot(triaged("high")).await.unwrap();
+    assert!(resp.extensions.get::<TierRaised>().is_none());
+    eventually("the sticky tier is shared", || {
+        stored(&server, "s6", "t").contains("\"sticky_rank\":2")
+    })
+    .await;
+
+    // Its next call lands on B, triaged `low`: raised to the session's tier.
+    let resp = b.clone().oneshot(triaged("low")).await.unwrap();
+    assert_eq!(
+        resp.extensions.get::<TierRaised>().cloned(),
+        Some(TierRaised {
+            from: "low".into(),
+            to: "high".into()
+        })
+    );
+    let sent = seen_b.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(sent.tier.as_ref().map(|t| t.as_str()), Some("high"));
+}
