@@ -112,7 +112,6 @@ struct Inner {
     model_index: HashMap<ModelId, ModelIdx>,
     agents: BoundedLabels,
     tools: BoundedLabels,
-    sessions: foldhash::quality::RandomState,
 }
 
 impl fmt::Debug for Catalog {
@@ -209,7 +208,6 @@ impl CatalogBuilder {
                 model_index,
                 agents: self.agents.unwrap_or_default(),
                 tools: self.tools.unwrap_or_default(),
-                sessions: foldhash::quality::RandomState::default(),
             }),
         }
     }
@@ -294,11 +292,9 @@ impl Catalog {
         &self.inner.tools
     }
 
-    /// The session's hash, computed once per call with this catalog's key
-    /// (keyed per process: session ids come from users, so the hash must
-    /// not be predictable).
+    /// The session's hash ([`session_hash`]), computed once per call.
     pub fn session_hash(&self, session: &SessionId) -> u64 {
-        self.inner.sessions.hash_one(session.as_str())
+        session_hash(session.as_str())
     }
 
     /// Whether `ctx` was resolved by this catalog (so its indices are valid here).
@@ -365,6 +361,16 @@ impl Catalog {
             req.model.as_ref().and_then(|m| self.model_index(m.as_str()))
         }
     }
+}
+
+/// The hash of a session id: the one hash every per-session structure of the
+/// process uses (the call context, the session store's index), so a session
+/// is hashed once per call. Keyed once per process (session ids come from
+/// users, so the hash must not be predictable: no hash flooding).
+pub fn session_hash(session: &str) -> u64 {
+    static KEY: std::sync::OnceLock<foldhash::quality::RandomState> = std::sync::OnceLock::new();
+    KEY.get_or_init(foldhash::quality::RandomState::default)
+        .hash_one(session)
 }
 
 /// A request that names its tier or model chose it itself.

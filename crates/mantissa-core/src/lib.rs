@@ -40,6 +40,7 @@ mod tool;
 
 pub use context::{
     CallContext, Catalog, CatalogBuilder, ModelEntry, ModelIdx, TierEntry, TierIdx, TierRaised, TierSource,
+    session_hash,
 };
 pub use error::{BoxError, ConfigError};
 pub use estimate::{CharEstimator, TokenEstimator};

@@ -17,7 +17,8 @@ use crate::emit::Emitter;
 use crate::future::ResponseFuture;
 use crate::pre_call::pre_call;
 use crate::rare::warn_and_compact;
-use crate::store::SessionStore;
+use crate::session::SessionState;
+use crate::store::{SessionStore, StoreError};
 
 /// What every [`Reset`] built by one layer shares: the configuration and
 /// the emitter with its metric handles.
@@ -130,18 +131,19 @@ where
         }
         _ => None,
     };
-    let pre = cfg
-        .store
-        .update(&req.session, now, |st| {
-            let served = sticky.as_ref().map(|(ttl, _, rank)| st.stick(*rank, now, *ttl));
-            let window = match (served, &sticky) {
-                (Some(s), Some((_, _, d))) if s != *d => cfg.window_of_rank(s),
-                _ => None,
-            };
-            let window = window.unwrap_or_else(|| cfg.windows.resolve(&req));
-            (served, (pre_call(st, &raw, est, &cfg.policy, window), window))
-        })
-        .await;
+    // The session was hashed once, at the stack's entry (the call context).
+    let hash = req.ctx.is_resolved().then_some(req.ctx.session_hash);
+    let pre_session = req.session.clone();
+    let pre = update(&cfg.store, &req.session, hash, now, |st| {
+        let served = sticky.as_ref().map(|(ttl, _, rank)| st.stick(*rank, now, *ttl));
+        let window = match (served, &sticky) {
+            (Some(s), Some((_, _, d))) if s != *d => cfg.window_of_rank(s),
+            _ => None,
+        };
+        let window = window.unwrap_or_else(|| cfg.windows.resolve(&req));
+        (served, (pre_call(st, &raw, est, &cfg.policy, window), window))
+    })
+    .await;
     let (served, (pre, window)) = match pre {
         Ok(p) => p,
         Err(e) => {
@@ -184,12 +186,14 @@ where
     }
 
     let session = req.session.clone();
+    // A respawn (on the rare path) moves the call to a new session id.
+    let hash = hash.filter(|h| *h == req.ctx.session_hash && session == pre_session);
     let result = inner.call(req).await.map_err(Into::into);
     let outcome = match &result {
         Ok(resp) => Ok((resp.usage, resp.is_streaming())),
         Err(e) => Err(classify(&**e)),
     };
-    commit_outcome(cfg, &session, outcome, started, caller_len).await;
+    commit_outcome(cfg, &session, hash, outcome, started, caller_len).await;
     let mut resp = result?;
     if let Some(n) = notices {
         n.attach(&mut resp);
@@ -211,9 +215,29 @@ fn raise<St>(cfg: &Config<St>, req: &mut LlmRequest, to: &Tier) {
 /// The post-call update: the outcome (the usage of a response and whether
 /// it streams, or the failure class), the latency and, for a non-streamed
 /// response, the provider's token count.
+/// One store update, by the session's hash when the call context has it.
+async fn update<St, F, R>(
+    store: &St,
+    session: &SessionId,
+    hash: Option<u64>,
+    now: Instant,
+    f: F,
+) -> Result<R, StoreError>
+where
+    St: SessionStore,
+    F: FnMut(&mut SessionState) -> R + Send,
+    R: Send,
+{
+    match hash {
+        Some(h) => store.update_hashed(session, h, now, f).await,
+        None => store.update(session, now, f).await,
+    }
+}
+
 async fn commit_outcome<St: SessionStore>(
     cfg: &Config<St>,
     session: &SessionId,
+    hash: Option<u64>,
     outcome: Result<(Usage, bool), FailureClass>,
     started: Instant,
     caller_len: usize,
@@ -223,26 +247,21 @@ async fn commit_outcome<St: SessionStore>(
     let warmup = cfg.policy.min_latency_samples();
     let committed = match outcome {
         Ok((usage, streaming)) => {
-            cfg.store
-                .update(session, done, |st| {
-                    st.record_llm(None);
-                    st.record_latency(latency_ms, warmup);
-                    if !streaming && usage.input_tokens > 0 {
-                        // The provider's count covers what was sent; the reply
-                        // is the next message the caller will send back.
-                        st.set_accounting(
-                            usage.input_tokens.saturating_add(usage.output_tokens),
-                            caller_len + 1,
-                        );
-                    }
-                })
-                .await
+            update(&cfg.store, session, hash, done, |st| {
+                st.record_llm(None);
+                st.record_latency(latency_ms, warmup);
+                if !streaming && usage.input_tokens > 0 {
+                    // The provider's count covers what was sent; the reply
+                    // is the next message the caller will send back.
+                    st.set_accounting(
+                        usage.input_tokens.saturating_add(usage.output_tokens),
+                        caller_len + 1,
+                    );
+                }
+            })
+            .await
         }
-        Err(class) => {
-            cfg.store
-                .update(session, done, |st| st.record_llm(Some(class)))
-                .await
-        }
+        Err(class) => update(&cfg.store, session, hash, done, |st| st.record_llm(Some(class))).await,
     };
     if let Err(e) = committed {
         tracing::warn!(error = %e, "session store failed to record a call outcome");

@@ -2,7 +2,6 @@
 //! [`SessionControl`] and [`EventSink`] adapters (the monitor's reset requests
 //! and the tool stack's events reach the sessions through them).
 
-use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -21,7 +20,6 @@ use crate::session::{SessionSnapshot, SessionState};
 #[derive(Debug)]
 struct Inner {
     shards: Box<[Mutex<Shard>]>,
-    hasher: RandomState,
     idle_ttl: Option<Duration>,
     shard_capacity: usize,
     len: AtomicUsize,
@@ -80,7 +78,10 @@ impl MemorySessionStore {
     }
 
     fn locate(&self, session: &SessionId) -> (&Mutex<Shard>, Key) {
-        let key = Key::new(&self.inner.hasher, session);
+        self.locate_key(Key::new(session))
+    }
+
+    fn locate_key(&self, key: Key) -> (&Mutex<Shard>, Key) {
         let n = self.inner.shards.len();
         // n is a power of two; the index uses the low bits, the shard the high ones.
         let i = ((key.hash >> 40) as usize) & (n - 1);
@@ -99,7 +100,7 @@ impl MemorySessionStore {
         if self.inner.idle_ttl.is_none() {
             return 0;
         }
-        let evicted = shard.sweep(steps, &self.inner.hasher, |s| self.expired(s, now));
+        let evicted = shard.sweep(steps, |s| self.expired(s, now));
         if evicted > 0 {
             self.inner.len.fetch_sub(evicted, Ordering::Relaxed);
             self.inner
@@ -117,7 +118,17 @@ impl MemorySessionStore {
         create: bool,
         f: impl FnOnce(&mut SessionState) -> R,
     ) -> Option<R> {
-        let (shard, key) = self.locate(session);
+        self.with_key(Key::new(session), now, create, f)
+    }
+
+    fn with_key<R>(
+        &self,
+        key: Key,
+        now: Instant,
+        create: bool,
+        f: impl FnOnce(&mut SessionState) -> R,
+    ) -> Option<R> {
+        let (shard, key) = self.locate_key(key);
         let mut shard = shard.lock();
         if shard.tick() {
             self.sweep(&mut shard, now, 1);
@@ -128,7 +139,7 @@ impl MemorySessionStore {
                 // yet starts afresh.
                 let stale = shard.state(i).is_some_and(|s| self.expired(s, now));
                 if stale {
-                    shard.remove_slot(i, &self.inner.hasher);
+                    shard.remove_slot(i);
                     self.inner.len.fetch_sub(1, Ordering::Relaxed);
                     self.inner.idle_evictions.fetch_add(1, Ordering::Relaxed);
                     if !create {
@@ -219,7 +230,7 @@ impl MemorySessionStore {
             && let Some(victim) = shard.victim(key.hash.rotate_left(17))
         {
             let idle = shard.state(victim).is_some_and(|s| self.expired(s, now));
-            if shard.remove_slot(victim, &self.inner.hasher).is_some() {
+            if shard.remove_slot(victim).is_some() {
                 self.inner.len.fetch_sub(1, Ordering::Relaxed);
                 let counter = if idle {
                     &self.inner.idle_evictions
@@ -310,6 +321,30 @@ impl SessionStore for MemorySessionStore {
         }
     }
 
+    fn update_hashed<F, R>(
+        &self,
+        session: &SessionId,
+        hash: u64,
+        now: Instant,
+        f: F,
+    ) -> impl Future<Output = Result<R, StoreError>> + Send
+    where
+        F: FnMut(&mut SessionState) -> R + Send,
+        R: Send,
+    {
+        use futures_util::future::Either;
+        debug_assert_eq!(hash, mantissa_core::session_hash(session.as_str()));
+        if self.inner.shared.is_some() {
+            // Shared: the round trip dominates; the shared path re-hashes.
+            return Either::Left(self.update(session, now, f));
+        }
+        let key = Key::with_hash(hash, session);
+        let out = self
+            .with_key(key, now, true, f)
+            .ok_or_else(|| StoreError::new("session slot missing"));
+        Either::Right(std::future::ready(out))
+    }
+
     fn update_existing<F, R>(
         &self,
         session: &SessionId,
@@ -344,7 +379,7 @@ impl SessionStore for MemorySessionStore {
         let (shard, key) = self.locate(session);
         let mut shard = shard.lock();
         let removed = match shard.find(&key) {
-            Some(i) => shard.remove_slot(i, &self.inner.hasher).is_some(),
+            Some(i) => shard.remove_slot(i).is_some(),
             None => false,
         };
         drop(shard);
@@ -446,12 +481,10 @@ impl MemorySessionStoreBuilder {
             .shards
             .unwrap_or_else(|| (self.capacity / 1024).clamp(1, 64))
             .next_power_of_two();
-        let hasher = RandomState::new();
         let shard_capacity = self.capacity.div_ceil(shards).max(1);
         MemorySessionStore {
             inner: Arc::new(Inner {
                 shards: (0..shards).map(|_| Mutex::new(Shard::new())).collect(),
-                hasher,
                 idle_ttl: self.idle_ttl,
                 shard_capacity,
                 len: AtomicUsize::new(0),

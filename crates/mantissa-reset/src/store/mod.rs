@@ -84,6 +84,26 @@ pub trait SessionStore: Send + Sync + 'static {
         F: FnMut(&mut SessionState) -> R + Send,
         R: Send;
 
+    /// [`update`](SessionStore::update) for a session whose hash the caller
+    /// already computed ([`session_hash`](mantissa_core::session_hash), which
+    /// the stack's call context carries): a store indexed by that hash does
+    /// not hash the id again. `hash` must be `session_hash(session)`.
+    /// Defaults to [`update`](SessionStore::update).
+    fn update_hashed<F, R>(
+        &self,
+        session: &SessionId,
+        hash: u64,
+        now: Instant,
+        f: F,
+    ) -> impl Future<Output = Result<R, StoreError>> + Send
+    where
+        F: FnMut(&mut SessionState) -> R + Send,
+        R: Send,
+    {
+        let _ = hash;
+        self.update(session, now, f)
+    }
+
     /// Like [`update`](SessionStore::update) but only for a session that
     /// exists (returns `None` otherwise, creating nothing).
     fn update_existing<F, R>(

@@ -4,8 +4,7 @@
 //! keeps one `Mutex<Shard>` per shard and the counters across them.
 
 use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use mantissa_core::SessionId;
 use tokio::time::Instant;
@@ -28,10 +27,15 @@ pub(super) struct Key {
 }
 
 impl Key {
-    /// The key of `id` under the store's keyed `hasher`.
-    pub(super) fn new(hasher: &RandomState, id: &SessionId) -> Self {
+    /// The key of `id` ([`session_hash`](mantissa_core::session_hash), the
+    /// hash the call context carries).
+    pub(super) fn with_hash(hash: u64, id: &SessionId) -> Self {
+        Self { hash, id: id.clone() }
+    }
+
+    pub(super) fn new(id: &SessionId) -> Self {
         Self {
-            hash: hasher.hash_one(id.as_str()),
+            hash: mantissa_core::session_hash(id.as_str()),
             id: id.clone(),
         }
     }
@@ -127,9 +131,9 @@ impl Shard {
         self.ticks % SWEEP_EVERY == 0
     }
 
-    pub(super) fn remove_slot(&mut self, i: u32, hasher: &RandomState) -> Option<Node> {
+    pub(super) fn remove_slot(&mut self, i: u32) -> Option<Node> {
         let node = self.slots.get_mut(i as usize).and_then(Option::take)?;
-        self.index.remove(&Key::new(hasher, &node.id));
+        self.index.remove(&Key::new(&node.id));
         self.free.push(i);
         Some(node)
     }
@@ -157,12 +161,7 @@ impl Shard {
 
     /// Advances the clock hand by `steps` slots (at most one lap), removing
     /// the sessions it passes that are `expired`. Returns how many it removed.
-    pub(super) fn sweep(
-        &mut self,
-        steps: usize,
-        hasher: &RandomState,
-        expired: impl Fn(&SessionState) -> bool,
-    ) -> usize {
+    pub(super) fn sweep(&mut self, steps: usize, expired: impl Fn(&SessionState) -> bool) -> usize {
         let mut evicted = 0;
         let n = self.slots.len();
         if n == 0 {
@@ -172,11 +171,7 @@ impl Shard {
             self.hand = (self.hand + 1) % n;
             let i = self.hand;
             let due = self.slots[i].as_ref().is_some_and(|node| expired(&node.state));
-            if due
-                && self
-                    .remove_slot(u32::try_from(i).unwrap_or(u32::MAX), hasher)
-                    .is_some()
-            {
+            if due && self.remove_slot(u32::try_from(i).unwrap_or(u32::MAX)).is_some() {
                 evicted += 1;
             }
         }

@@ -301,6 +301,16 @@ mod tests {
             3,
             "B's local copy is B's"
         );
+        // The hashed update (the stack's call context carries the hash) shares too.
+        let hash = mantissa_core::session_hash(id.as_str());
+        let calls = b
+            .update_hashed(&id, hash, Instant::now(), |s| {
+                s.begin_call();
+                s.llm_calls()
+            })
+            .await
+            .unwrap();
+        assert_eq!(calls, 5);
         assert!(b.remove(&id).await.unwrap());
         assert!(map.0.lock().unwrap().is_empty());
     }

@@ -150,3 +150,21 @@ async fn a_cancelled_call_leaves_no_half_written_state() {
     assert!(store.request_reset(&"s".into(), "again"));
     assert!(store.remove(&"s".into()).await.unwrap());
 }
+
+/// The call context's session hash and the store's index are one hash: an
+/// update by hash (the reset layer's, per call) and one by id (a tool
+/// event's) reach the same session.
+#[tokio::test(start_paused = true)]
+async fn an_update_by_the_context_hash_and_one_by_id_reach_the_same_session() {
+    let store = MemorySessionStore::new();
+    let id = mantissa_core::SessionId::new("s-7");
+    let hash = mantissa_core::session_hash(id.as_str());
+    let now = tokio::time::Instant::now();
+    store
+        .update_hashed(&id, hash, now, |st| st.stick(2, now, Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let rank = store.update(&id, now, |st| st.sticky_rank()).await.unwrap();
+    assert_eq!(rank, Some(2));
+    assert_eq!(store.len(), 1);
+}
