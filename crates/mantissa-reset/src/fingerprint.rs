@@ -87,6 +87,16 @@ pub(crate) struct PrefixFingerprint {
 }
 
 impl PrefixFingerprint {
+    /// Its parts, for the wire form of a shared session.
+    pub(crate) fn parts(&self) -> (u32, [(u32, u64); 4]) {
+        (self.len, self.samples)
+    }
+
+    /// From [`parts`](Self::parts).
+    pub(crate) fn from_parts((len, samples): (u32, [(u32, u64); 4])) -> Self {
+        Self { len, samples }
+    }
+
     /// Fingerprints `msgs`, sampling the first, middle and last message and
     /// the position `distinguish` (clamped into range).
     pub(crate) fn of(msgs: &[Message], distinguish: usize) -> Self {

@@ -224,4 +224,6 @@ pub use stage::{
     DEFAULT_SUMMARY_INSTRUCTION, NoNote, PlaceholderClearer, Respawner, StandardNote, SuffixRespawner,
     SummaryConfig, ToolResultClearer, WarningNote,
 };
-pub use store::{MemorySessionStore, MemorySessionStoreBuilder, SessionStore, StoreError};
+pub use store::{
+    MemorySessionStore, MemorySessionStoreBuilder, SessionStore, SharedSessions, StoreError, Swapped,
+};

@@ -121,6 +121,10 @@ pub struct SessionState {
     /// [`STICKY_RANK_BITS`] (0: none) and when it was last chosen
     /// ([`epoch_secs`]) below.
     sticky: u32,
+    /// The version of the shared copy this state was last written as (0:
+    /// never; used only with a shared backend, see `store::shared`). Not
+    /// part of the wire form: the backend keeps the version beside it.
+    pub(crate) shared_version: u32,
 }
 
 /// Bits of [`SessionState::sticky`] holding the rank + 1 (ladders of up to
@@ -142,6 +146,119 @@ fn epoch_secs(now: Instant) -> u32 {
 enum PendingTrigger {
     Requested,
     Overflow,
+}
+
+/// The wire form that sessions cross replicas in (`store::shared`). Every
+/// field of [`SessionState`] must appear here: a field left out is not
+/// shared.
+impl SessionState {
+    pub(crate) fn to_wire(&self, clock: crate::store::shared::Clock) -> crate::store::shared::SessionWire {
+        use crate::store::shared::{RememberedWire, SessionWire};
+        SessionWire {
+            v: SessionWire::VERSION,
+            last_activity_ms: clock.to_ms(self.last_activity),
+            last_reset_ms: self.last_reset.map(|t| clock.to_ms(t)),
+            base_tokens: self.base_tokens,
+            context_tokens: self.context_tokens,
+            error_ring: self.error_ring,
+            pending_reset: self.pending_reset.as_deref().map(str::to_owned),
+            remembered: self.remembered.as_ref().map(|r| RememberedWire {
+                covered: r.covered.parts(),
+                replacement_fp: r.replacement_fp.parts(),
+                replacement: r.replacement.as_ref().clone(),
+                replacement_tokens: r.replacement_tokens,
+                reason: r.reason.as_str().to_owned(),
+                strategy: r.strategy.as_str().to_owned(),
+            }),
+            turns: self.turns,
+            turns_since_reset: self.turns_since_reset,
+            llm_calls: self.llm_calls,
+            last_user: self.last_user,
+            accounted_messages: self.accounted_messages,
+            resets: self.resets,
+            latency_baseline_ms: self.latency_baseline_ms,
+            latency_recent_ms: self.latency_recent_ms,
+            brittleness: self.brittleness,
+            latency_samples: self.latency_samples,
+            consecutive_llm_errors: self.consecutive_llm_errors,
+            consecutive_tool_errors: self.consecutive_tool_errors,
+            warned: self.warned,
+            ring_len: self.ring_len,
+            pending_trigger: self.pending_trigger.map(|p| {
+                match p {
+                    PendingTrigger::Requested => "requested",
+                    PendingTrigger::Overflow => "overflow",
+                }
+                .to_owned()
+            }),
+            sticky_rank: self.sticky_rank().and_then(|r| u32::try_from(r).ok()),
+            // The process-local seconds of the sticky tier's last choice, as
+            // wall-clock milliseconds.
+            sticky_at_ms: {
+                let age = epoch_secs(clock.instant()).saturating_sub(self.sticky & STICKY_SECS_MASK);
+                clock.now_ms().saturating_sub(u64::from(age) * 1000)
+            },
+        }
+    }
+
+    pub(crate) fn from_wire(
+        w: crate::store::shared::SessionWire,
+        clock: crate::store::shared::Clock,
+    ) -> Option<Self> {
+        let remembered = match w.remembered {
+            None => None,
+            Some(r) => Some(Arc::new(RememberedReset {
+                covered: PrefixFingerprint::from_parts(r.covered),
+                replacement_fp: PrefixFingerprint::from_parts(r.replacement_fp),
+                replacement: Arc::new(r.replacement),
+                replacement_tokens: r.replacement_tokens,
+                reason: Trigger::ALL.into_iter().find(|t| t.as_str() == r.reason)?,
+                strategy: match r.strategy.as_str() {
+                    "clear_tool_results" => Strategy::ClearToolResults,
+                    "summarize" => Strategy::Summarize,
+                    "trim" => Strategy::Trim,
+                    "respawn" => Strategy::Respawn,
+                    _ => return None,
+                },
+            })),
+        };
+        Some(Self {
+            last_activity: clock.to_instant(w.last_activity_ms),
+            last_reset: w.last_reset_ms.map(|ms| clock.to_instant(ms)),
+            base_tokens: w.base_tokens,
+            context_tokens: w.context_tokens,
+            error_ring: w.error_ring,
+            pending_reset: w.pending_reset.map(Arc::from),
+            remembered,
+            turns: w.turns,
+            turns_since_reset: w.turns_since_reset,
+            llm_calls: w.llm_calls,
+            last_user: w.last_user,
+            accounted_messages: w.accounted_messages,
+            resets: w.resets,
+            latency_baseline_ms: w.latency_baseline_ms,
+            latency_recent_ms: w.latency_recent_ms,
+            brittleness: w.brittleness,
+            latency_samples: w.latency_samples,
+            consecutive_llm_errors: w.consecutive_llm_errors,
+            consecutive_tool_errors: w.consecutive_tool_errors,
+            warned: w.warned,
+            ring_len: w.ring_len,
+            pending_trigger: match w.pending_trigger.as_deref() {
+                None => None,
+                Some("requested") => Some(PendingTrigger::Requested),
+                Some("overflow") => Some(PendingTrigger::Overflow),
+                Some(_) => return None,
+            },
+            sticky: match w.sticky_rank {
+                Some(r) if r + 1 < (1 << STICKY_RANK_BITS) => {
+                    ((r + 1) << (32 - STICKY_RANK_BITS)) | epoch_secs(clock.to_instant(w.sticky_at_ms))
+                }
+                _ => 0,
+            },
+            shared_version: 0,
+        })
+    }
 }
 
 /// The bit of `warned` (above the trigger bits) marking a compaction that
@@ -186,6 +303,7 @@ impl SessionState {
             ring_len: 0,
             pending_trigger: None,
             sticky: 0,
+            shared_version: 0,
         }
     }
 

@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::shard::{Key, Shard};
+use super::shared::{self, Clock, SharedBackend, SharedSessions, Swapped};
 use super::{SessionStore, StoreError};
 use crate::session::{SessionSnapshot, SessionState};
 
@@ -24,6 +25,8 @@ struct Inner {
     len: AtomicUsize,
     idle_evictions: AtomicU64,
     capacity_evictions: AtomicU64,
+    /// Where replicas share sessions, if anywhere.
+    shared: Option<SharedBackend>,
 }
 
 /// The in-memory [`SessionStore`]: sharded locks (no global lock per call),
@@ -155,6 +158,73 @@ impl MemorySessionStore {
         Some(f(&mut node.state))
     }
 
+    /// Runs `f` on the local state and writes the result to the shared
+    /// backend: awaited (one round trip) when `f` began a call, behind
+    /// otherwise. See [`shared`](super::shared).
+    async fn update_shared<F, R>(
+        &self,
+        backend: &dyn SharedSessions,
+        session: &SessionId,
+        now: Instant,
+        create: bool,
+        mut f: F,
+    ) -> Option<R>
+    where
+        F: FnMut(&mut SessionState) -> R,
+    {
+        let (r, began, base, state) = self.with_state(session, now, create, |st| {
+            let calls = st.llm_calls();
+            let r = f(st);
+            let base = st.shared_version;
+            st.shared_version = base.saturating_add(1);
+            (r, st.llm_calls() != calls, u64::from(base), st.clone())
+        })?;
+        let bytes = shared::encode(&state, Clock::now());
+        if !began {
+            backend.swap_behind(session, base, bytes);
+            return Some(r);
+        }
+        // A failed swap (the backend counts and logs it) leaves the local
+        // state serving.
+        let Ok(Swapped::Newer { version, state }) = backend.swap(session, base, bytes).await else {
+            return Some(r);
+        };
+        let clock = Clock::now();
+        let Some(newer) = shared::decode(&state, clock) else {
+            return Some(r);
+        };
+        // Another replica wrote a newer state: decide again on it.
+        let again = self.with_state(session, now, true, |st| {
+            *st = newer;
+            st.touch(now);
+            let r = f(st);
+            st.shared_version = u32::try_from(version.saturating_add(1)).unwrap_or(u32::MAX);
+            (r, st.clone())
+        });
+        match again {
+            Some((r, state)) => {
+                backend.swap_behind(session, version, shared::encode(&state, clock));
+                Some(r)
+            }
+            None => Some(r),
+        }
+    }
+
+    /// Writes the local state of `session` behind, if shared.
+    fn share_behind(&self, session: &SessionId) {
+        let Some(backend) = &self.inner.shared else {
+            return;
+        };
+        let taken = self.with_state(session, Instant::now(), false, |st| {
+            let base = st.shared_version;
+            st.shared_version = base.saturating_add(1);
+            (base, st.clone())
+        });
+        if let Some((base, state)) = taken {
+            backend.swap_behind(session, u64::from(base), shared::encode(&state, Clock::now()));
+        }
+    }
+
     fn insert(&self, shard: &mut Shard, key: Key, now: Instant) -> u32 {
         if shard.len() >= self.inner.shard_capacity
             && let Some(victim) = shard.victim(key.hash.rotate_left(17))
@@ -218,7 +288,11 @@ impl MemorySessionStore {
     /// Runs `f` on an existing session synchronously (for the `EventSink` and
     /// `SessionControl` implementations, which are synchronous traits).
     fn touch_existing<R>(&self, session: &SessionId, f: impl FnOnce(&mut SessionState) -> R) -> Option<R> {
-        self.with_state(session, Instant::now(), false, f)
+        let r = self.with_state(session, Instant::now(), false, f);
+        if r.is_some() {
+            self.share_behind(session);
+        }
+        r
     }
 }
 
@@ -233,10 +307,18 @@ impl SessionStore for MemorySessionStore {
         F: FnMut(&mut SessionState) -> R + Send,
         R: Send,
     {
-        let out = self
-            .with_state(session, now, true, f)
-            .ok_or_else(|| StoreError::new("session slot missing"));
-        std::future::ready(out)
+        use futures_util::future::Either;
+        let missing = || StoreError::new("session slot missing");
+        match &self.inner.shared {
+            None => Either::Left(std::future::ready(
+                self.with_state(session, now, true, f).ok_or_else(missing),
+            )),
+            Some(backend) => Either::Right(async move {
+                self.update_shared(&**backend, session, now, true, f)
+                    .await
+                    .ok_or_else(missing)
+            }),
+        }
     }
 
     fn update_hashed<F, R>(
@@ -250,12 +332,17 @@ impl SessionStore for MemorySessionStore {
         F: FnMut(&mut SessionState) -> R + Send,
         R: Send,
     {
+        use futures_util::future::Either;
         debug_assert_eq!(hash, mantissa_core::session_hash(session.as_str()));
+        if self.inner.shared.is_some() {
+            // Shared: the round trip dominates; the shared path re-hashes.
+            return Either::Left(self.update(session, now, f));
+        }
         let key = Key::with_hash(hash, session);
         let out = self
             .with_key(key, now, true, f)
             .ok_or_else(|| StoreError::new("session slot missing"));
-        std::future::ready(out)
+        Either::Right(std::future::ready(out))
     }
 
     fn update_existing<F, R>(
@@ -268,7 +355,13 @@ impl SessionStore for MemorySessionStore {
         F: FnMut(&mut SessionState) -> R + Send,
         R: Send,
     {
-        std::future::ready(Ok(self.with_state(session, now, false, f)))
+        use futures_util::future::Either;
+        match &self.inner.shared {
+            None => Either::Left(std::future::ready(Ok(self.with_state(session, now, false, f)))),
+            Some(backend) => {
+                Either::Right(async move { Ok(self.update_shared(&**backend, session, now, false, f).await) })
+            }
+        }
     }
 
     fn get(
@@ -292,6 +385,9 @@ impl SessionStore for MemorySessionStore {
         drop(shard);
         if removed {
             self.inner.len.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(backend) = &self.inner.shared {
+            backend.remove(session);
         }
         std::future::ready(Ok(removed))
     }
@@ -332,6 +428,7 @@ pub struct MemorySessionStoreBuilder {
     capacity: usize,
     idle_ttl: Option<Duration>,
     shards: Option<usize>,
+    shared: Option<SharedBackend>,
 }
 
 impl Default for MemorySessionStoreBuilder {
@@ -340,6 +437,7 @@ impl Default for MemorySessionStoreBuilder {
             capacity: 100_000,
             idle_ttl: Some(Duration::from_secs(3600)),
             shards: None,
+            shared: None,
         }
     }
 }
@@ -366,6 +464,17 @@ impl MemorySessionStoreBuilder {
         self
     }
 
+    /// Shares the sessions with other replicas' stores through `backend`
+    /// (for example `mantissa_redis::RedisSessions`): the local state still
+    /// serves every call; the update that begins a call waits for one
+    /// round trip to the backend, every other update is written behind.
+    /// See [`shared`](super::shared). Defaults to none: the sessions are
+    /// this process's alone.
+    pub fn shared(mut self, backend: Arc<dyn SharedSessions>) -> Self {
+        self.shared = Some(backend);
+        self
+    }
+
     /// Builds the store.
     pub fn build(self) -> MemorySessionStore {
         let shards = self
@@ -381,6 +490,7 @@ impl MemorySessionStoreBuilder {
                 len: AtomicUsize::new(0),
                 idle_evictions: AtomicU64::new(0),
                 capacity_evictions: AtomicU64::new(0),
+                shared: self.shared,
             }),
         }
     }

@@ -17,24 +17,14 @@
 //!
 //! # A shared (Redis) backend
 //!
-//! The layer only sees the trait, so several replicas can share sessions by
-//! implementing it over Redis, without touching the layer:
-//!
-//! * `update`: `WATCH mantissa:session:{id}`, `GET` the serialized state (or
-//!   start from [`SessionState::new`]), run the closure, then
-//!   `MULTI; SET … PX <idle ttl>; EXEC`. If `EXEC` aborts because another
-//!   replica wrote the key in between, reload and run the closure again —
-//!   which is why the closure is `FnMut` and must only compute from the state
-//!   it is given. (Alternatively a Lua script could apply a fixed set of
-//!   operations server-side, but a closure keeps policy code in Rust.)
-//! * Idle TTL is Redis's own key expiry (`PX`, refreshed by every `SET`), and
-//!   the capacity bound is Redis's `maxmemory-policy allkeys-lru` — both are
-//!   then evictions of the least recently active sessions.
-//! * Times: `tokio::time::Instant` is process-local, so the backend stores
-//!   them as milliseconds since the Unix epoch and converts on load.
-//! * The remembered reset's replacement history is the only large part of a
-//!   state; a backend would store it under its own key, written once per reset
-//!   and cached locally by fingerprint, so per-call traffic stays small.
+//! Several replicas share sessions through [`MemorySessionStoreBuilder::shared`]
+//! and a [`SharedSessions`] backend (`mantissa-redis` implements one on
+//! Redis): the local store keeps serving every update, the update that
+//! begins a call swaps its result into the shared copy with one round trip
+//! (adopting and re-running on a newer copy), and every other update is
+//! written behind. See [`shared`] for the protocol. A backend could also
+//! implement this trait directly (`WATCH`/`MULTI` per update), at a round
+//! trip per update rather than per call.
 //!
 //! The in-memory store never fails; a shared backend returns [`StoreError`],
 //! and the layer then lets the call through untracked (fail-open) and logs it.
@@ -53,10 +43,12 @@ use tokio::time::Instant;
 
 mod memory;
 mod shard;
+pub mod shared;
 
 #[doc(no_inline)]
 pub use crate::session::{RememberedReset, SessionSnapshot, SessionState};
 pub use memory::{MemorySessionStore, MemorySessionStoreBuilder};
+pub use shared::{SharedSessions, SwapFuture, Swapped};
 
 /// A store operation failed (only shared backends can fail).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

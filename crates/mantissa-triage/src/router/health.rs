@@ -371,6 +371,14 @@ impl ModelHealth {
         }
     }
 
+    /// The end of the cooldown in force, if the model is cooled down now.
+    pub(crate) fn cooled_until(&self) -> Option<Instant> {
+        match self.lock().phase {
+            Phase::CooledDown { until } if until > Instant::now() => Some(until),
+            _ => None,
+        }
+    }
+
     /// Another replica cooled the model down until `until`.
     pub(crate) fn remote_cooled_down(&self, until: Instant) {
         let now = Instant::now();

@@ -100,6 +100,23 @@ impl RemoteModelState {
         Some(f(&router.slots[i].health))
     }
 
+    /// The models this router has cooled down now, with their ends (wall
+    /// clock): a backend that reconnects republishes them, so decisions
+    /// made while it was away reach the other replicas.
+    pub fn cooled_down_now(&self) -> Vec<(ModelId, SystemTime)> {
+        let Some(router) = self.router.upgrade() else {
+            return Vec::new();
+        };
+        router
+            .slots
+            .iter()
+            .filter_map(|s| {
+                let until = s.health.cooled_until()?;
+                Some((s.spec.id.clone(), to_wall(until)))
+            })
+            .collect()
+    }
+
     /// Another replica cooled `model` down until `until`: this router skips
     /// it from its next call on (an earlier end is ignored when already
     /// cooled down for longer). `false` when the model is unknown or the
