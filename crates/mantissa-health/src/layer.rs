@@ -4,6 +4,7 @@ use std::sync::{Arc, OnceLock};
 use mantissa_core::{AgentName, BoundedLabels, EventSink, ModelCatalog, ModelSpec, Pricing, TierSet};
 use tower_layer::Layer;
 
+use crate::MetricsMode;
 use crate::record::{Scope, Settings, Shared};
 use crate::registry::HealthRegistry;
 use crate::service::Health;
@@ -27,6 +28,7 @@ pub struct HealthLayer {
     journal: bool,
     trace: TraceSettings,
     scope: Scope,
+    mode: Option<MetricsMode>,
     shared: OnceLock<Arc<Shared>>,
 }
 
@@ -43,6 +45,7 @@ impl fmt::Debug for HealthLayer {
             .field("journal", &self.journal)
             .field("record_content", &self.trace.content)
             .field("scope", &self.scope)
+            .field("metrics_mode", &self.get_metrics_mode())
             .finish()
     }
 }
@@ -68,8 +71,15 @@ impl HealthLayer {
             journal: true,
             trace: TraceSettings::default(),
             scope: Scope::Call,
+            mode: None,
             shared: OnceLock::new(),
         }
+    }
+
+    /// A layer that feeds `registry` (share one registry between the LLM and
+    /// tool layers and with the monitor), otherwise as [`new`](Self::new).
+    pub fn with_registry(registry: HealthRegistry) -> Self {
+        Self::new().registry(registry)
     }
 
     /// A layer configured from a tier ladder: models, prices and tiers from
@@ -195,6 +205,28 @@ impl HealthLayer {
         self.changed()
     }
 
+    /// Where the layer's metrics go: through the `metrics` recorder, or
+    /// into cells an exporter renders at scrape time (see [`MetricsMode`]).
+    /// Decided when the layer builds its first service, never per call.
+    /// Defaults to [`MetricsMode::Cells`] if a
+    /// [`collector`](HealthRegistry::collector) was taken from the layer's
+    /// registry before that, else [`MetricsMode::Recorder`] (so an
+    /// application's own recorder gets every health metric).
+    pub fn metrics_mode(mut self, mode: MetricsMode) -> Self {
+        self.mode = Some(mode);
+        self.changed()
+    }
+
+    /// The mode the layer's services use (see [`metrics_mode`](Self::metrics_mode)).
+    pub fn get_metrics_mode(&self) -> MetricsMode {
+        match (self.shared.get(), self.mode) {
+            (Some(shared), _) => shared.mode(),
+            (None, Some(mode)) => mode,
+            (None, None) if self.registry.rendered_by_exporter() => MetricsMode::Cells,
+            (None, None) => MetricsMode::Recorder,
+        }
+    }
+
     /// The registry this layer feeds.
     pub fn get_registry(&self) -> &HealthRegistry {
         &self.registry
@@ -226,6 +258,7 @@ impl HealthLayer {
                     journal: self.journal,
                     trace: self.trace,
                     scope: self.scope,
+                    mode: self.get_metrics_mode(),
                 }))
             })
             .clone()

@@ -232,9 +232,11 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod cache;
+mod cells;
 pub mod events;
 pub mod future;
 mod layer;
+mod mode;
 mod record;
 pub mod registry;
 mod request;
@@ -243,6 +245,7 @@ mod trace;
 
 pub use events::JsonLinesSink;
 pub use layer::HealthLayer;
+pub use mode::MetricsMode;
 pub use record::Scope;
 pub use registry::{HealthRegistry, HealthSnapshot, SubjectHealth, WindowStats};
 pub use request::{Classify, ObservedRequest};

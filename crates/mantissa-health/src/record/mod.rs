@@ -13,6 +13,7 @@ use mantissa_core::{
 use metrics::Histogram;
 use tokio::time::Instant;
 
+use crate::MetricsMode;
 use crate::cache::{CowMap, LabelMap};
 use crate::registry::HealthRegistry;
 use crate::request::ObservedRequest;
@@ -22,7 +23,7 @@ mod call;
 mod key;
 mod series;
 
-pub(crate) use call::{Call, Memo};
+pub(crate) use call::Call;
 use call::{Target, sample_overhead};
 use key::{AsKeyRef, KeyRef, SeriesKey};
 pub(crate) use series::{AgentSeries, Series};
@@ -81,6 +82,7 @@ pub(crate) struct Shared {
     journal: bool,
     pub(crate) trace: TraceSettings,
     scope: Scope,
+    mode: MetricsMode,
     other_agent: AgentName,
     series: CowMap<SeriesKey, Arc<Series>>,
     agent_series: CowMap<AgentName, Arc<AgentSeries>>,
@@ -114,6 +116,7 @@ pub(crate) struct Settings {
     pub(crate) journal: bool,
     pub(crate) trace: TraceSettings,
     pub(crate) scope: Scope,
+    pub(crate) mode: MetricsMode,
 }
 
 impl Shared {
@@ -151,11 +154,17 @@ impl Shared {
             journal: s.journal,
             trace: s.trace,
             scope: s.scope,
+            mode: s.mode,
             other_agent: AgentName::new(OTHER_LABEL),
             series: CowMap::new(),
             agent_series: CowMap::new(),
             overhead: OnceLock::new(),
         }
+    }
+
+    /// Where the metrics go.
+    pub(crate) fn mode(&self) -> MetricsMode {
+        self.mode
     }
 
     #[inline]
@@ -182,49 +191,21 @@ impl Shared {
 
     fn agent_series(&self, agent: &AgentName) -> Arc<AgentSeries> {
         self.agent_series.get_or_insert_with(agent.as_str(), || {
-            let stats = self.registry.agent_stats(agent.as_str());
-            let counterfactual = self.top_pricing.filter(|_| self.scope != Scope::Outcome).map(|_| {
-                metrics::gauge!(catalog::COUNTERFACTUAL_COST_USD_TOTAL, labels::AGENT => agent.to_string())
-            });
-            let series = AgentSeries {
-                name: agent.clone(),
-                stats,
-                in_flight_llm: OnceLock::new(),
-                in_flight_tool: OnceLock::new(),
-                counterfactual,
-            };
-            (agent.clone(), Arc::new(series))
+            (agent.clone(), Arc::new(AgentSeries::new(self, agent)))
         })
     }
 
-    /// Starts observing a call. `memo` is the calling service's memory of the
-    /// label tuple of its previous call: a service that sees the same agent,
-    /// model and tier again (the common case) skips the cache lookup.
-    pub(crate) fn begin<R: ObservedRequest>(
-        self: &Arc<Self>,
-        req: &R,
-        start: Instant,
-        memo: &mut Option<Memo>,
-    ) -> Call {
-        let target = match memo {
-            Some(m) if m.matches(req) => Target::Bound(m.series.clone()),
-            _ => {
-                let target = self.target(req);
-                if let Target::Bound(series) = &target {
-                    *memo = Some(Memo {
-                        agent: req.agent().clone(),
-                        subject: req.subject().map(Arc::from),
-                        tier: req.tier().cloned(),
-                        series: series.clone(),
-                    });
-                }
-                target
-            }
-        };
+    /// Starts observing a call.
+    pub(crate) fn begin<R: ObservedRequest>(self: &Arc<Self>, req: &R, start: Instant) -> Call {
+        let target = self.target(req);
         let (span, sampled) = if self.scope == Scope::Outcome {
             (tracing::Span::none(), false)
         } else {
-            target.agent().in_flight(R::KIND).increment(1.0);
+            let agent = target.agent();
+            match self.mode {
+                MetricsMode::Cells => agent.cells.start(R::KIND),
+                MetricsMode::Recorder => agent.in_flight(R::KIND).increment(1.0),
+            }
             (self.open_span(req, &target), sample_overhead())
         };
         let pre_overhead = if sampled { start.elapsed() } else { Duration::ZERO };
