@@ -21,6 +21,7 @@ use crate::trace::{self, TraceSettings};
 
 mod call;
 mod key;
+mod recent;
 mod series;
 
 pub(crate) use call::Call;
@@ -197,7 +198,16 @@ impl Shared {
 
     /// Starts observing a call.
     pub(crate) fn begin<R: ObservedRequest>(self: &Arc<Self>, req: &R, start: Instant) -> Call {
-        let target = self.target(req);
+        let target = match recent::get(self, req) {
+            Some(series) => Target::Bound(series),
+            None => {
+                let target = self.target(req);
+                if let Target::Bound(series) = &target {
+                    recent::put(self, req, series);
+                }
+                target
+            }
+        };
         let (span, sampled) = if self.scope == Scope::Outcome {
             (tracing::Span::none(), false)
         } else {
@@ -213,7 +223,9 @@ impl Shared {
             shared: self.clone(),
             target,
             kind: R::KIND,
-            session: Some(req.session().clone()),
+            // The session id is kept only for the events that carry it.
+            session: (self.scope != Scope::Outcome && (self.journal || !self.sinks.is_empty()))
+                .then(|| req.session().clone()),
             start,
             sampled,
             pre_overhead,
