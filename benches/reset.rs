@@ -249,7 +249,7 @@ fn memory_report() {
             _ => "n/a".to_owned(),
         },
         own / N,
-        mantissa_reset::bytes_per_session_lower_bound(),
+        mantissa_reset::MemorySessionStore::bytes_per_session_lower_bound(),
         std::mem::size_of::<mantissa_reset::SessionState>(),
     );
     drop(store);

@@ -78,7 +78,7 @@ use mantissa_monitor::{
 use mantissa_prometheus::{ExporterHandle, MetricsServer, PrometheusConfig};
 use mantissa_reset::{BrittlenessPolicy, MemorySessionStore, ResetLayer};
 use mantissa_triage::{
-    CallId, CooldownPolicy, FeedbackError, FeedbackLayer, FeedbackLog, RuleTriage, TierDecision, TierRouter,
+    BoxTriage, CallId, CooldownPolicy, FeedbackError, FeedbackLayer, FeedbackLog, RuleTriage, TierRouter,
     Triage, TriageControl, TriageLayer,
 };
 use tower::util::BoxCloneSyncService;
@@ -188,7 +188,7 @@ pub enum BuildError {
     Config(#[from] ConfigError),
     /// The router could not be built.
     #[error("router: {0}")]
-    Router(#[from] mantissa_triage::BuildError),
+    Router(#[from] mantissa_triage::RouterBuildError),
     /// The upstream service of a model could not be built.
     #[error("upstream for model `{model}`: {source}")]
     Upstream {
@@ -222,18 +222,10 @@ enum MetricsMode {
 /// The composed LLM stack, kept unboxed so each agent's service boxes once.
 type Composed = mantissa_reset::Reset<
     mantissa_triage::FeedbackService<
-        mantissa_triage::TriageService<mantissa_health::Health<TierRouter>, DynTriage>,
+        mantissa_triage::Triaged<mantissa_health::Health<TierRouter>, BoxTriage>,
     >,
     MemorySessionStore,
 >;
-
-struct DynTriage(Arc<dyn Triage>);
-
-impl Triage for DynTriage {
-    fn triage(&self, req: &LlmRequest) -> TierDecision {
-        self.0.triage(req)
-    }
-}
 
 /// Builder of an [`AgentStack`]. See the [module docs](self).
 pub struct AgentStackBuilder {
@@ -242,7 +234,7 @@ pub struct AgentStackBuilder {
     upstream: Upstream,
     tools: Option<ToolService>,
     tool_names: Option<Vec<String>>,
-    triage: Option<Arc<dyn Triage>>,
+    triage: Option<BoxTriage>,
     feedback: Option<FeedbackLog>,
     sticky: bool,
     cooldown: CooldownPolicy,
@@ -334,7 +326,7 @@ impl AgentStackBuilder {
 
     /// The triage strategy. Defaults to [`RuleTriage`] over the tiers.
     pub fn triage(mut self, triage: impl Triage) -> Self {
-        self.triage = Some(Arc::new(triage));
+        self.triage = Some(BoxTriage::new(triage));
         self
     }
 
@@ -505,12 +497,11 @@ impl AgentStackBuilder {
         let router = router.build()?;
 
         // Triage.
-        let triage: Arc<dyn Triage> = match &self.triage {
+        let triage = match &self.triage {
             Some(t) => t.clone(),
-            None => Arc::new(RuleTriage::new(&self.tiers)),
+            None => BoxTriage::new(RuleTriage::new(&self.tiers)),
         };
-        let mut triage_layer =
-            TriageLayer::new(&self.tiers, DynTriage(triage)).agent_labels(agent_labels.clone());
+        let mut triage_layer = TriageLayer::new(&self.tiers, triage).agent_labels(agent_labels.clone());
         if !self.sticky {
             triage_layer = triage_layer.without_stickiness();
         }

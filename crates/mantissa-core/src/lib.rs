@@ -22,6 +22,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod catalog;
+pub mod context;
 pub mod control;
 mod error;
 pub mod estimate;
@@ -37,12 +38,13 @@ mod text;
 mod tier;
 mod tool;
 
+pub use context::{CallContext, Catalog, CatalogBuilder, ModelEntry, ModelIdx, TierEntry, TierIdx};
 pub use error::{BoxError, ConfigError};
 pub use estimate::{CharEstimator, TokenEstimator};
 pub use event::{EventKind, EventSink, HealthEvent, unix_millis};
 pub use failure::{Cancelled, FailureClass, LlmError, Outcome, classify, classify_box};
 pub use ids::{AgentName, ModelId, SessionId, Tier};
-pub use labels::{BoundedLabels, DEFAULT_MAX_LABELS};
+pub use labels::{BoundedLabels, DEFAULT_MAX_LABELS, LabelIdx};
 pub use message::{FunctionCall, FunctionSpec, Message, Role, ToolCall, ToolSpec};
 pub use request::{GenerationParams, LlmRequest, METADATA_STAKES};
 pub use response::{Chunk, ChunkStream, FinishReason, LlmResponse, StreamAssembler, ToolCallDelta, Usage};

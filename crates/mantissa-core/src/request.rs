@@ -63,6 +63,11 @@ pub struct LlmRequest {
     pub model: Option<ModelId>,
     /// Free-form string metadata (for example the [`METADATA_STAKES`] hint).
     pub metadata: BTreeMap<String, String>,
+    /// What the layers resolved about this call — agent, session hash, tier
+    /// and model as dense indices of the stack's [`Catalog`](crate::Catalog)
+    /// — so no layer looks the names up again. Empty until a stack (or
+    /// [`Catalog::resolve`](crate::Catalog::resolve)) fills it in.
+    pub ctx: crate::CallContext,
     /// Typed values attached by layers (decisions, notices).
     pub extensions: http::Extensions,
 }
@@ -79,6 +84,7 @@ impl LlmRequest {
             tier: None,
             model: None,
             metadata: BTreeMap::new(),
+            ctx: crate::CallContext::default(),
             extensions: http::Extensions::new(),
         }
     }

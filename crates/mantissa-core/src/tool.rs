@@ -18,6 +18,9 @@ pub struct ToolRequest {
     pub name: String,
     /// The arguments as JSON.
     pub arguments: serde_json::Value,
+    /// The agent and session resolved once by the stack (see
+    /// [`CallContext`](crate::CallContext)); empty until then.
+    pub ctx: crate::CallContext,
     /// Typed values attached by layers.
     pub extensions: http::Extensions,
 }
@@ -37,6 +40,7 @@ impl ToolRequest {
             call_id: call_id.into(),
             name: name.into(),
             arguments,
+            ctx: crate::CallContext::default(),
             extensions: http::Extensions::new(),
         }
     }

@@ -178,7 +178,7 @@
 //!   ~0.3–0.5 ms (summarize, with an immediate summarizer) including the
 //!   first-call token estimate of the whole history;
 //! * memory per idle session: [`SessionState`] is 128 bytes; with its slot
-//!   and index entry [`bytes_per_session_lower_bound`] is 177 bytes; measured
+//!   and index entry [`MemorySessionStore::bytes_per_session_lower_bound`] is 177 bytes; measured
 //!   with 1,000,000 idle sessions (when the state was 8 bytes smaller, before
 //!   it counted LLM calls apart from turns), the store's structures took 211
 //!   bytes per session and the resident set grew by 253 bytes per session including
@@ -193,28 +193,34 @@
 
 mod compact;
 mod config;
+mod emit;
+mod error;
 mod fingerprint;
+mod future;
 mod layer;
 mod notice;
 pub mod policy;
+mod pre_call;
+mod rare;
 mod service;
+pub mod session;
 mod stage;
 pub mod store;
 
 pub use compact::{CLEARED_PREFIX, SUMMARY_NAME, clear_current_turn_tool_results, clear_tool_results};
 pub use config::{FALLBACK_WINDOW, Summarizer};
+pub use error::ContextBudgetExceeded;
+pub use future::ResponseFuture;
 pub use layer::ResetLayer;
 pub use notice::{ContextReset, ContextWarning, notice_lines};
 pub use policy::{
     Assessment, BrittlenessPolicy, Combine, ErrorRateRule, REARM_RATIO, Signals, Stage, StagePlan, Strategy,
     Trigger, TriggerSet,
 };
-pub use service::{ContextBudgetExceeded, Reset, ResponseFuture};
+pub use service::Reset;
+pub use session::{RememberedReset, SessionSnapshot, SessionState};
 pub use stage::{
     DEFAULT_SUMMARY_INSTRUCTION, NoNote, PlaceholderClearer, Respawner, StandardNote, SuffixRespawner,
     SummaryConfig, ToolResultClearer, WarningNote,
 };
-pub use store::{
-    LATENCY_DRIFT_FLOOR_MS, MemorySessionStore, MemorySessionStoreBuilder, RememberedReset, SessionSnapshot,
-    SessionState, SessionStore, StoreError, bytes_per_session_lower_bound, counts_against_session,
-};
+pub use store::{MemorySessionStore, MemorySessionStoreBuilder, SessionStore, StoreError};

@@ -25,7 +25,8 @@
 //!   failures, cools failing models down (shared state, half-open probes),
 //!   implements [`ModelControl`](mantissa_core::control::ModelControl),
 //!   emits `mantissa_fallbacks_total` and `mantissa_model_state`.
-//! * [`AgentSpawner`] — agents bound to tiers over one shared router.
+//! * [`BoxTriage`] — any [`Triage`] behind one type (as tower's `BoxService`
+//!   erases services), for stacks that pick the strategy at run time.
 //!
 //! In a composed stack the order is `TriageLayer -> TierRouter -> [per model:
 //! HealthLayer -> client]`; this crate does not depend on the health layer.
@@ -64,6 +65,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod boxed;
 pub mod calibrate;
 pub mod config;
 mod decision;
@@ -71,9 +73,9 @@ pub mod learned;
 pub mod llm;
 pub mod router;
 pub mod rule;
-pub mod spawner;
 pub mod triage_layer;
 
+pub use boxed::BoxTriage;
 pub use calibrate::calibrate;
 pub use config::{tier_set_from_toml, tier_set_from_toml_file};
 pub use decision::{AsyncTriage, Boundaries, TierDecision, Triage, TriageReason};
@@ -83,9 +85,8 @@ pub use learned::{
 };
 pub use llm::{DEFAULT_PROMPT, LlmTriage, LlmTriageFuture};
 pub use router::{
-    AllModelsFailed, BuildError, CooldownPolicy, FallbackOrder, ModelService, ModelSnapshot, ModelState,
-    Routed, TierRouter, TierRouterBuilder, UnknownModel, UnknownTier,
+    AllModelsFailed, CooldownPolicy, FallbackOrder, ModelService, ModelSnapshot, ModelState, RemoteModelState,
+    Routed, RouterBuildError, SharedModelState, TierRouter, TierRouterBuilder, UnknownModel, UnknownTier,
 };
 pub use rule::{RuleTriage, RuleWeights, Signals};
-pub use spawner::{AgentService, AgentSpawner};
-pub use triage_layer::{TriageControl, TriageLayer, TriageService};
+pub use triage_layer::{TriageControl, TriageLayer, Triaged};

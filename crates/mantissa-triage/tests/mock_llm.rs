@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use mantissa_core::{FailureClass, LlmRequest, Message, TierSet};
+use mantissa_core::{AgentName, FailureClass, LlmRequest, Message, Tier, TierSet};
 use mantissa_mock::{MockFailure, MockLlm};
-use mantissa_triage::{AgentSpawner, ModelState, Routed, RuleTriage, TierRouter, TriageLayer};
+use mantissa_triage::{ModelState, Routed, RuleTriage, TierRouter, TriageLayer};
 use tower::{Layer, ServiceExt};
 
 fn router(mock: &MockLlm) -> TierRouter {
@@ -55,14 +55,28 @@ async fn a_failing_mock_model_is_cooled_down_and_probed_back() {
     );
 }
 
+/// An agent bound to a tier over the shared router (what `AgentStack::llm`
+/// does for a pinned agent): stamps its name and tier on every request.
+fn agent(
+    router: &TierRouter,
+    name: &str,
+    tier: &str,
+) -> impl tower::Service<LlmRequest, Response = mantissa_core::LlmResponse, Error = mantissa_core::BoxError> + Clone
+{
+    let (name, tier) = (AgentName::new(name), Tier::new(tier));
+    router.clone().map_request(move |mut req: LlmRequest| {
+        req.agent = name.clone();
+        req.tier = Some(tier.clone());
+        req
+    })
+}
+
 #[tokio::test(start_paused = true)]
-async fn spawned_agents_share_the_router() {
+async fn agents_bound_to_tiers_share_the_router() {
     let mock = MockLlm::new();
-    let tiers = TierSet::default();
     let router = router(&mock);
-    let spawner = AgentSpawner::new(router.clone(), &tiers);
-    let cheap = spawner.spawn("scout", "low").unwrap();
-    let expensive = spawner.spawn("analyst", "high").unwrap();
+    let cheap = agent(&router, "scout", "low");
+    let expensive = agent(&router, "analyst", "high");
     for _ in 0..3 {
         let req = LlmRequest::new("s", "x", vec![Message::user("go")]);
         cheap.clone().oneshot(req.clone()).await.unwrap();
@@ -84,8 +98,8 @@ async fn spawned_agents_share_the_router() {
         router.model_snapshot("mock-small").unwrap().state,
         ModelState::CooledDown
     );
-    // ... and another agent of the same tier, spawned later, skips it.
-    let helper = spawner.spawn("helper", "low").unwrap();
+    // ... and another agent of the same tier, bound later, skips it.
+    let helper = agent(&router, "helper", "low");
     let req = LlmRequest::new("s2", "x", vec![Message::user("go")]);
     let resp = helper.oneshot(req).await.unwrap();
     let routed = resp.extensions.get::<Routed>().unwrap();

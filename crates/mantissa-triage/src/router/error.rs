@@ -91,7 +91,7 @@ impl StdError for UnknownModel {}
 
 /// Why a [`TierRouter`](super::TierRouter) could not be built.
 #[derive(Debug, thiserror::Error)]
-pub enum BuildError {
+pub enum RouterBuildError {
     /// The ladder or a setting is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),

@@ -50,8 +50,11 @@ struct InFlight {
 pub struct ResponseFuture {
     router: Arc<RouterInner>,
     span: Span,
-    /// The request each attempt is cloned from; `None` once finished.
+    /// The request each attempt is cloned from, until it moves into the
+    /// last possible attempt.
     req: Option<LlmRequest>,
+    /// Whether the future has answered (or never had a request).
+    done: bool,
     early: Option<BoxError>,
     requested: usize,
     cands: Candidates,
@@ -87,6 +90,7 @@ impl ResponseFuture {
             router,
             span,
             req: Some(req),
+            done: false,
             early: None,
             requested,
             cands,
@@ -101,30 +105,33 @@ impl ResponseFuture {
     }
 
     pub(super) fn failed(router: Arc<RouterInner>, err: BoxError) -> Self {
-        let cands = Candidates {
-            start: 0,
-            pinned: None,
-            pinned_done: true,
-            step: usize::MAX,
-            pos: 0,
-        };
-        let mut f = Self::new(
+        Self {
             router,
-            Span::none(),
-            LlmRequest::new("", "", Vec::new()),
-            0,
-            cands,
-        );
-        f.req = None;
-        f.early = Some(err);
-        f
+            span: Span::none(),
+            req: None,
+            done: true,
+            early: Some(err),
+            requested: 0,
+            cands: Candidates::none(),
+            in_flight: None,
+            tried: Vec::new(),
+            cooled: Vec::new(),
+            last_error: None,
+            moved_because: None,
+            min_window: None,
+            attempts: 0,
+        }
     }
 
     /// Starts the next admitted candidate; `false` when none is left.
+    ///
+    /// The request moves into the attempt when no other candidate is left
+    /// to fall back to; until then each attempt gets a clone of the template
+    /// (cheap: the history and the tools are shared).
     fn start_next(&mut self) -> bool {
-        let Some(template) = &self.req else {
+        if self.req.is_none() {
             return false;
-        };
+        }
         while let Some(slot) = self.cands.next(&self.router) {
             let s = &self.router.slots[slot];
             if self.min_window.is_some_and(|w| s.spec.context_window <= w)
@@ -159,9 +166,21 @@ impl ResponseFuture {
             if let Some(reason) = self.moved_because {
                 self.router.count_fallback(self.requested, s.tier, reason);
             }
-            let mut req = template.clone();
+            let last = self.cands.clone().next(&self.router).is_none();
+            let mut req = match (last, &mut self.req) {
+                (true, req) => match req.take() {
+                    Some(req) => req,
+                    None => return false,
+                },
+                (false, Some(template)) => template.clone(),
+                (false, None) => return false,
+            };
             req.model = Some(s.spec.id.clone());
             req.tier = Some(self.router.tier_names[s.tier].clone());
+            if self.router.catalog.owns(&req.ctx) {
+                req.ctx.model = s.model_idx;
+                req.ctx.tier = s.tier_idx;
+            }
             self.attempts += 1;
             self.in_flight = Some(InFlight {
                 slot,
@@ -176,6 +195,7 @@ impl ResponseFuture {
 
     fn exhausted(&mut self, span: &Span) -> BoxError {
         self.req = None;
+        self.done = true;
         let err: BoxError = Box::new(AllModelsFailed {
             tried: std::mem::take(&mut self.tried),
             cooled_down: std::mem::take(&mut self.cooled),
@@ -193,7 +213,7 @@ impl ResponseFuture {
 impl Drop for ResponseFuture {
     fn drop(&mut self) {
         // Dropped before an answer: the caller cancelled.
-        if self.req.is_some() && !self.span.is_disabled() {
+        if !self.done && !self.span.is_disabled() {
             self.span.record("mantissa.fallback.attempts", self.attempts);
             self.span.record("error.type", FailureClass::Cancelled.as_str());
         }
@@ -262,6 +282,7 @@ impl ResponseFuture {
                             attempts: this.attempts,
                         });
                         this.req = None;
+                        this.done = true;
                         return Poll::Ready(Ok(resp));
                     }
                     Err(err) => {
@@ -305,6 +326,7 @@ impl ResponseFuture {
                         );
                         if !moves_on {
                             this.req = None;
+                            this.done = true;
                             if !span.is_disabled() {
                                 span.record("mantissa.fallback.attempts", this.attempts);
                                 span.record("error.type", class.as_str());

@@ -1,12 +1,14 @@
 //! Per-model cooldown: a circuit breaker (healthy → cooled down → half-open
 //! probe → healthy) shared by every request through the router.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use metrics::Gauge;
 use rand::Rng;
 use tokio::time::Instant;
+
+use super::shared::{PROBE_ANSWER_WAIT, SharedModelState, to_wall};
 
 /// When a model is taken out of rotation and how it comes back.
 ///
@@ -167,8 +169,26 @@ struct Bucket {
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Phase {
     Healthy,
-    CooledDown { until: Instant },
-    HalfOpen { probing: bool },
+    CooledDown {
+        until: Instant,
+    },
+    HalfOpen {
+        probing: bool,
+    },
+    /// Shared state only: the cooldown ended and the backend was asked for
+    /// the probe lease at `since`; out of rotation until it answers.
+    AwaitingProbe {
+        since: Instant,
+    },
+}
+
+/// What this replica decided that its shared backend must hear, sent after
+/// the lock is released.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Note {
+    Cooled(Instant),
+    Restored,
+    WantProbe,
 }
 
 /// The streak and window of a model when it was last taken out of rotation.
@@ -193,6 +213,8 @@ struct Inner {
     /// Shown by snapshots while the model is out of rotation.
     at_cooldown: Option<AtCooldown>,
     reported: ModelState,
+    /// For the shared backend, taken after the lock is released.
+    note: Option<Note>,
 }
 
 /// What admission decided for one attempt.
@@ -214,6 +236,8 @@ pub(crate) struct ModelHealth {
     bucket_len: Duration,
     inner: Mutex<Inner>,
     gauge: Gauge,
+    /// The backend that shares this model's state with other replicas.
+    shared: Option<(Arc<dyn SharedModelState>, mantissa_core::ModelId)>,
 }
 
 /// A point-in-time view of one model's health, from
@@ -242,7 +266,11 @@ pub struct ModelSnapshot {
 }
 
 impl ModelHealth {
-    pub(crate) fn new(policy: CooldownPolicy, gauge: Gauge) -> Self {
+    pub(crate) fn new(
+        policy: CooldownPolicy,
+        gauge: Gauge,
+        shared: Option<(Arc<dyn SharedModelState>, mantissa_core::ModelId)>,
+    ) -> Self {
         gauge.set(0.0);
         Self {
             policy,
@@ -257,8 +285,24 @@ impl ModelHealth {
                 buckets: [Bucket::default(); BUCKETS],
                 at_cooldown: None,
                 reported: ModelState::Healthy,
+                note: None,
             }),
             gauge,
+            shared,
+        }
+    }
+
+    /// Tells the shared backend (if any) what `g` noted, after unlocking.
+    fn send(&self, mut g: std::sync::MutexGuard<'_, Inner>) {
+        let note = g.note.take();
+        drop(g);
+        let (Some(note), Some((backend, model))) = (note, &self.shared) else {
+            return;
+        };
+        match note {
+            Note::Cooled(until) => backend.cooled_down(model, to_wall(until)),
+            Note::Restored => backend.restored(model),
+            Note::WantProbe => backend.request_probe(model, self.policy.base_cooldown),
         }
     }
 
@@ -283,14 +327,73 @@ impl ModelHealth {
                 Admission::Probe(g.round)
             }
             Phase::CooledDown { until } => {
-                if Instant::now() >= until {
+                let now = Instant::now();
+                if now < until {
+                    Admission::No
+                } else if self.shared.is_some() {
+                    // Replicas share one probe: ask for the lease, and keep
+                    // the model out until the answer.
+                    g.phase = Phase::AwaitingProbe { since: now };
+                    g.note = Some(Note::WantProbe);
+                    self.report(&mut g);
+                    self.send(g);
+                    Admission::No
+                } else {
                     g.phase = Phase::HalfOpen { probing: true };
                     self.report(&mut g);
+                    Admission::Probe(g.round)
+                }
+            }
+            Phase::AwaitingProbe { since } => {
+                if Instant::now().saturating_duration_since(since) >= PROBE_ANSWER_WAIT {
+                    // The backend never answered: probe on our own.
+                    g.phase = Phase::HalfOpen { probing: true };
                     Admission::Probe(g.round)
                 } else {
                     Admission::No
                 }
             }
+        }
+    }
+
+    /// The backend answered this replica's probe request: granted (`None`),
+    /// or held elsewhere for `Some(retry_in)` more.
+    pub(crate) fn probe_answer(&self, denied: Option<Duration>) {
+        let mut g = self.lock();
+        if let Phase::AwaitingProbe { .. } = g.phase {
+            g.phase = match denied {
+                None => Phase::HalfOpen { probing: false },
+                Some(d) => Phase::CooledDown {
+                    until: Self::deadline(Instant::now(), d),
+                },
+            };
+            self.report(&mut g);
+        }
+    }
+
+    /// Another replica cooled the model down until `until`.
+    pub(crate) fn remote_cooled_down(&self, until: Instant) {
+        let now = Instant::now();
+        let mut g = self.lock();
+        match g.phase {
+            Phase::CooledDown { until: u } if u >= until => {}
+            Phase::CooledDown { .. } => g.phase = Phase::CooledDown { until },
+            Phase::Healthy | Phase::HalfOpen { .. } | Phase::AwaitingProbe { .. } => {
+                if until > now {
+                    self.enter_cooldown(&mut g, now, until);
+                }
+            }
+        }
+        self.report(&mut g);
+    }
+
+    /// Another replica put the model back into rotation.
+    pub(crate) fn remote_restored(&self) {
+        let mut g = self.lock();
+        if g.phase != Phase::Healthy {
+            Self::readmit(&mut g);
+            g.ejections = 0;
+            self.report(&mut g);
         }
     }
 
@@ -312,11 +415,13 @@ impl ModelHealth {
             Phase::HalfOpen { .. } => {
                 Self::readmit(&mut g);
                 g.ejections = 0;
+                g.note = Some(Note::Restored);
             }
             // Every call of this round is the probe, admitted half-open.
-            Phase::CooledDown { .. } => {}
+            Phase::CooledDown { .. } | Phase::AwaitingProbe { .. } => {}
         }
         self.report(&mut g);
+        self.send(g);
     }
 
     /// A call admitted in `round` failed in a way that counts toward cooldown.
@@ -335,7 +440,7 @@ impl ModelHealth {
         let eject = match g.phase {
             // A failed probe: cool down again, for longer.
             Phase::HalfOpen { .. } => true,
-            Phase::CooledDown { .. } => false,
+            Phase::CooledDown { .. } | Phase::AwaitingProbe { .. } => false,
             Phase::Healthy => {
                 let (calls, failures) = self.window(&g, now);
                 g.consecutive >= self.policy.consecutive_failures
@@ -348,8 +453,10 @@ impl ModelHealth {
             g.ejections = g.ejections.saturating_add(1);
             let until = Self::deadline(now, self.policy.cooldown(g.ejections));
             self.enter_cooldown(&mut g, now, until);
+            g.note = Some(Note::Cooled(until));
         }
         self.report(&mut g);
+        self.send(g);
     }
 
     /// A call admitted in `round` was rate limited: with a Retry-After the
@@ -371,10 +478,17 @@ impl ModelHealth {
         let mut g = self.lock();
         match g.phase {
             Phase::CooledDown { until: u } if u > until => {}
-            Phase::CooledDown { .. } => g.phase = Phase::CooledDown { until },
-            Phase::Healthy | Phase::HalfOpen { .. } => self.enter_cooldown(&mut g, now, until),
+            Phase::CooledDown { .. } => {
+                g.phase = Phase::CooledDown { until };
+                g.note = Some(Note::Cooled(until));
+            }
+            Phase::Healthy | Phase::HalfOpen { .. } | Phase::AwaitingProbe { .. } => {
+                self.enter_cooldown(&mut g, now, until);
+                g.note = Some(Note::Cooled(until));
+            }
         }
         self.report(&mut g);
+        self.send(g);
     }
 
     /// Back to healthy with a clean slate.
@@ -382,7 +496,9 @@ impl ModelHealth {
         let mut g = self.lock();
         Self::readmit(&mut g);
         g.ejections = 0;
+        g.note = Some(Note::Restored);
         self.report(&mut g);
+        self.send(g);
     }
 
     /// Frees the half-open probe slot of `round` without a verdict (the
@@ -443,7 +559,7 @@ impl ModelHealth {
         let now = Instant::now();
         let g = self.lock();
         let (consecutive, calls, failures) = match (g.phase, g.at_cooldown) {
-            (Phase::CooledDown { .. } | Phase::HalfOpen { .. }, Some(at)) => {
+            (Phase::CooledDown { .. } | Phase::HalfOpen { .. } | Phase::AwaitingProbe { .. }, Some(at)) => {
                 (at.consecutive, at.calls, at.failures)
             }
             _ => {
@@ -477,7 +593,9 @@ impl ModelHealth {
     fn state_of(&self, g: &Inner, now: Instant) -> ModelState {
         match g.phase {
             Phase::CooledDown { until } if until > now => ModelState::CooledDown,
-            Phase::CooledDown { .. } | Phase::HalfOpen { .. } => ModelState::Degraded,
+            Phase::CooledDown { .. } | Phase::HalfOpen { .. } | Phase::AwaitingProbe { .. } => {
+                ModelState::Degraded
+            }
             Phase::Healthy if self.streak_live(g, now) => ModelState::Degraded,
             Phase::Healthy => ModelState::Healthy,
         }

@@ -59,6 +59,13 @@
 //! while `snapshot()` reads the clock). [`ModelControl`] lets the monitor cool a
 //! model down (for exactly the given time, then a probe) or restore it.
 //!
+//! # Several replicas
+//!
+//! With [`TierRouterBuilder::shared_state`], routers of several replicas
+//! share cooldowns, re-admissions and one half-open probe per model through
+//! a backend (`mantissa-redis` implements one on Redis); each call is still
+//! decided on local state. See [`shared`].
+//!
 //! # Backpressure
 //!
 //! `poll_ready` is always ready. Each call clones the chosen model's service
@@ -145,6 +152,7 @@
 mod error;
 mod future;
 mod health;
+pub mod shared;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -153,15 +161,19 @@ use std::time::Duration;
 
 use mantissa_core::catalog::{self, labels};
 use mantissa_core::control::ModelControl;
-use mantissa_core::{BoxError, FailureClass, LlmRequest, LlmResponse, ModelId, ModelSpec, Tier, TierSet};
+use mantissa_core::{
+    BoxError, Catalog, FailureClass, LlmRequest, LlmResponse, ModelId, ModelIdx, ModelSpec, Tier, TierIdx,
+    TierSet,
+};
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
 use tower_service::Service;
 
-pub use self::error::{AllModelsFailed, BuildError, UnknownModel, UnknownTier};
+pub use self::error::{AllModelsFailed, RouterBuildError, UnknownModel, UnknownTier};
 pub use self::future::ResponseFuture;
 use self::health::{Admission, ModelHealth};
 pub use self::health::{CooldownPolicy, ModelSnapshot, ModelState};
+pub use self::shared::{RemoteModelState, SharedModelState};
 
 /// The boxed per-model service the router holds.
 pub type ModelService = BoxCloneSyncService<LlmRequest, LlmResponse, BoxError>;
@@ -218,6 +230,10 @@ pub struct Routed {
 pub(crate) struct ModelSlot {
     pub(crate) spec: ModelSpec,
     pub(crate) tier: usize,
+    /// The model's and its tier's indices in the router's catalog, stamped
+    /// into each attempt's call context.
+    pub(crate) model_idx: Option<ModelIdx>,
+    pub(crate) tier_idx: Option<TierIdx>,
     pub(crate) service: ModelService,
     pub(crate) health: ModelHealth,
 }
@@ -229,6 +245,9 @@ pub(crate) struct RouterInner {
     pub(crate) slots: Vec<ModelSlot>,
     pub(crate) tiers: Vec<Vec<usize>>,
     pub(crate) index: HashMap<ModelId, usize>,
+    /// The catalog whose indices requests carry: slot of each catalog model.
+    pub(crate) catalog: Catalog,
+    pub(crate) model_slots: Vec<Option<usize>>,
     pub(crate) default_tier: usize,
     pub(crate) order: FallbackOrder,
 }
@@ -258,6 +277,17 @@ pub(crate) struct Candidates {
 }
 
 impl Candidates {
+    /// No candidates at all (a request that failed before routing).
+    pub(crate) fn none() -> Self {
+        Self {
+            start: 0,
+            pinned: None,
+            pinned_done: true,
+            step: usize::MAX,
+            pos: 0,
+        }
+    }
+
     pub(crate) fn next(&mut self, r: &RouterInner) -> Option<usize> {
         if let (Some(p), false) = (self.pinned, self.pinned_done) {
             self.pinned_done = true;
@@ -298,6 +328,8 @@ impl TierRouter {
             default_tier: None,
             order: FallbackOrder::default(),
             policy: CooldownPolicy::default(),
+            catalog: None,
+            shared: None,
         }
     }
 
@@ -328,6 +360,22 @@ impl TierRouter {
     }
 
     fn resolve(&self, req: &LlmRequest) -> Result<(usize, Option<usize>), BoxError> {
+        let inner = &*self.inner;
+        if inner.catalog.owns(&req.ctx) {
+            // Resolved once at the stack's entry: indices, no name lookups.
+            if let Some(slot) = req
+                .ctx
+                .model
+                .and_then(|m| inner.model_slots.get(m.index()).copied().flatten())
+            {
+                return Ok((inner.slots[slot].tier, Some(slot)));
+            }
+            if let (None, Some(tier)) = (&req.model, req.ctx.tier) {
+                if tier.index() < inner.tier_names.len() {
+                    return Ok((tier.index(), None));
+                }
+            }
+        }
         if let Some(model) = &req.model {
             let Some(&idx) = self.inner.index.get(model) else {
                 return Err(UnknownModel { model: model.clone() }.into());
@@ -401,13 +449,26 @@ impl Service<LlmRequest> for TierRouter {
 pub struct TierRouterBuilder {
     set: TierSet,
     services: HashMap<ModelId, ModelService>,
-    error: Option<BuildError>,
+    error: Option<RouterBuildError>,
     default_tier: Option<Tier>,
     order: FallbackOrder,
     policy: CooldownPolicy,
+    catalog: Option<Catalog>,
+    shared: Option<Arc<dyn SharedModelState>>,
 }
 
 impl TierRouterBuilder {
+    /// The catalog whose indices requests carry in their
+    /// [`CallContext`](mantissa_core::CallContext) (the stack's, built from
+    /// the same ladder): the router then reads the requested tier or model
+    /// by index and stamps each attempt's model and tier into the context.
+    /// Defaults to a catalog of its own (requests resolved elsewhere are
+    /// routed by name).
+    pub fn catalog(mut self, catalog: Catalog) -> Self {
+        self.catalog = Some(catalog);
+        self
+    }
+
     /// The service that calls `model` (any `Service<LlmRequest>` whose error
     /// converts into [`BoxError`]; it is boxed).
     pub fn model<S>(mut self, model: impl Into<ModelId>, service: S) -> Self
@@ -421,7 +482,7 @@ impl TierRouterBuilder {
         if self.set.iter().any(|t| t.models.iter().any(|m| m.id == model)) {
             self.services.insert(model, service);
         } else if self.error.is_none() {
-            self.error = Some(BuildError::UnknownModel(model));
+            self.error = Some(RouterBuildError::UnknownModel(model));
         }
         self
     }
@@ -447,9 +508,20 @@ impl TierRouterBuilder {
         self
     }
 
+    /// Shares cooldowns, re-admissions and the half-open probe with the
+    /// routers of other replicas through `backend` (for example
+    /// `mantissa_redis::RedisModelState`); see [`shared`]. Calls are still
+    /// decided on this router's own state, so sharing adds no round trip
+    /// to a call. Defaults to none: the state is this process's alone.
+    pub fn shared_state(mut self, backend: Arc<dyn SharedModelState>) -> Self {
+        self.shared = Some(backend);
+        self
+    }
+
     /// Validates the ladder and the settings and builds the router. Registers
-    /// the `mantissa_model_state` gauges (at 0) with the current recorder.
-    pub fn build(mut self) -> Result<TierRouter, BuildError> {
+    /// the `mantissa_model_state` gauges (at 0) with the current recorder,
+    /// and attaches the [shared state](Self::shared_state), if any.
+    pub fn build(mut self) -> Result<TierRouter, RouterBuildError> {
         if let Some(e) = self.error {
             return Err(e);
         }
@@ -460,9 +532,11 @@ impl TierRouterBuilder {
             Some(t) => tier_names
                 .iter()
                 .position(|n| n == t)
-                .ok_or_else(|| BuildError::UnknownTier(t.clone()))?,
+                .ok_or_else(|| RouterBuildError::UnknownTier(t.clone()))?,
             None => 0,
         };
+        let catalog = self.catalog.unwrap_or_else(|| Catalog::new(&self.set));
+        let mut model_slots = vec![None; catalog.models().len()];
         let mut slots = Vec::new();
         let mut tiers = Vec::new();
         let mut index = HashMap::new();
@@ -472,30 +546,51 @@ impl TierRouterBuilder {
                 let service = self
                     .services
                     .remove(&m.id)
-                    .ok_or_else(|| BuildError::MissingService(m.id.clone()))?;
+                    .ok_or_else(|| RouterBuildError::MissingService(m.id.clone()))?;
                 let gauge = metrics::gauge!(catalog::MODEL_STATE, labels::MODEL => m.id.as_str().to_owned());
                 index.insert(m.id.clone(), slots.len());
+                let model_idx = catalog.model_index(m.id.as_str());
+                let tier_idx = catalog.tier_index(t.name.as_str());
+                if let Some(i) = model_idx {
+                    model_slots[i.index()] = Some(slots.len());
+                }
                 members.push(slots.len());
                 slots.push(ModelSlot {
                     spec: m.clone(),
                     tier: rank,
+                    model_idx,
+                    tier_idx,
                     service,
-                    health: ModelHealth::new(self.policy, gauge),
+                    health: ModelHealth::new(
+                        self.policy,
+                        gauge,
+                        self.shared.clone().map(|b| (b, m.id.clone())),
+                    ),
                 });
             }
             tiers.push(members);
         }
-        Ok(TierRouter {
-            inner: Arc::new(RouterInner {
-                set: self.set,
-                tier_names,
-                slots,
-                tiers,
-                index,
-                default_tier,
-                order: self.order,
-            }),
-        })
+        let inner = Arc::new(RouterInner {
+            set: self.set,
+            tier_names,
+            slots,
+            tiers,
+            index,
+            catalog,
+            model_slots,
+            default_tier,
+            order: self.order,
+        });
+        if let Some(backend) = &self.shared {
+            let models: Vec<ModelId> = inner.slots.iter().map(|s| s.spec.id.clone()).collect();
+            backend.attach(
+                &models,
+                RemoteModelState {
+                    router: Arc::downgrade(&inner),
+                },
+            );
+        }
+        Ok(TierRouter { inner })
     }
 }
 
@@ -548,3 +643,6 @@ pub(crate) mod tests;
 
 #[cfg(test)]
 mod trace_tests;
+
+#[cfg(test)]
+mod shared_tests;

@@ -614,7 +614,7 @@ async fn builder_errors() {
         .build()
         .unwrap_err();
     assert!(
-        matches!(err, BuildError::MissingService(ref m) if m.as_str() == "mock-medium"),
+        matches!(err, RouterBuildError::MissingService(ref m) if m.as_str() == "mock-medium"),
         "{err}"
     );
     let err = TierRouter::builder(TierSet::default())
@@ -623,7 +623,7 @@ async fn builder_errors() {
         .unwrap_err();
     assert_eq!(err.to_string(), "model `nope` is not in the tier set");
     let err = fixture_builder(&s).default_tier("ultra").build().unwrap_err();
-    assert!(matches!(err, BuildError::UnknownTier(_)));
+    assert!(matches!(err, RouterBuildError::UnknownTier(_)));
     let err = fixture_builder(&s)
         .cooldown(CooldownPolicy {
             failure_rate_threshold: 0.0,
@@ -919,4 +919,83 @@ async fn a_failure_streak_expires_with_the_window() {
     send(&f.router, req("low")).await.unwrap();
     let snap = f.router.model_snapshot("mock-small").unwrap();
     assert_eq!((snap.state, snap.consecutive_failures), (ModelState::Degraded, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resolved_context_routes_by_index_and_each_attempt_carries_its_model() {
+    let (small, medium, large) = (
+        Script::new(Mode::Fail(FailureClass::UpstreamServer, 500)),
+        Script::new(Mode::Ok),
+        Script::new(Mode::Ok),
+    );
+    let catalog = Catalog::new(&TierSet::default());
+    let router = TierRouter::builder(TierSet::default())
+        .catalog(catalog.clone())
+        .model("mock-small", small.service())
+        .model("mock-medium", medium.service())
+        .model("mock-large", large.service())
+        .cooldown(no_jitter())
+        .build()
+        .unwrap();
+
+    // The request names no tier: only its context does (resolved once, upstream).
+    let mut r = LlmRequest::new("s", "agent", vec![Message::user("hello")]);
+    catalog.resolve(&mut r);
+    r.ctx.tier = catalog.tier_index("low");
+    let resp = send(&router, r).await.unwrap();
+    assert_eq!(resp.model.as_str(), "mock-medium", "fell back from low to medium");
+
+    let first = small.last_request().unwrap();
+    assert_eq!(first.ctx.model, catalog.model_index("mock-small"));
+    assert_eq!(first.ctx.tier, catalog.tier_index("low"));
+    let second = medium.last_request().unwrap();
+    assert_eq!(second.ctx.model, catalog.model_index("mock-medium"));
+    assert_eq!(second.ctx.tier, catalog.tier_index("medium"));
+    assert_eq!(second.tier.as_ref().map(|t| t.as_str()), Some("medium"));
+
+    // A context from another catalog is not trusted: the names decide.
+    let mut foreign = req("high");
+    Catalog::new(&TierSet::default()).resolve(&mut foreign);
+    foreign.ctx.tier = catalog.tier_index("low");
+    let resp = send(&router, foreign).await.unwrap();
+    assert_eq!(resp.model.as_str(), "mock-large");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_possible_attempt_gets_the_request_itself_not_a_copy() {
+    // Counts the holders of the history when the model is called: the test's
+    // handle and the request; a template kept for a fallback would be a third.
+    let holders = Arc::new(Mutex::new(Vec::new()));
+    let model = {
+        let holders = holders.clone();
+        tower::service_fn(move |req: LlmRequest| {
+            holders.lock().unwrap().push(Arc::strong_count(&req.messages));
+            let model = req.model.clone().unwrap_or_else(|| "none".into());
+            std::future::ready(Ok::<_, BoxError>(LlmResponse::new(
+                model,
+                Message::assistant("ok"),
+                Usage::new(1, 1),
+            )))
+        })
+    };
+    let build = |order| {
+        TierRouter::builder(TierSet::default())
+            .model("mock-small", model.clone())
+            .model("mock-medium", model.clone())
+            .model("mock-large", model.clone())
+            .fallback_order(order)
+            .build()
+            .unwrap()
+    };
+    let history = Arc::new(vec![Message::user("hello")]);
+    let call = |router: TierRouter| {
+        let mut r = req("high");
+        r.messages = history.clone();
+        async move { send(&router, r).await.unwrap() }
+    };
+    // No other model to fall back to: the request moves into the attempt.
+    call(build(FallbackOrder::SameTier)).await;
+    // Lower tiers remain: the first attempt gets a copy, the template stays.
+    call(build(FallbackOrder::DownOnly)).await;
+    assert_eq!(*holders.lock().unwrap(), [2, 3]);
 }

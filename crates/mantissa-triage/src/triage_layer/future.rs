@@ -26,7 +26,7 @@ pin_project! {
 }
 
 pin_project! {
-    /// Response future of [`TriageService`](super::TriageService): waits for
+    /// Response future of [`Triaged`](super::Triaged): waits for
     /// the decision (immediate for synchronous strategies), then for the
     /// inner service, and attaches the decision to the response.
     pub struct ResponseFuture<F, S>

@@ -4,9 +4,9 @@ use std::time::Duration;
 use mantissa_core::{BoundedLabels, TierSet};
 use tower_layer::Layer;
 
-use super::{DEFAULT_STICKY_CAPACITY, DEFAULT_STICKY_TTL, Overrides, Shared, TriageControl, TriageService};
+use super::{DEFAULT_STICKY_CAPACITY, DEFAULT_STICKY_TTL, Overrides, Shared, TriageControl, Triaged};
 
-/// Builds [`TriageService`]s that share one strategy, one stickiness memory
+/// Builds [`Triaged`]s that share one strategy, one stickiness memory
 /// and one set of agent overrides. See the [module docs](super).
 #[derive(Debug)]
 pub struct TriageLayer<T> {
@@ -93,10 +93,10 @@ impl<T> TriageLayer<T> {
 }
 
 impl<S, T> Layer<S> for TriageLayer<T> {
-    type Service = TriageService<S, T>;
+    type Service = Triaged<S, T>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        TriageService {
+        Triaged {
             inner,
             triage: self.triage.clone(),
             shared: self.shared.clone(),

@@ -1,4 +1,4 @@
-//! [`TriageLayer`] / [`TriageService`]: decide each request's precision tier.
+//! [`TriageLayer`] / [`Triaged`]: decide each request's precision tier.
 //!
 //! For every request the service decides a [`TierDecision`], in this order:
 //!
@@ -254,16 +254,22 @@ impl TierControl for TriageControl {
     }
 }
 
-/// Decides each request's tier, then calls the inner service. See the
+/// A service whose requests are triaged: decides each request's tier, then
+/// calls the inner service. Built by [`TriageLayer`]; see the
 /// [module docs](self).
+///
+/// tower names a middleware's service after the middleware (`Timeout`,
+/// `RateLimit`); here [`Triage`](crate::Triage) already names the strategy
+/// trait that users implement and pass closures for, so the service is the
+/// participle: `Triaged<S, T>` is "`S`, triaged by `T`".
 #[derive(Debug)]
-pub struct TriageService<S, T> {
+pub struct Triaged<S, T> {
     inner: S,
     triage: Arc<T>,
     shared: Arc<Shared>,
 }
 
-impl<S: Clone, T> Clone for TriageService<S, T> {
+impl<S: Clone, T> Clone for Triaged<S, T> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
@@ -273,7 +279,7 @@ impl<S: Clone, T> Clone for TriageService<S, T> {
     }
 }
 
-impl<S, T> TriageService<S, T> {
+impl<S, T> Triaged<S, T> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -297,7 +303,7 @@ impl<S, T> TriageService<S, T> {
     }
 }
 
-impl<S, T> Service<LlmRequest> for TriageService<S, T>
+impl<S, T> Service<LlmRequest> for Triaged<S, T>
 where
     S: Service<LlmRequest, Response = LlmResponse> + Clone,
     T: AsyncTriage,

@@ -14,11 +14,18 @@
 //!   latest batch of results (those answering the last assistant tool call).
 //!
 //! Costs are linear in the history, but compaction only runs on a reset.
+//!
+//! The functions here are the building blocks; the `pipeline` submodule
+//! sequences them into the layer's stages.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use mantissa_core::{Message, Role, TokenEstimator};
+
+mod pipeline;
+
+pub(crate) use pipeline::{Compacted, compact_stages};
 
 /// The `name` of the system message that carries a summary or a trim notice.
 pub const SUMMARY_NAME: &str = "mantissa_summary";
