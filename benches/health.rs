@@ -5,7 +5,9 @@
 //! directly vs. wrapped, for an LLM service and a tool service, beside the
 //! floor layer (`support/floor.rs`) in the same run. `health_recorder` is the
 //! same layer in `MetricsMode::Recorder` (what an application with its own
-//! `metrics` recorder pays: the cells plus every handle operation).
+//! `metrics` recorder pays: the cells plus every handle operation);
+//! `health_context` gives the layer the stack's `Catalog` and resolved
+//! requests (series found by call-context indices).
 //!
 //! The cost of the call spans: `health` runs with no `tracing` subscriber at
 //! all (the spans are disabled no-ops); `spans_subscriber_off` under a
@@ -38,7 +40,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use mantissa_core::{BoxError, LlmRequest, LlmResponse, Message, TierSet, ToolRequest, ToolResponse, Usage};
+use mantissa_core::{
+    BoxError, Catalog, LlmRequest, LlmResponse, Message, TierSet, ToolRequest, ToolResponse, Usage,
+};
 use mantissa_health::{HealthLayer, HealthRegistry, MetricsMode};
 use mantissa_prometheus::{ExporterHandle, PrometheusConfig};
 use tower::{Layer, Service};
@@ -237,6 +241,17 @@ fn bench(c: &mut Criterion) {
     let mut through_recorder = recorder_layer.layer(NoopLlm);
     group.bench_function("health_recorder", |b| {
         b.iter(|| black_box(now(through_recorder.call(black_box(llm_req.clone())))))
+    });
+    // The stack's way: the request carries a context its catalog resolved,
+    // and the layer finds the series by its indices.
+    let catalog = Catalog::builder(&TierSet::default())
+        .agents(["trader", "analyst", "risk"])
+        .build();
+    let mut resolved_req = llm_req.clone();
+    catalog.resolve(&mut resolved_req);
+    let mut by_context = layer.clone().call_context(catalog).layer(NoopLlm);
+    group.bench_function("health_context", |b| {
+        b.iter(|| black_box(now(by_context.call(black_box(resolved_req.clone())))))
     });
     // One service shared by three agents: the series of each call is looked
     // up in the layer's cache by its label tuple.

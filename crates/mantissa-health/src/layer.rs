@@ -1,7 +1,9 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use mantissa_core::{AgentName, BoundedLabels, EventSink, ModelCatalog, ModelSpec, Pricing, TierSet};
+use mantissa_core::{
+    AgentName, BoundedLabels, Catalog, EventSink, ModelCatalog, ModelSpec, Pricing, TierSet,
+};
 use tower_layer::Layer;
 
 use crate::MetricsMode;
@@ -29,6 +31,7 @@ pub struct HealthLayer {
     trace: TraceSettings,
     scope: Scope,
     mode: Option<MetricsMode>,
+    call_catalog: Option<Catalog>,
     shared: OnceLock<Arc<Shared>>,
 }
 
@@ -72,6 +75,7 @@ impl HealthLayer {
             trace: TraceSettings::default(),
             scope: Scope::Call,
             mode: None,
+            call_catalog: None,
             shared: OnceLock::new(),
         }
     }
@@ -217,6 +221,21 @@ impl HealthLayer {
         self.changed()
     }
 
+    /// The stack's catalog: a request it resolved finds its series by its
+    /// [`CallContext`](mantissa_core::CallContext) indices (agent × model ×
+    /// tier, a dense table) instead of by name, and the agent label is
+    /// bounded by the catalog's rule ([`Catalog::agent_labels`], replacing
+    /// [`agent_labels`](Self::agent_labels)). Give the layer the same tiers
+    /// ([`tiers`](Self::tiers)). Where a request's context and names
+    /// disagree, the context decides which series it counts in. Defaults to
+    /// none: every request is resolved by its names (the layer works on its
+    /// own).
+    pub fn call_context(mut self, catalog: Catalog) -> Self {
+        self.agents = catalog.agent_labels().clone();
+        self.call_catalog = Some(catalog);
+        self.changed()
+    }
+
     /// The mode the layer's services use (see [`metrics_mode`](Self::metrics_mode)).
     pub fn get_metrics_mode(&self) -> MetricsMode {
         match (self.shared.get(), self.mode) {
@@ -259,6 +278,7 @@ impl HealthLayer {
                     trace: self.trace,
                     scope: self.scope,
                     mode: self.get_metrics_mode(),
+                    call_catalog: self.call_catalog.clone(),
                 }))
             })
             .clone()

@@ -85,8 +85,9 @@ pub use learned::{
 };
 pub use llm::{DEFAULT_PROMPT, LlmTriage, LlmTriageFuture};
 pub use router::{
-    AllModelsFailed, CooldownPolicy, FallbackOrder, ModelService, ModelSnapshot, ModelState, RemoteModelState,
-    Routed, RouterBuildError, SharedModelState, TierRouter, TierRouterBuilder, UnknownModel, UnknownTier,
+    AllModelsFailed, CooldownPolicy, FallbackOrder, ModelService, ModelSnapshot, ModelState,
+    RemoteModelState, Routed, RouterBuildError, SharedModelState, TierRouter, TierRouterBuilder,
+    UnknownModel, UnknownTier,
 };
 pub use rule::{RuleTriage, RuleWeights, Signals};
 pub use triage_layer::{TriageControl, TriageLayer, Triaged};

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use mantissa_core::catalog::{self, labels};
 use mantissa_core::{
-    AgentName, BoundedLabels, EventKind, EventSink, ModelCatalog, ModelId, OTHER_LABEL, Pricing, Tier,
+    AgentName, BoundedLabels, Catalog, EventKind, EventSink, ModelCatalog, ModelId, OTHER_LABEL, Pricing,
+    Tier,
 };
 use metrics::Histogram;
 use tokio::time::Instant;
@@ -20,6 +21,7 @@ use crate::request::ObservedRequest;
 use crate::trace::{self, TraceSettings};
 
 mod call;
+mod dense;
 mod key;
 mod recent;
 mod series;
@@ -88,6 +90,10 @@ pub(crate) struct Shared {
     series: CowMap<SeriesKey, Arc<Series>>,
     agent_series: CowMap<AgentName, Arc<AgentSeries>>,
     overhead: OnceLock<Histogram>,
+    /// Series by call-context indices, when the layer has the stack's catalog.
+    dense: Option<dense::Dense>,
+    /// The catalog index of the layer's own model.
+    fixed_model_idx: Option<usize>,
 }
 
 impl fmt::Debug for Shared {
@@ -118,10 +124,15 @@ pub(crate) struct Settings {
     pub(crate) trace: TraceSettings,
     pub(crate) scope: Scope,
     pub(crate) mode: MetricsMode,
+    pub(crate) call_catalog: Option<Catalog>,
 }
 
 impl Shared {
     pub(crate) fn new(s: Settings) -> Self {
+        let fixed_model_idx = match (&s.call_catalog, &s.fixed_model) {
+            (Some(c), Some(m)) => c.model_index(m.as_str()).map(|i| i.index()),
+            _ => None,
+        };
         let models = s
             .catalog
             .iter()
@@ -160,6 +171,8 @@ impl Shared {
             series: CowMap::new(),
             agent_series: CowMap::new(),
             overhead: OnceLock::new(),
+            fixed_model_idx,
+            dense: s.call_catalog.map(dense::Dense::new),
         }
     }
 
@@ -198,15 +211,27 @@ impl Shared {
 
     /// Starts observing a call.
     pub(crate) fn begin<R: ObservedRequest>(self: &Arc<Self>, req: &R, start: Instant) -> Call {
-        let target = match recent::get(self, req) {
-            Some(series) => Target::Bound(series),
-            None => {
-                let target = self.target(req);
-                if let Target::Bound(series) = &target {
-                    recent::put(self, req, series);
+        let target = match self.dense_slot(req) {
+            Some(slot) => match slot.get() {
+                Some(series) => Target::Bound(series.clone()),
+                None => {
+                    let target = self.target(req);
+                    if let (Target::Bound(series), true) = (&target, self.agrees(req)) {
+                        let _ = slot.set(series.clone());
+                    }
+                    target
                 }
-                target
-            }
+            },
+            None => match recent::get(self, req) {
+                Some(series) => Target::Bound(series),
+                None => {
+                    let target = self.target(req);
+                    if let Target::Bound(series) = &target {
+                        recent::put(self, req, series);
+                    }
+                    target
+                }
+            },
         };
         let (span, sampled) = if self.scope == Scope::Outcome {
             (tracing::Span::none(), false)
@@ -232,6 +257,26 @@ impl Shared {
             done: false,
             span,
         }
+    }
+
+    /// The dense slot of a request the layer's catalog resolved.
+    #[inline]
+    fn dense_slot<R: ObservedRequest>(&self, req: &R) -> Option<&OnceLock<Arc<Series>>> {
+        self.dense.as_ref()?.slot(req.context()?, self.fixed_model_idx)
+    }
+
+    /// Whether the request's names say what its context says (a slot is
+    /// filled only from such a request, so it holds the names' series).
+    fn agrees<R: ObservedRequest>(&self, req: &R) -> bool {
+        let (Some(dense), Some(ctx)) = (&self.dense, req.context()) else {
+            return false;
+        };
+        let c = &dense.catalog;
+        let model = req.subject().or(self.fixed_model.as_ref().map(ModelId::as_str));
+        c.agent_index(req.agent().as_str()) == ctx.agent
+            && model.and_then(|m| c.model_index(m)).map(|m| m.index())
+                == ctx.model.map(|m| m.index()).or(self.fixed_model_idx)
+            && req.tier().map(|t| c.tier_index(t.as_str())) == ctx.tier.map(Some)
     }
 
     /// Opens the call's span (a no-op span when no subscriber wants it).
