@@ -15,9 +15,13 @@ use crate::trace::TraceSettings;
 /// Applies [`Health`] to LLM and tool services. See the [crate docs](crate).
 ///
 /// Every service built by one layer (and its clones) shares one cache of
-/// metric handles and one [`HealthRegistry`]. Handles are registered with the
-/// recorder that is current at the first call of each label tuple, so install
-/// the recorder before the first call.
+/// series (cells, and in [`MetricsMode::Recorder`] metric handles) and one
+/// [`HealthRegistry`]. Setters apply to the services built after them;
+/// services and handles taken before keep working with the settings they
+/// were built with (a second series for the same labels is summed with the
+/// first, by the registry and by the exporter). Handles are registered with
+/// the recorder that is current at the first call of each label tuple, so
+/// install the recorder before the first call.
 #[derive(Clone)]
 pub struct HealthLayer {
     registry: HealthRegistry,

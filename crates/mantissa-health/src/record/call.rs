@@ -11,6 +11,7 @@ use mantissa_core::{
 use tokio::time::Instant;
 
 use crate::cells::Recorded;
+use crate::events::CallRecord;
 use crate::registry::{NANOS, expect_latency};
 use crate::trace::{self, TraceSettings};
 
@@ -193,25 +194,39 @@ impl Call {
         }
 
         if shared.journal || !shared.sinks.is_empty() {
-            let event = HealthEvent {
-                timestamp_ms: shared.registry.wall_ms_of(now_ns),
-                agent: agent.name.clone(),
-                session: self.session.take().unwrap_or_default(),
-                kind: self.kind,
-                subject: series.subject.clone(),
-                tier: series.tier.clone(),
-                outcome: failure.map_or(Outcome::Success, Outcome::Failure),
-                duration,
-                usage,
-                cost_usd: cost,
-                detail,
-                reason: None,
-            };
-            for sink in shared.sinks.iter() {
-                sink.record(&event);
+            let session = self.session.take().unwrap_or_default();
+            let timestamp_ms = shared.registry.wall_ms_of(now_ns);
+            let outcome = failure.map_or(Outcome::Success, Outcome::Failure);
+            if !shared.sinks.is_empty() {
+                let event = HealthEvent {
+                    timestamp_ms,
+                    agent: agent.name.clone(),
+                    session: session.clone(),
+                    kind: self.kind,
+                    subject: series.subject.clone(),
+                    tier: series.tier.clone(),
+                    outcome,
+                    duration,
+                    usage,
+                    cost_usd: cost,
+                    detail: detail.clone(),
+                    reason: None,
+                };
+                for sink in shared.sinks.iter() {
+                    sink.record(&event);
+                }
             }
             if shared.journal {
-                shared.registry.journal(event);
+                shared.registry.journal_call(CallRecord {
+                    labels: series.labels.clone(),
+                    session,
+                    timestamp_ms,
+                    outcome,
+                    duration,
+                    usage,
+                    cost_usd: cost,
+                    detail,
+                });
             }
         }
         if self.sampled && failure != Some(FailureClass::Cancelled) {

@@ -10,6 +10,7 @@ use metrics::{Counter, Gauge, Histogram, Label};
 
 use crate::MetricsMode;
 use crate::cells::{AgentCells, Cells, Exported};
+use crate::events::CallLabels;
 use crate::registry::SubjectStats;
 
 use super::{ModelInfo, NO_TIER, Scope, Shared};
@@ -102,6 +103,8 @@ pub(crate) struct Series {
     pub(super) tier_baseline: Option<Arc<AtomicU64>>,
     /// [`MetricsMode::Recorder`] only (and never in [`Scope::Outcome`]).
     pub(super) handles: Option<Handles>,
+    /// The labels its journal entries share.
+    pub(super) labels: Arc<CallLabels>,
 }
 
 impl Series {
@@ -140,6 +143,12 @@ impl Series {
             stats,
             cells,
             tier_baseline,
+            labels: Arc::new(CallLabels {
+                agent: agent.name.clone(),
+                kind,
+                subject: Arc::from(subject),
+                tier: (kind == EventKind::Llm).then(|| Tier::new(tier)),
+            }),
             agent,
             handles: None,
         };

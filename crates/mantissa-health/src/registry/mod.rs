@@ -57,7 +57,7 @@ use window::{BaseRing, Counts, Mark};
 
 use crate::cells::{AgentCells, Cells, Exported, Recorded};
 
-use crate::events::EventJournal;
+use crate::events::{CallRecord, EventJournal};
 
 /// The 1-minute window: 12 slots of 5 s.
 type MinuteRing = BaseRing<MINUTE_SLOT, 12>;
@@ -770,8 +770,9 @@ impl HealthRegistry {
         self.inner.rendered_by_exporter.load(Relaxed)
     }
 
-    pub(crate) fn journal(&self, event: HealthEvent) {
-        self.inner.journal.push(event);
+    /// Journals one call of a layer.
+    pub(crate) fn journal_call(&self, call: CallRecord) {
+        self.inner.journal.push_call(call);
     }
 }
 
