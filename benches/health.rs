@@ -1,6 +1,13 @@
-//! Overhead of `HealthLayer` per call, with the Prometheus recorder installed:
-//! a no-op inner service called directly vs. wrapped, for an LLM service and a
-//! tool service, in the same run.
+//! Overhead of `HealthLayer` per call, with mantissa's Prometheus exporter
+//! installed and the health registry's collector registered with it (so the
+//! layer is in `MetricsMode::Cells`: each call is recorded once, into cells
+//! the exporter renders at scrape time): a no-op inner service called
+//! directly vs. wrapped, for an LLM service and a tool service, beside the
+//! floor layer (`support/floor.rs`) in the same run. `health_recorder` is the
+//! same layer in `MetricsMode::Recorder` (what an application with its own
+//! `metrics` recorder pays: the cells plus every handle operation);
+//! `health_context` gives the layer the stack's `Catalog` and resolved
+//! requests (series found by call-context indices).
 //!
 //! The cost of the call spans: `health` runs with no `tracing` subscriber at
 //! all (the spans are disabled no-ops); `spans_subscriber_off` under a
@@ -10,9 +17,16 @@
 //!
 //! Run: `cargo bench --bench health -- --warm-up-time 1 --measurement-time 3`
 //!
+//! Instruction counts: `HEALTH_CALLS=CASE:N` runs one case `N` times without
+//! criterion and exits (`CASE` = `llm_direct`, `llm_floor`, `llm_health`,
+//! `llm_recorder`, `tool_direct`, `tool_floor`, `tool_health`,
+//! `tool_recorder`); under `valgrind --tool=callgrind`, the difference of two
+//! runs with different `N` divided by the difference of `N` is the count per
+//! call (setup cancels out).
+//!
 //! The inner services answer immediately, so each call is polled once with a
 //! no-op waker (no runtime in the loop): what remains is the layer's own work
-//! (label lookup, clocks, metric handles, registry windows, event journal).
+//! (label lookup, clocks, cells, registry windows, event journal).
 
 #![allow(missing_docs)] // `criterion_group!` generates an undocumented public function.
 
@@ -26,10 +40,11 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use mantissa_core::catalog;
-use mantissa_core::{BoxError, LlmRequest, LlmResponse, Message, TierSet, ToolRequest, ToolResponse, Usage};
-use mantissa_health::HealthLayer;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use mantissa_core::{
+    BoxError, Catalog, LlmRequest, LlmResponse, Message, TierSet, ToolRequest, ToolResponse, Usage,
+};
+use mantissa_health::{HealthLayer, HealthRegistry, MetricsMode};
+use mantissa_prometheus::{ExporterHandle, PrometheusConfig};
 use tower::{Layer, Service};
 use tracing::Subscriber;
 use tracing::field::{Field, Visit};
@@ -126,26 +141,21 @@ fn now<F: Future>(f: F) -> F::Output {
     }
 }
 
-fn install_prometheus() {
-    let mut builder = PrometheusBuilder::new();
-    for (name, buckets) in catalog::HISTOGRAMS {
-        builder = match builder.set_buckets_for_metric(Matcher::Full((*name).to_owned()), buckets) {
-            Ok(b) => b,
-            Err(e) => panic!("buckets for {name}: {e}"),
-        };
-    }
-    let handle = match builder.install_recorder() {
+/// Installs mantissa's exporter (catalogue buckets and descriptions) with
+/// upkeep on a plain thread, as the exporter's upkeep task would run it.
+fn install_prometheus() -> ExporterHandle {
+    let handle = match PrometheusConfig::new().without_upkeep().install() {
         Ok(h) => h,
-        Err(e) => panic!("cannot install the Prometheus recorder: {e}"),
+        Err(e) => panic!("cannot install the Prometheus exporter: {e}"),
     };
-    catalog::describe_all();
-    // Drain histogram samples into buckets, as an exporter's upkeep would.
+    let upkeep = handle.clone();
     std::thread::spawn(move || {
         loop {
             std::thread::sleep(Duration::from_millis(500));
-            handle.run_upkeep();
+            upkeep.run_upkeep();
         }
     });
+    handle
 }
 
 /// A subscriber that wants nothing and one that records every span.
@@ -161,13 +171,60 @@ fn subscribers() -> (tracing::Dispatch, tracing::Dispatch) {
     (off, recording)
 }
 
-fn bench(c: &mut Criterion) {
-    install_prometheus();
-    let layer = HealthLayer::with_tiers(TierSet::default()).agents(["trader", "analyst", "risk"]);
+/// Runs `N` calls of one case (`HEALTH_CALLS=CASE:N`, see the module docs).
+fn count_calls(
+    spec: &str,
+    layer: &HealthLayer,
+    recorder: &HealthLayer,
+    llm: &LlmRequest,
+    tool: &ToolRequest,
+) {
+    let (case, n) = spec.split_once(':').unwrap_or((spec, "100000"));
+    let n: u64 = n
+        .parse()
+        .unwrap_or_else(|_| panic!("HEALTH_CALLS: bad count in {spec}"));
+    fn run<S: Service<R>, R: Clone>(mut svc: S, req: &R, n: u64) {
+        for _ in 0..n {
+            let _ = black_box(now(svc.call(black_box(req.clone()))));
+        }
+    }
+    match case {
+        "llm_direct" => run(NoopLlm, llm, n),
+        "llm_floor" => run(floor::FloorLayer::new().layer(NoopLlm), llm, n),
+        "llm_health" => run(layer.layer(NoopLlm), llm, n),
+        "llm_recorder" => run(recorder.layer(NoopLlm), llm, n),
+        "tool_direct" => run(NoopTool, tool, n),
+        "tool_floor" => run(floor::FloorLayer::new().layer(NoopTool), tool, n),
+        "tool_health" => run(layer.layer(NoopTool), tool, n),
+        "tool_recorder" => run(recorder.layer(NoopTool), tool, n),
+        other => panic!("HEALTH_CALLS: unknown case {other}"),
+    }
+}
 
+fn bench(c: &mut Criterion) {
+    let exporter = install_prometheus();
+    let registry = HealthRegistry::new();
+    exporter.register_collector(registry.collector());
+    let layer = HealthLayer::with_tiers(TierSet::default())
+        .registry(registry)
+        .agents(["trader", "analyst", "risk"]);
+    assert_eq!(layer.get_metrics_mode(), MetricsMode::Cells);
+    let recorder_layer = layer.clone().metrics_mode(MetricsMode::Recorder);
+    let tool_req = ToolRequest::new(
+        "session-1",
+        "trader",
+        "call-1",
+        "get_price",
+        serde_json::json!({"symbol": "XYZ"}),
+    );
     let llm_req = LlmRequest::new("session-1", "trader", vec![Message::user("price of XYZ?")])
         .with_model("mock-small")
         .with_tier("low");
+    if let Ok(spec) = std::env::var("HEALTH_CALLS") {
+        count_calls(&spec, &layer, &recorder_layer, &llm_req, &tool_req);
+        std::process::exit(0);
+    }
+
     let mut group = c.benchmark_group("health/llm");
     let mut direct = NoopLlm;
     group.bench_function("direct", |b| {
@@ -181,8 +238,23 @@ fn bench(c: &mut Criterion) {
     group.bench_function("health", |b| {
         b.iter(|| black_box(now(wrapped.call(black_box(llm_req.clone())))))
     });
-    // One service shared by three agents: every call misses the service's
-    // memo of its last label tuple and looks the handles up in the cache.
+    let mut through_recorder = recorder_layer.layer(NoopLlm);
+    group.bench_function("health_recorder", |b| {
+        b.iter(|| black_box(now(through_recorder.call(black_box(llm_req.clone())))))
+    });
+    // The stack's way: the request carries a context its catalog resolved,
+    // and the layer finds the series by its indices.
+    let catalog = Catalog::builder(&TierSet::default())
+        .agents(["trader", "analyst", "risk"])
+        .build();
+    let mut resolved_req = llm_req.clone();
+    catalog.resolve(&mut resolved_req);
+    let mut by_context = layer.clone().call_context(catalog).layer(NoopLlm);
+    group.bench_function("health_context", |b| {
+        b.iter(|| black_box(now(by_context.call(black_box(resolved_req.clone())))))
+    });
+    // One service shared by three agents: the series of each call is looked
+    // up in the layer's cache by its label tuple.
     let rotating: Vec<LlmRequest> = ["trader", "analyst", "risk"]
         .into_iter()
         .map(|agent| {
@@ -220,21 +292,22 @@ fn bench(c: &mut Criterion) {
     drop((off, recording));
     group.finish();
 
-    let tool_req = ToolRequest::new(
-        "session-1",
-        "trader",
-        "call-1",
-        "get_price",
-        serde_json::json!({"symbol": "XYZ"}),
-    );
     let mut group = c.benchmark_group("health/tool");
     let mut direct = NoopTool;
     group.bench_function("direct", |b| {
         b.iter(|| black_box(now(direct.call(black_box(tool_req.clone())))))
     });
+    let mut floor = floor::FloorLayer::new().layer(NoopTool);
+    group.bench_function("floor", |b| {
+        b.iter(|| black_box(now(floor.call(black_box(tool_req.clone())))))
+    });
     let mut wrapped = layer.layer(NoopTool);
     group.bench_function("health", |b| {
         b.iter(|| black_box(now(wrapped.call(black_box(tool_req.clone())))))
+    });
+    let mut through_recorder = recorder_layer.layer(NoopTool);
+    group.bench_function("health_recorder", |b| {
+        b.iter(|| black_box(now(through_recorder.call(black_box(tool_req.clone())))))
     });
     let (off, recording) = subscribers();
     tracing::dispatcher::with_default(&off, || {

@@ -318,3 +318,29 @@ pub fn describe_all() {
         "Alert notifications dropped by a sink."
     );
 }
+
+/// Receives metric values that a collector reads at scrape time, rather than
+/// through the `metrics` recorder: the health registry's per-series cells
+/// (`mantissa_health::HealthRegistry::collect`), rendered by
+/// `mantissa_prometheus::ExporterHandle::register_collector`. Names and label
+/// keys are the catalogue's; label order is kept as given. A value reported
+/// twice for the same name and labels (two registries behind one exporter)
+/// is summed, as one recorder would have counted both.
+pub trait MetricVisitor {
+    /// A counter (integer or float): its total since the process started.
+    fn counter(&mut self, name: &'static str, labels: &[(&'static str, &str)], value: f64);
+    /// A gauge: its current value.
+    fn gauge(&mut self, name: &'static str, labels: &[(&'static str, &str)], value: f64);
+    /// A histogram with the explicit upper `bounds` of [`HISTOGRAMS`]:
+    /// `counts[i]` is the number of samples `<= bounds[i]` (cumulative, one
+    /// entry per bound; the `+Inf` bucket is `count`), `sum` their sum.
+    fn histogram(
+        &mut self,
+        name: &'static str,
+        labels: &[(&'static str, &str)],
+        bounds: &'static [f64],
+        counts: &[u64],
+        sum: f64,
+        count: u64,
+    );
+}

@@ -1,9 +1,12 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
-use mantissa_core::{AgentName, BoundedLabels, EventSink, ModelCatalog, ModelSpec, Pricing, TierSet};
+use mantissa_core::{
+    AgentName, BoundedLabels, Catalog, EventSink, ModelCatalog, ModelSpec, Pricing, TierSet,
+};
 use tower_layer::Layer;
 
+use crate::MetricsMode;
 use crate::record::{Scope, Settings, Shared};
 use crate::registry::HealthRegistry;
 use crate::service::Health;
@@ -12,9 +15,13 @@ use crate::trace::TraceSettings;
 /// Applies [`Health`] to LLM and tool services. See the [crate docs](crate).
 ///
 /// Every service built by one layer (and its clones) shares one cache of
-/// metric handles and one [`HealthRegistry`]. Handles are registered with the
-/// recorder that is current at the first call of each label tuple, so install
-/// the recorder before the first call.
+/// series (cells, and in [`MetricsMode::Recorder`] metric handles) and one
+/// [`HealthRegistry`]. Setters apply to the services built after them;
+/// services and handles taken before keep working with the settings they
+/// were built with (a second series for the same labels is summed with the
+/// first, by the registry and by the exporter). Handles are registered with
+/// the recorder that is current at the first call of each label tuple, so
+/// install the recorder before the first call.
 #[derive(Clone)]
 pub struct HealthLayer {
     registry: HealthRegistry,
@@ -27,6 +34,8 @@ pub struct HealthLayer {
     journal: bool,
     trace: TraceSettings,
     scope: Scope,
+    mode: Option<MetricsMode>,
+    call_catalog: Option<Catalog>,
     shared: OnceLock<Arc<Shared>>,
 }
 
@@ -43,6 +52,7 @@ impl fmt::Debug for HealthLayer {
             .field("journal", &self.journal)
             .field("record_content", &self.trace.content)
             .field("scope", &self.scope)
+            .field("metrics_mode", &self.get_metrics_mode())
             .finish()
     }
 }
@@ -68,8 +78,16 @@ impl HealthLayer {
             journal: true,
             trace: TraceSettings::default(),
             scope: Scope::Call,
+            mode: None,
+            call_catalog: None,
             shared: OnceLock::new(),
         }
+    }
+
+    /// A layer that feeds `registry` (share one registry between the LLM and
+    /// tool layers and with the monitor), otherwise as [`new`](Self::new).
+    pub fn with_registry(registry: HealthRegistry) -> Self {
+        Self::new().registry(registry)
     }
 
     /// A layer configured from a tier ladder: models, prices and tiers from
@@ -195,6 +213,43 @@ impl HealthLayer {
         self.changed()
     }
 
+    /// Where the layer's metrics go: through the `metrics` recorder, or
+    /// into cells an exporter renders at scrape time (see [`MetricsMode`]).
+    /// Decided when the layer builds its first service, never per call.
+    /// Defaults to [`MetricsMode::Cells`] if a
+    /// [`collector`](HealthRegistry::collector) was taken from the layer's
+    /// registry before that, else [`MetricsMode::Recorder`] (so an
+    /// application's own recorder gets every health metric).
+    pub fn metrics_mode(mut self, mode: MetricsMode) -> Self {
+        self.mode = Some(mode);
+        self.changed()
+    }
+
+    /// The stack's catalog: a request it resolved finds its series by its
+    /// [`CallContext`](mantissa_core::CallContext) indices (agent × model ×
+    /// tier, a dense table) instead of by name, and the agent label is
+    /// bounded by the catalog's rule ([`Catalog::agent_labels`], replacing
+    /// [`agent_labels`](Self::agent_labels)). Give the layer the same tiers
+    /// ([`tiers`](Self::tiers)). Where a request's context and names
+    /// disagree, the context decides which series it counts in. Defaults to
+    /// none: every request is resolved by its names (the layer works on its
+    /// own).
+    pub fn call_context(mut self, catalog: Catalog) -> Self {
+        self.agents = catalog.agent_labels().clone();
+        self.call_catalog = Some(catalog);
+        self.changed()
+    }
+
+    /// The mode the layer's services use (see [`metrics_mode`](Self::metrics_mode)).
+    pub fn get_metrics_mode(&self) -> MetricsMode {
+        match (self.shared.get(), self.mode) {
+            (Some(shared), _) => shared.mode(),
+            (None, Some(mode)) => mode,
+            (None, None) if self.registry.rendered_by_exporter() => MetricsMode::Cells,
+            (None, None) => MetricsMode::Recorder,
+        }
+    }
+
     /// The registry this layer feeds.
     pub fn get_registry(&self) -> &HealthRegistry {
         &self.registry
@@ -226,6 +281,8 @@ impl HealthLayer {
                     journal: self.journal,
                     trace: self.trace,
                     scope: self.scope,
+                    mode: self.get_metrics_mode(),
+                    call_catalog: self.call_catalog.clone(),
                 }))
             })
             .clone()

@@ -167,21 +167,43 @@
 //! With no subscriber interested, the span is a disabled no-op: nothing is
 //! formatted or allocated (every record checks `Span::is_disabled` first).
 //!
-//! ## Handles and recorders
+//! ## Count once: cells, and where the metrics go
 //!
-//! The layer does not look labelled metrics up per call: it caches the
-//! handles of each bounded label tuple (agent, model or tool, tier) in a
-//! copy-on-write map, together with the registry subjects they feed. Handles
-//! are registered with the recorder that is current at the first call of each
-//! tuple and then kept, so install the recorder (for example with
-//! `mantissa-prometheus`) before the first call; a layer used under
+//! Each call is recorded once, into the cells of its series (one per bounded
+//! label tuple: kind, agent, model or tool, tier), with relaxed atomics and
+//! no lock: the duration histogram of its outcome (whose count is the call
+//! counter), the token histograms (whose sums are the token totals), cost,
+//! counterfactual cost and a fine latency histogram. The [`HealthRegistry`]'s
+//! windows read those cells; so does the Prometheus exporter, when the
+//! layer's [`MetricsMode`] is [`MetricsMode::Cells`]:
+//!
+//! ```
+//! use mantissa_core::TierSet;
+//! use mantissa_health::{HealthLayer, HealthRegistry, MetricsMode};
+//!
+//! let registry = HealthRegistry::new();
+//! // With mantissa-prometheus: `exporter.register_collector(registry.collector())`,
+//! // before the layer is built.
+//! let collector = registry.collector();
+//! let layer = HealthLayer::with_tiers(TierSet::default()).registry(registry);
+//! assert_eq!(layer.get_metrics_mode(), MetricsMode::Cells);
+//! # drop(collector);
+//! ```
+//!
+//! Without a collector (an application with its own `metrics` recorder:
+//! OpenTelemetry, StatsD, …) the layer is in [`MetricsMode::Recorder`] and
+//! also sends every metric through handles held per label tuple. The mode is
+//! decided when the layer builds its first service, never per call. The
+//! handles bind to the recorder current at the first call of each tuple, so
+//! install the recorder first; a layer used under
 //! [`metrics::with_local_recorder`] should be built and first called inside it.
 //!
 //! ## The registry and the health score
 //!
 //! [`HealthRegistry`] keeps, per agent, model and tool, a 1-minute window (12
 //! slots of 5 s) and a 15-minute window (15 slots of 60 s) on
-//! [`tokio::time::Instant`] with: calls, failures by class, cancellations,
+//! [`tokio::time::Instant`] (each the subject's running totals minus a base
+//! taken at the start of its first slot, see [`registry`]) with: calls, failures by class, cancellations,
 //! latency quantiles, tokens, cost, counterfactual cost, context warnings and
 //! resets; plus consecutive failures, the latest failure class, the end of the
 //! latest call, and a latency baseline. Latencies go to a log-linear histogram
@@ -218,23 +240,28 @@
 //!
 //! ## Cost on the hot path
 //!
-//! Per call: two clock reads (four on the one call in 16 per thread that
-//! samples `mantissa_middleware_overhead_seconds`); a comparison with the
-//! service's memory of its previous label tuple, or else one cache lookup
-//! (an `ArcSwap` load and a hash of the tuple); the metric handle updates
-//! (three histogram samples for an LLM call with usage, one for a tool call);
-//! two uncontended per-subject locks (agent; model or tool); one per-slot lock
-//! in the journal; and the sinks. No global lock, no allocation (except for
-//! an error's message). `benches/health.rs` at the workspace root measures it
-//! against a no-op inner service with the Prometheus recorder installed.
+//! Per call ([`MetricsMode::Cells`]): two clock reads (four on the one call
+//! in 16 per thread that samples `mantissa_middleware_overhead_seconds`);
+//! one cache lookup of the label tuple (an `ArcSwap` load and a hash); about
+//! a dozen relaxed atomic additions into the series' cells (one of them a
+//! compare-and-swap per dollar sum and latency baseline); one load per
+//! registry subject to see whether its window slot turned over (the first
+//! call of each 5-second slot copies the totals, under a lock taken once per
+//! slot); the journal (one atomic add and a lock of its own slot); and the
+//! sinks. [`MetricsMode::Recorder`] adds about nine handle operations. No
+//! global lock, no allocation (except for an error's message).
+//! `benches/health.rs` at the workspace root measures it against a no-op
+//! inner service beside the floor layer.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 mod cache;
+mod cells;
 pub mod events;
 pub mod future;
 mod layer;
+mod mode;
 mod record;
 pub mod registry;
 mod request;
@@ -243,6 +270,7 @@ mod trace;
 
 pub use events::JsonLinesSink;
 pub use layer::HealthLayer;
+pub use mode::MetricsMode;
 pub use record::Scope;
 pub use registry::{HealthRegistry, HealthSnapshot, SubjectHealth, WindowStats};
 pub use request::{Classify, ObservedRequest};

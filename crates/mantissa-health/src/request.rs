@@ -5,8 +5,8 @@
 use std::convert::Infallible;
 
 use mantissa_core::{
-    AgentName, BoxError, Cancelled, ChunkStream, EventKind, FailureClass, LlmError, LlmRequest, LlmResponse,
-    ModelId, SessionId, Tier, ToolRequest, ToolResponse, Usage, classify,
+    AgentName, BoxError, CallContext, Cancelled, ChunkStream, EventKind, FailureClass, LlmError, LlmRequest,
+    LlmResponse, ModelId, SessionId, Tier, ToolRequest, ToolResponse, Usage, classify,
 };
 
 mod sealed {
@@ -45,6 +45,11 @@ pub trait ObservedRequest: sealed::Sealed + Send + 'static {
     /// The requested tier, if decided.
     #[doc(hidden)]
     fn tier(&self) -> Option<&Tier>;
+
+    /// The call context a catalog resolved (LLM calls; `None` for tools,
+    /// whose series are found by name).
+    #[doc(hidden)]
+    fn context(&self) -> Option<&CallContext>;
 
     /// A failure the response reports although the call returned `Ok`.
     #[doc(hidden)]
@@ -87,6 +92,10 @@ impl ObservedRequest for LlmRequest {
         self.tier.as_ref()
     }
 
+    fn context(&self) -> Option<&CallContext> {
+        Some(&self.ctx)
+    }
+
     fn response_failure(_: &LlmResponse) -> Option<FailureClass> {
         None
     }
@@ -125,6 +134,10 @@ impl ObservedRequest for ToolRequest {
     }
 
     fn tier(&self) -> Option<&Tier> {
+        None
+    }
+
+    fn context(&self) -> Option<&CallContext> {
         None
     }
 

@@ -6,7 +6,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
-use crate::record::{Memo, Shared};
+use crate::record::Shared;
 use crate::registry::HealthRegistry;
 use crate::request::{Classify, ObservedRequest};
 
@@ -18,7 +18,6 @@ use crate::request::{Classify, ObservedRequest};
 pub struct Health<S> {
     inner: S,
     shared: Arc<Shared>,
-    memo: Option<Memo>,
 }
 
 impl<S: fmt::Debug> fmt::Debug for Health<S> {
@@ -32,11 +31,7 @@ impl<S: fmt::Debug> fmt::Debug for Health<S> {
 
 impl<S> Health<S> {
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared>) -> Self {
-        Self {
-            inner,
-            shared,
-            memo: None,
-        }
+        Self { inner, shared }
     }
 
     /// The registry this service feeds.
@@ -76,7 +71,7 @@ where
 
     fn call(&mut self, req: R) -> Self::Future {
         let start = Instant::now();
-        let call = self.shared.begin(&req, start, &mut self.memo);
+        let call = self.shared.begin(&req, start);
         // The inner service's own `call` (often where a client builds its
         // request) runs inside the span, so its spans and events nest.
         let inner = {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use mantissa_core::catalog;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
+use crate::collector::{Collector, Collectors};
 use crate::error::{BuildError, InstallError, ServeError};
 use crate::server::{MetricsServer, metrics_router};
 use crate::upkeep::{DEFAULT_UPKEEP_INTERVAL, UpkeepTask};
@@ -18,13 +19,20 @@ use crate::upkeep::{DEFAULT_UPKEEP_INTERVAL, UpkeepTask};
 /// OpenTelemetry's Prometheus exporter uses).
 pub const DEFAULT_LISTEN_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9464));
 
-static GLOBAL: OnceLock<PrometheusHandle> = OnceLock::new();
+static GLOBAL: OnceLock<(PrometheusHandle, Arc<Collectors>)> = OnceLock::new();
 
 /// Renders the globally installed exporter (see [`install`]), for users who
 /// serve metrics from another framework. `None` if nothing was installed by
 /// this crate.
 pub fn render() -> Option<String> {
-    GLOBAL.get().map(|h| exposition(h.render()))
+    GLOBAL.get().map(|(h, c)| render_with(h, c))
+}
+
+/// The recorder's exposition, then the collectors' families.
+fn render_with(prom: &PrometheusHandle, collectors: &Collectors) -> String {
+    let mut text = exposition(prom.render());
+    collectors.render_into(&mut text);
+    text
 }
 
 /// The exposition as served: the catalogue's float counters
@@ -210,7 +218,8 @@ impl PrometheusConfig {
     pub fn build_recorder(self) -> Result<(PrometheusRecorder, ExporterHandle), BuildError> {
         let recorder = self.builder()?.build_recorder();
         metrics::with_local_recorder(&recorder, catalog::describe_all);
-        let handle = ExporterHandle::new(recorder.handle(), None, self.listen_addr);
+        let collectors = Arc::new(Collectors::new(self.global_labels.clone()));
+        let handle = ExporterHandle::new(recorder.handle(), collectors, None, self.listen_addr);
         Ok((recorder, handle))
     }
 
@@ -227,17 +236,19 @@ impl PrometheusConfig {
         let prom = recorder.handle();
         metrics::set_global_recorder(recorder).map_err(|_| InstallError::AlreadyInstalled)?;
         catalog::describe_all();
-        let _ = GLOBAL.set(prom.clone());
+        let collectors = Arc::new(Collectors::new(self.global_labels.clone()));
+        let _ = GLOBAL.set((prom.clone(), collectors.clone()));
         let upkeep = match self.upkeep {
             Some(interval) => Some(UpkeepTask::spawn(prom.clone(), interval)?),
             None => None,
         };
-        Ok(ExporterHandle::new(prom, upkeep, self.listen_addr))
+        Ok(ExporterHandle::new(prom, collectors, upkeep, self.listen_addr))
     }
 }
 
 struct Inner {
     prom: PrometheusHandle,
+    collectors: Arc<Collectors>,
     upkeep: Mutex<Option<UpkeepTask>>,
     listen_addr: SocketAddr,
 }
@@ -260,19 +271,53 @@ impl fmt::Debug for ExporterHandle {
 }
 
 impl ExporterHandle {
-    fn new(prom: PrometheusHandle, upkeep: Option<UpkeepTask>, listen_addr: SocketAddr) -> Self {
+    fn new(
+        prom: PrometheusHandle,
+        collectors: Arc<Collectors>,
+        upkeep: Option<UpkeepTask>,
+        listen_addr: SocketAddr,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 prom,
+                collectors,
                 upkeep: Mutex::new(upkeep),
                 listen_addr,
             }),
         }
     }
 
-    /// The Prometheus text exposition of every metric.
+    /// The Prometheus text exposition of every metric: the recorder's,
+    /// then the families of the registered [`Collector`]s.
     pub fn render(&self) -> String {
-        exposition(self.inner.prom.render())
+        render_with(&self.inner.prom, &self.inner.collectors)
+    }
+
+    /// Adds a collector whose metrics are read at every render, after the
+    /// recorder's, with this exporter's global labels and the catalogue's
+    /// help texts: for example the health layer's cells
+    /// (`mantissa_health::HealthRegistry::collector`), so the layer records
+    /// each call once instead of through about nine recorder handles.
+    /// A family must come from either the recorder or collectors, not both.
+    /// Values that several collectors report for the same name and labels
+    /// are summed.
+    ///
+    /// ```
+    /// use mantissa_core::catalog::{self, MetricVisitor, labels};
+    /// use mantissa_prometheus::PrometheusConfig;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let (_recorder, handle) = PrometheusConfig::new().global_label("replica", "a").build_recorder()?;
+    /// handle.register_collector(|out: &mut dyn MetricVisitor| {
+    ///     out.counter(catalog::CALLS_TOTAL, &[(labels::KIND, "llm")], 3.0);
+    /// });
+    /// let text = handle.render();
+    /// assert!(text.contains("# TYPE mantissa_calls_total counter\n"));
+    /// assert!(text.contains(r#"mantissa_calls_total{replica="a",kind="llm"} 3"#));
+    /// # Ok(()) }
+    /// ```
+    pub fn register_collector(&self, collector: impl Collector) {
+        self.inner.collectors.register(Arc::new(collector));
     }
 
     /// Runs upkeep once (drains histogram samples).

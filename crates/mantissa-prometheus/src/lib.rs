@@ -54,11 +54,13 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
+mod collector;
 mod config;
 mod error;
 mod server;
 mod upkeep;
 
+pub use collector::Collector;
 pub use config::{DEFAULT_LISTEN_ADDR, ExporterHandle, PrometheusConfig, build_recorder, install, render};
 pub use error::{BuildError, InstallError, ServeError};
 pub use metrics_exporter_prometheus::{PrometheusHandle, PrometheusRecorder};

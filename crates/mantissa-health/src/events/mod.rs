@@ -20,22 +20,78 @@
 mod jsonl;
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use mantissa_core::HealthEvent;
+use mantissa_core::{AgentName, EventKind, HealthEvent, Outcome, SessionId, Tier, Usage};
 use parking_lot::Mutex;
 
 pub use jsonl::JsonLinesSink;
 
-/// A journal entry: its sequence number and the event.
-type Entry = (u64, HealthEvent);
+/// The labels of one series' calls, shared by all its journal entries (a
+/// call's entry clones one `Arc`, not three names).
+#[derive(Debug)]
+pub(crate) struct CallLabels {
+    pub(crate) agent: AgentName,
+    pub(crate) kind: EventKind,
+    pub(crate) subject: Arc<str>,
+    pub(crate) tier: Option<Tier>,
+}
+
+/// A call as the journal keeps it: its series' labels and what happened.
+/// Turned into a [`HealthEvent`] only when read.
+#[derive(Debug)]
+pub(crate) struct CallRecord {
+    pub(crate) labels: Arc<CallLabels>,
+    pub(crate) session: SessionId,
+    pub(crate) timestamp_ms: u64,
+    pub(crate) outcome: Outcome,
+    pub(crate) duration: Duration,
+    pub(crate) usage: Usage,
+    pub(crate) cost_usd: f64,
+    pub(crate) detail: Option<String>,
+}
+
+/// What a journal slot holds: a call of a layer, or an event given to the
+/// registry from outside (rare: boxed, so a slot stays small).
+enum Entry {
+    Call(CallRecord),
+    Event(Box<HealthEvent>),
+}
+
+impl Entry {
+    fn to_event(&self) -> HealthEvent {
+        match self {
+            Entry::Event(e) => HealthEvent::clone(e),
+            Entry::Call(c) => HealthEvent {
+                timestamp_ms: c.timestamp_ms,
+                agent: c.labels.agent.clone(),
+                session: c.session.clone(),
+                kind: c.labels.kind,
+                subject: c.labels.subject.clone(),
+                tier: c.labels.tier.clone(),
+                outcome: c.outcome,
+                duration: c.duration,
+                usage: c.usage,
+                cost_usd: c.cost_usd,
+                detail: c.detail.clone(),
+                reason: None,
+            },
+        }
+    }
+}
+
+/// One journal slot: the sequence number of its entry, and the entry.
+type Slot = Mutex<Option<(u64, Entry)>>;
 
 /// A fixed ring of the latest events. Writers claim a sequence number with one
 /// atomic add and lock only their own slot, so concurrent calls do not
-/// contend unless the ring wraps between them.
+/// contend unless the ring wraps between them. A call's entry is compact
+/// ([`CallRecord`]); readers build the [`HealthEvent`]s.
 pub(crate) struct EventJournal {
     next: AtomicU64,
-    slots: Box<[Mutex<Option<Entry>>]>,
+    slots: Box<[Slot]>,
 }
 
 impl fmt::Debug for EventJournal {
@@ -60,9 +116,17 @@ impl EventJournal {
     }
 
     pub(crate) fn push(&self, event: HealthEvent) {
+        self.push_entry(Entry::Event(Box::new(event)));
+    }
+
+    pub(crate) fn push_call(&self, call: CallRecord) {
+        self.push_entry(Entry::Call(call));
+    }
+
+    fn push_entry(&self, entry: Entry) {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         let idx = (seq % self.slots.len() as u64) as usize;
-        let old = self.slots[idx].lock().replace((seq, event));
+        let old = self.slots[idx].lock().replace((seq, entry));
         drop(old);
     }
 
@@ -76,7 +140,7 @@ impl EventJournal {
         for seq in start..end {
             let idx = (seq % self.slots.len() as u64) as usize;
             match &*self.slots[idx].lock() {
-                Some((s, e)) if *s == seq => out.push(e.clone()),
+                Some((s, e)) if *s == seq => out.push(e.to_event()),
                 _ => {}
             }
         }

@@ -1,5 +1,4 @@
-//! [`Call`], the drop guard that records each call exactly once, and the
-//! service's memory of its previous label tuple.
+//! [`Call`], the drop guard that records each call exactly once.
 
 use std::cell::Cell;
 use std::fmt;
@@ -7,14 +6,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mantissa_core::{
-    AgentName, EventKind, EventSink, FailureClass, HealthEvent, ModelId, Outcome, SessionId, Tier, Usage,
+    EventKind, EventSink, FailureClass, HealthEvent, ModelId, Outcome, SessionId, Tier, Usage,
 };
 use tokio::time::Instant;
 
-use crate::registry::Sample;
-use crate::request::ObservedRequest;
+use crate::cells::Recorded;
+use crate::events::CallRecord;
+use crate::registry::{NANOS, expect_latency};
 use crate::trace::{self, TraceSettings};
 
+use super::series::Handles;
 use super::{AgentSeries, Scope, Series, Shared};
 
 /// The overhead histogram samples one call in this many (per thread).
@@ -33,36 +34,6 @@ pub(super) fn sample_overhead() -> bool {
         t.set(n.wrapping_add(1));
         n % OVERHEAD_SAMPLE_EVERY == 0
     })
-}
-
-/// The raw labels of a service's previous call and the series they folded
-/// into. Compared by content, so it is correct for any request.
-#[derive(Clone)]
-pub(crate) struct Memo {
-    pub(super) agent: AgentName,
-    pub(super) subject: Option<Arc<str>>,
-    pub(super) tier: Option<Tier>,
-    pub(super) series: Arc<Series>,
-}
-
-impl fmt::Debug for Memo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Memo")
-            .field("agent", &self.agent)
-            .field("subject", &self.subject)
-            .field("tier", &self.tier)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Memo {
-    #[inline]
-    pub(super) fn matches<R: ObservedRequest>(&self, req: &R) -> bool {
-        self.series.kind == R::KIND
-            && self.agent.as_str() == req.agent().as_str()
-            && self.subject.as_deref() == req.subject()
-            && self.tier.as_ref().map(Tier::as_str) == req.tier().map(Tier::as_str)
-    }
 }
 
 /// What a call records into: its series, or (until the response names the
@@ -148,7 +119,11 @@ impl Call {
         let ttfc = self.start.elapsed();
         self.bind_model(None);
         if let Target::Bound(s) = &self.target {
-            if let Some(t) = &s.tokens {
+            if s.kind == EventKind::Llm && self.shared.scope != Scope::Outcome {
+                s.cells
+                    .first_chunk(u64::try_from(ttfc.as_nanos()).unwrap_or(u64::MAX));
+            }
+            if let Some(t) = s.handles.as_ref().and_then(|h| h.tokens.as_ref()) {
                 t.time_to_first_chunk.record(ttfc.as_secs_f64());
             }
         }
@@ -170,75 +145,127 @@ impl Call {
         let scope = shared.scope;
         let agent = &*series.agent;
         let duration = end.saturating_duration_since(self.start);
+        let duration_ns = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
+        let secs = duration.as_secs_f64();
 
+        let with_usage = usage.total() > 0 && self.kind == EventKind::Llm;
         let mut cost = 0.0;
         let mut counterfactual = 0.0;
-        if usage.total() > 0 && self.kind == EventKind::Llm {
+        if with_usage {
             cost = series.pricing.cost(&usage);
             if let Some(top) = &shared.top_pricing {
                 counterfactual = top.cost(&usage);
             }
         }
-        if scope != Scope::Outcome {
-            agent.in_flight(self.kind).decrement(1.0);
-            let out = series.outcome(failure);
-            out.duration.record(duration.as_secs_f64());
-            out.calls.increment(1);
-            if let Some(t) = &series.tokens {
-                if usage.total() > 0 {
-                    t.usage_input.record(usage.input_tokens as f64);
-                    t.usage_output.record(usage.output_tokens as f64);
-                    t.total_input.increment(usage.input_tokens);
-                    t.total_output.increment(usage.output_tokens);
-                    if cost > 0.0 {
-                        t.cost.increment(cost);
-                    }
-                    if let Some(c) = &t.unknown_cost {
-                        c.increment(1);
-                    }
-                    if let Some(g) = &agent.counterfactual {
-                        g.increment(counterfactual);
-                    }
-                }
-            }
-        }
 
-        let sample = Sample::new(failure, duration, usage, cost, counterfactual);
-        let (secs, wall_ms) = shared.registry.clock(end);
-        if scope != Scope::Attempt {
-            let tier = series.tier.as_ref().map(Tier::as_str);
-            agent.stats.record_in_tier(secs, end, &sample, tier);
+        // Count once: the cells feed the registry's windows and, in
+        // `MetricsMode::Cells`, the exposition.
+        let now_ns = shared.registry.nanos(end);
+        let slot_secs = now_ns / NANOS;
+        let feeds_agent = scope != Scope::Attempt;
+        let feeds_subject = scope != Scope::Outcome;
+        if feeds_agent {
+            agent.stats.roll(slot_secs);
+        }
+        if feeds_subject {
+            series.stats.roll(slot_secs);
+        }
+        let expected_secs = match (&series.tier_baseline, failure) {
+            (Some(cell), None) => Some(expect_latency(cell, secs)),
+            _ => None,
+        };
+        series.cells.record(&Recorded {
+            failure,
+            duration_ns,
+            tokens: with_usage.then_some((usage.input_tokens, usage.output_tokens)),
+            cost_usd: cost,
+            counterfactual_usd: counterfactual,
+            expected_secs,
+        });
+        if feeds_agent {
+            agent.stats.finish(now_ns, failure, secs);
         }
         if scope == Scope::Outcome {
             return;
         }
-        series.stats.record(secs, end, &sample);
+        series.stats.finish(now_ns, failure, secs);
+        if let Some(h) = &series.handles {
+            record_to_recorder(h, series, failure, secs, usage, with_usage, cost, counterfactual);
+        }
 
         if shared.journal || !shared.sinks.is_empty() {
-            let event = HealthEvent {
-                timestamp_ms: wall_ms,
-                agent: agent.name.clone(),
-                session: self.session.take().unwrap_or_default(),
-                kind: self.kind,
-                subject: series.subject.clone(),
-                tier: series.tier.clone(),
-                outcome: failure.map_or(Outcome::Success, Outcome::Failure),
-                duration,
-                usage,
-                cost_usd: cost,
-                detail,
-                reason: None,
-            };
-            for sink in shared.sinks.iter() {
-                sink.record(&event);
+            let session = self.session.take().unwrap_or_default();
+            let timestamp_ms = shared.registry.wall_ms_of(now_ns);
+            let outcome = failure.map_or(Outcome::Success, Outcome::Failure);
+            if !shared.sinks.is_empty() {
+                let event = HealthEvent {
+                    timestamp_ms,
+                    agent: agent.name.clone(),
+                    session: session.clone(),
+                    kind: self.kind,
+                    subject: series.subject.clone(),
+                    tier: series.tier.clone(),
+                    outcome,
+                    duration,
+                    usage,
+                    cost_usd: cost,
+                    detail: detail.clone(),
+                    reason: None,
+                };
+                for sink in shared.sinks.iter() {
+                    sink.record(&event);
+                }
             }
             if shared.journal {
-                shared.registry.journal(event);
+                shared.registry.journal_call(CallRecord {
+                    labels: series.labels.clone(),
+                    session,
+                    timestamp_ms,
+                    outcome,
+                    duration,
+                    usage,
+                    cost_usd: cost,
+                    detail,
+                });
             }
         }
         if self.sampled && failure != Some(FailureClass::Cancelled) {
             let overhead = self.pre_overhead + end.elapsed();
             shared.overhead().record(overhead.as_secs_f64());
+        }
+    }
+}
+
+/// [`MetricsMode::Recorder`](crate::MetricsMode::Recorder): the same call,
+/// through the `metrics` handles of its series.
+#[allow(clippy::too_many_arguments)]
+fn record_to_recorder(
+    h: &Handles,
+    series: &Series,
+    failure: Option<FailureClass>,
+    secs: f64,
+    usage: Usage,
+    with_usage: bool,
+    cost: f64,
+    counterfactual: f64,
+) {
+    series.agent.in_flight(series.kind).decrement(1.0);
+    let out = h.outcome(series, failure);
+    out.duration.record(secs);
+    out.calls.increment(1);
+    if let (Some(t), true) = (&h.tokens, with_usage) {
+        t.usage_input.record(usage.input_tokens as f64);
+        t.usage_output.record(usage.output_tokens as f64);
+        t.total_input.increment(usage.input_tokens);
+        t.total_output.increment(usage.output_tokens);
+        if cost > 0.0 {
+            t.cost.increment(cost);
+        }
+        if let Some(c) = &t.unknown_cost {
+            c.increment(1);
+        }
+        if let Some(g) = &series.agent.counterfactual {
+            g.increment(counterfactual);
         }
     }
 }

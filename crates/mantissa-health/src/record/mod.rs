@@ -8,21 +8,25 @@ use std::time::Duration;
 
 use mantissa_core::catalog::{self, labels};
 use mantissa_core::{
-    AgentName, BoundedLabels, EventKind, EventSink, ModelCatalog, ModelId, OTHER_LABEL, Pricing, Tier,
+    AgentName, BoundedLabels, Catalog, EventKind, EventSink, ModelCatalog, ModelId, OTHER_LABEL, Pricing,
+    Tier,
 };
 use metrics::Histogram;
 use tokio::time::Instant;
 
+use crate::MetricsMode;
 use crate::cache::{CowMap, LabelMap};
 use crate::registry::HealthRegistry;
 use crate::request::ObservedRequest;
 use crate::trace::{self, TraceSettings};
 
 mod call;
+mod dense;
 mod key;
+mod recent;
 mod series;
 
-pub(crate) use call::{Call, Memo};
+pub(crate) use call::Call;
 use call::{Target, sample_overhead};
 use key::{AsKeyRef, KeyRef, SeriesKey};
 pub(crate) use series::{AgentSeries, Series};
@@ -81,10 +85,15 @@ pub(crate) struct Shared {
     journal: bool,
     pub(crate) trace: TraceSettings,
     scope: Scope,
+    mode: MetricsMode,
     other_agent: AgentName,
     series: CowMap<SeriesKey, Arc<Series>>,
     agent_series: CowMap<AgentName, Arc<AgentSeries>>,
     overhead: OnceLock<Histogram>,
+    /// Series by call-context indices, when the layer has the stack's catalog.
+    dense: Option<dense::Dense>,
+    /// The catalog index of the layer's own model.
+    fixed_model_idx: Option<usize>,
 }
 
 impl fmt::Debug for Shared {
@@ -114,10 +123,16 @@ pub(crate) struct Settings {
     pub(crate) journal: bool,
     pub(crate) trace: TraceSettings,
     pub(crate) scope: Scope,
+    pub(crate) mode: MetricsMode,
+    pub(crate) call_catalog: Option<Catalog>,
 }
 
 impl Shared {
     pub(crate) fn new(s: Settings) -> Self {
+        let fixed_model_idx = match (&s.call_catalog, &s.fixed_model) {
+            (Some(c), Some(m)) => c.model_index(m.as_str()).map(|i| i.index()),
+            _ => None,
+        };
         let models = s
             .catalog
             .iter()
@@ -151,11 +166,19 @@ impl Shared {
             journal: s.journal,
             trace: s.trace,
             scope: s.scope,
+            mode: s.mode,
             other_agent: AgentName::new(OTHER_LABEL),
             series: CowMap::new(),
             agent_series: CowMap::new(),
             overhead: OnceLock::new(),
+            fixed_model_idx,
+            dense: s.call_catalog.map(dense::Dense::new),
         }
+    }
+
+    /// Where the metrics go.
+    pub(crate) fn mode(&self) -> MetricsMode {
+        self.mode
     }
 
     #[inline]
@@ -182,49 +205,42 @@ impl Shared {
 
     fn agent_series(&self, agent: &AgentName) -> Arc<AgentSeries> {
         self.agent_series.get_or_insert_with(agent.as_str(), || {
-            let stats = self.registry.agent_stats(agent.as_str());
-            let counterfactual = self.top_pricing.filter(|_| self.scope != Scope::Outcome).map(|_| {
-                metrics::gauge!(catalog::COUNTERFACTUAL_COST_USD_TOTAL, labels::AGENT => agent.to_string())
-            });
-            let series = AgentSeries {
-                name: agent.clone(),
-                stats,
-                in_flight_llm: OnceLock::new(),
-                in_flight_tool: OnceLock::new(),
-                counterfactual,
-            };
-            (agent.clone(), Arc::new(series))
+            (agent.clone(), Arc::new(AgentSeries::new(self, agent)))
         })
     }
 
-    /// Starts observing a call. `memo` is the calling service's memory of the
-    /// label tuple of its previous call: a service that sees the same agent,
-    /// model and tier again (the common case) skips the cache lookup.
-    pub(crate) fn begin<R: ObservedRequest>(
-        self: &Arc<Self>,
-        req: &R,
-        start: Instant,
-        memo: &mut Option<Memo>,
-    ) -> Call {
-        let target = match memo {
-            Some(m) if m.matches(req) => Target::Bound(m.series.clone()),
-            _ => {
-                let target = self.target(req);
-                if let Target::Bound(series) = &target {
-                    *memo = Some(Memo {
-                        agent: req.agent().clone(),
-                        subject: req.subject().map(Arc::from),
-                        tier: req.tier().cloned(),
-                        series: series.clone(),
-                    });
+    /// Starts observing a call.
+    pub(crate) fn begin<R: ObservedRequest>(self: &Arc<Self>, req: &R, start: Instant) -> Call {
+        let target = match self.dense_slot(req) {
+            Some(slot) => match slot.get() {
+                Some(series) => Target::Bound(series.clone()),
+                None => {
+                    let target = self.target(req);
+                    if let (Target::Bound(series), true) = (&target, self.agrees(req)) {
+                        let _ = slot.set(series.clone());
+                    }
+                    target
                 }
-                target
-            }
+            },
+            None => match recent::get(self, req) {
+                Some(series) => Target::Bound(series),
+                None => {
+                    let target = self.target(req);
+                    if let Target::Bound(series) = &target {
+                        recent::put(self, req, series);
+                    }
+                    target
+                }
+            },
         };
         let (span, sampled) = if self.scope == Scope::Outcome {
             (tracing::Span::none(), false)
         } else {
-            target.agent().in_flight(R::KIND).increment(1.0);
+            let agent = target.agent();
+            match self.mode {
+                MetricsMode::Cells => agent.cells.start(R::KIND),
+                MetricsMode::Recorder => agent.in_flight(R::KIND).increment(1.0),
+            }
             (self.open_span(req, &target), sample_overhead())
         };
         let pre_overhead = if sampled { start.elapsed() } else { Duration::ZERO };
@@ -232,13 +248,35 @@ impl Shared {
             shared: self.clone(),
             target,
             kind: R::KIND,
-            session: Some(req.session().clone()),
+            // The session id is kept only for the events that carry it.
+            session: (self.scope != Scope::Outcome && (self.journal || !self.sinks.is_empty()))
+                .then(|| req.session().clone()),
             start,
             sampled,
             pre_overhead,
             done: false,
             span,
         }
+    }
+
+    /// The dense slot of a request the layer's catalog resolved.
+    #[inline]
+    fn dense_slot<R: ObservedRequest>(&self, req: &R) -> Option<&OnceLock<Arc<Series>>> {
+        self.dense.as_ref()?.slot(req.context()?, self.fixed_model_idx)
+    }
+
+    /// Whether the request's names say what its context says (a slot is
+    /// filled only from such a request, so it holds the names' series).
+    fn agrees<R: ObservedRequest>(&self, req: &R) -> bool {
+        let (Some(dense), Some(ctx)) = (&self.dense, req.context()) else {
+            return false;
+        };
+        let c = &dense.catalog;
+        let model = req.subject().or(self.fixed_model.as_ref().map(ModelId::as_str));
+        c.agent_index(req.agent().as_str()) == ctx.agent
+            && model.and_then(|m| c.model_index(m)).map(|m| m.index())
+                == ctx.model.map(|m| m.index()).or(self.fixed_model_idx)
+            && req.tier().map(|t| c.tier_index(t.as_str())) == ctx.tier.map(Some)
     }
 
     /// Opens the call's span (a no-op span when no subscriber wants it).

@@ -1,26 +1,56 @@
-//! The metric handles and registry subjects of one agent and of one label
-//! tuple, registered once and then held.
+//! The cells, registry subjects and (in [`MetricsMode::Recorder`]) metric
+//! handles of one agent and of one label tuple, made once and then held.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 
 use mantissa_core::catalog::{self, labels};
 use mantissa_core::{AgentName, EventKind, FailureClass, Outcome, Pricing, Tier};
 use metrics::{Counter, Gauge, Histogram, Label};
 
+use crate::MetricsMode;
+use crate::cells::{AgentCells, Cells, Exported};
+use crate::events::CallLabels;
 use crate::registry::SubjectStats;
 
-use super::{ModelInfo, Scope, Shared};
+use super::{ModelInfo, NO_TIER, Scope, Shared};
 
-/// Handles and registry subject of one agent.
+/// Cells, handles and registry subject of one agent.
 pub(crate) struct AgentSeries {
     pub(super) name: AgentName,
     pub(super) stats: Arc<SubjectStats>,
+    /// Calls started, for the in-flight gauge ([`MetricsMode::Cells`]).
+    pub(super) cells: Arc<AgentCells>,
+    /// [`MetricsMode::Recorder`] only.
     pub(super) in_flight_llm: OnceLock<Gauge>,
     pub(super) in_flight_tool: OnceLock<Gauge>,
     pub(super) counterfactual: Option<Gauge>,
 }
 
 impl AgentSeries {
+    pub(super) fn new(shared: &Shared, agent: &AgentName) -> Self {
+        let stats = shared.registry.agent_stats(agent.as_str());
+        let metrics_on = shared.scope != Scope::Outcome;
+        let counterfactual_on = shared.top_pricing.is_some() && metrics_on;
+        let cells = AgentCells::new(agent.as_str(), counterfactual_on);
+        let recorder = metrics_on && shared.mode == MetricsMode::Recorder;
+        if metrics_on && shared.mode == MetricsMode::Cells {
+            shared.registry.export_agent(cells.clone());
+        }
+        let counterfactual = (counterfactual_on && recorder).then(
+            || metrics::gauge!(catalog::COUNTERFACTUAL_COST_USD_TOTAL, labels::AGENT => agent.to_string()),
+        );
+        Self {
+            name: agent.clone(),
+            stats,
+            cells,
+            in_flight_llm: OnceLock::new(),
+            in_flight_tool: OnceLock::new(),
+            counterfactual,
+        }
+    }
+
+    /// The in-flight gauge of `kind` ([`MetricsMode::Recorder`]).
     pub(super) fn in_flight(&self, kind: EventKind) -> &Gauge {
         let (cell, kind) = match kind {
             EventKind::Tool => (&self.in_flight_tool, "tool"),
@@ -48,7 +78,15 @@ pub(super) struct TokenSeries {
     pub(super) time_to_first_chunk: Histogram,
 }
 
-/// Handles and registry subjects of one (kind, agent, model or tool, tier) tuple.
+/// The metric handles of a series in [`MetricsMode::Recorder`].
+pub(super) struct Handles {
+    pub(super) ok: OutcomeSeries,
+    pub(super) failures: [OnceLock<OutcomeSeries>; 10],
+    pub(super) tokens: Option<TokenSeries>,
+}
+
+/// Cells, registry subjects and handles of one (kind, agent, model or tool,
+/// tier) tuple.
 pub(crate) struct Series {
     pub(super) kind: EventKind,
     pub(super) agent: Arc<AgentSeries>,
@@ -56,10 +94,17 @@ pub(crate) struct Series {
     pub(super) tier: Option<Tier>,
     pub(super) provider: Arc<str>,
     pub(super) pricing: Pricing,
+    /// The model's or tool's subject.
     pub(super) stats: Arc<SubjectStats>,
-    pub(super) ok: OutcomeSeries,
-    pub(super) failures: [OnceLock<OutcomeSeries>; 10],
-    pub(super) tokens: Option<TokenSeries>,
+    /// What every call of the series records, once.
+    pub(super) cells: Arc<Cells>,
+    /// The agent's latency baseline at the series' tier, when the series
+    /// feeds the agent's window.
+    pub(super) tier_baseline: Option<Arc<AtomicU64>>,
+    /// [`MetricsMode::Recorder`] only (and never in [`Scope::Outcome`]).
+    pub(super) handles: Option<Handles>,
+    /// The labels its journal entries share.
+    pub(super) labels: Arc<CallLabels>,
 }
 
 impl Series {
@@ -72,9 +117,62 @@ impl Series {
         info: Option<&ModelInfo>,
     ) -> Self {
         let info = info.unwrap_or(&shared.other_model);
-        let agent_name = agent.name.to_string();
         let metrics_on = shared.scope != Scope::Outcome;
-        let tokens = (kind == EventKind::Llm && metrics_on).then(|| {
+        let stats = shared.registry.subject_stats(kind, subject);
+        let cells = Cells::new(kind);
+        // The cells feed the windows of the subjects of the scope (before
+        // any call records into them).
+        let tier_baseline = (shared.scope != Scope::Attempt).then(|| {
+            agent.stats.attach(cells.clone());
+            agent
+                .stats
+                .tier_baseline(if kind == EventKind::Llm { tier } else { NO_TIER })
+        });
+        if metrics_on {
+            stats.attach(cells.clone());
+        }
+        if kind == EventKind::Llm && metrics_on && !info.priced {
+            mantissa_core::models::warn_unpriced(subject);
+        }
+        let mut series = Series {
+            kind,
+            subject: Arc::from(subject),
+            tier: (kind == EventKind::Llm).then(|| Tier::new(tier)),
+            provider: info.provider.clone(),
+            pricing: info.pricing,
+            stats,
+            cells,
+            tier_baseline,
+            labels: Arc::new(CallLabels {
+                agent: agent.name.clone(),
+                kind,
+                subject: Arc::from(subject),
+                tier: (kind == EventKind::Llm).then(|| Tier::new(tier)),
+            }),
+            agent,
+            handles: None,
+        };
+        if metrics_on {
+            match shared.mode {
+                MetricsMode::Cells => shared.registry.export(Arc::new(Exported {
+                    agent: series.agent.cells.clone(),
+                    subject: series.subject.clone(),
+                    tier: Arc::from(tier),
+                    provider: series.provider.clone(),
+                    priced: info.priced,
+                    cells: series.cells.clone(),
+                })),
+                MetricsMode::Recorder => series.handles = Some(series.handles(tier, info)),
+            }
+        }
+        series
+    }
+
+    /// Registers the handles of the series with the current recorder.
+    fn handles(&self, tier: &str, info: &ModelInfo) -> Handles {
+        let subject = &*self.subject;
+        let agent_name = self.agent.name.to_string();
+        let tokens = (self.kind == EventKind::Llm).then(|| {
             let usage = |token_type: &'static str| {
                 metrics::histogram!(
                     catalog::GEN_AI_CLIENT_TOKEN_USAGE,
@@ -105,7 +203,6 @@ impl Series {
                     labels::MODEL => subject.to_owned(),
                 ),
                 unknown_cost: (!info.priced).then(|| {
-                    mantissa_core::models::warn_unpriced(subject);
                     metrics::counter!(catalog::UNKNOWN_COST_CALLS_TOTAL, labels::MODEL => subject.to_owned())
                 }),
                 time_to_first_chunk: metrics::histogram!(
@@ -117,25 +214,11 @@ impl Series {
                 ),
             }
         });
-        let mut series = Series {
-            kind,
-            subject: Arc::from(subject),
-            tier: (kind == EventKind::Llm).then(|| Tier::new(tier)),
-            provider: info.provider.clone(),
-            pricing: info.pricing,
-            stats: shared.registry.subject_stats(kind, subject),
-            agent,
-            ok: OutcomeSeries {
-                duration: Histogram::noop(),
-                calls: Counter::noop(),
-            },
+        Handles {
+            ok: self.outcome_series(None),
             failures: Default::default(),
             tokens,
-        };
-        if metrics_on {
-            series.ok = series.outcome_series(None);
         }
-        series
     }
 
     /// Registers the duration histogram and call counter of one outcome.
@@ -182,11 +265,13 @@ impl Series {
             calls: metrics::counter!(catalog::CALLS_TOTAL, calls),
         }
     }
+}
 
-    pub(super) fn outcome(&self, failure: Option<FailureClass>) -> &OutcomeSeries {
+impl Handles {
+    pub(super) fn outcome(&self, series: &Series, failure: Option<FailureClass>) -> &OutcomeSeries {
         match failure {
             None => &self.ok,
-            Some(c) => self.failures[c.index()].get_or_init(|| self.outcome_series(Some(c))),
+            Some(c) => self.failures[c.index()].get_or_init(|| series.outcome_series(Some(c))),
         }
     }
 }

@@ -1,14 +1,22 @@
 //! [`HealthRegistry`]: rolling health windows per agent, model and tool.
 //!
 //! The registry is a cheap `Clone` handle. Each subject (an agent, a model, a
-//! tool) has its own small lock, found through a copy-on-write map
-//! ([`arc_swap::ArcSwap`]); a [`HealthLayer`](crate::HealthLayer) keeps the
-//! subjects it feeds in its handle cache, so a call takes two uncontended
-//! per-subject locks and no global one.
+//! tool) is found through a copy-on-write map ([`arc_swap::ArcSwap`]); a
+//! [`HealthLayer`](crate::HealthLayer) keeps the subjects it feeds in its
+//! series cache. A call takes no lock: it adds into its series' cells (which
+//! the subjects read) and updates the subjects' streak, latest call and
+//! baseline with atomics.
 //!
-//! Windows are rings of time slots on [`tokio::time::Instant`]: the last minute
-//! in 12 slots of 5 s, the last 15 minutes in 15 slots of 60 s (the current
-//! slot is partial, so a window covers between `n - 1` and `n` slots).
+//! Windows are on [`tokio::time::Instant`]: the last minute in 12 slots of
+//! 5 s, the last 15 minutes in 15 slots of 60 s (the current slot is partial,
+//! so a window covers between `n - 1` and `n` slots). A window is the
+//! subject's running totals now minus the totals when its first slot began:
+//! the first call of each slot copies the totals into a ring of bases tagged
+//! with the slot's id. *Accuracy*: a call that ends while another thread is
+//! copying the base (the microseconds around a slot's first call) may be
+//! counted in the neighbouring slot; nothing is lost or counted twice.
+//! *Memory*: 27 bases of about 2 KB per subject (~55 KB; subjects are
+//! bounded labels), and about 4 KB of cells per series.
 //!
 //! ```
 //! use std::time::Duration;
@@ -29,29 +37,36 @@
 //! ```
 
 mod snapshot;
-mod window;
+pub(crate) mod window;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use mantissa_core::catalog::{self, labels};
+use mantissa_core::catalog::{self, MetricVisitor, labels};
 use mantissa_core::{EventKind, EventSink, FailureClass, HealthEvent, unix_millis};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
 pub use snapshot::{HealthSnapshot, SubjectHealth, WindowStats};
 pub(crate) use window::Sample;
-use window::{Counts, Mark, Ring};
+use window::{BaseRing, Counts, Mark};
 
-use crate::events::EventJournal;
+use crate::cells::{AgentCells, Cells, Exported, Recorded};
+
+use crate::events::{CallRecord, EventJournal};
 
 /// The 1-minute window: 12 slots of 5 s.
-type MinuteRing = Ring<5, 12>;
+type MinuteRing = BaseRing<MINUTE_SLOT, 12>;
+/// Seconds per slot of the 1-minute window.
+const MINUTE_SLOT: u64 = 5;
+/// Nanoseconds per second.
+pub(crate) const NANOS: u64 = 1_000_000_000;
 /// The 15-minute window: 15 slots of 60 s.
-type QuarterRing = Ring<60, 15>;
+type QuarterRing = BaseRing<60, 15>;
 /// EWMA weight of one successful call in the latency baseline.
 const BASELINE_ALPHA: f64 = 0.01;
 /// Recent median latency up to this multiple of the baseline costs no score.
@@ -63,27 +78,61 @@ const STREAK_DECAY: f64 = 0.8;
 /// Default capacity of the event journal.
 pub(crate) const DEFAULT_JOURNAL: usize = 1024;
 
-struct State {
+/// The bases of a subject's two windows.
+struct Rings {
     minute: MinuteRing,
     quarter: QuarterRing,
-    consecutive_failures: u32,
-    last_call: Option<Instant>,
-    last_failure: Option<FailureClass>,
-    baseline: Option<f64>,
-    /// Latency baselines per serving tier (agents only): an agent moved to
-    /// a slower tier is not slower than expected.
-    tier_baselines: Vec<(Arc<str>, f64)>,
-    total_calls: u64,
-    total_failures: u64,
 }
 
-/// The windows of one subject, behind its own lock.
+/// No value yet, in an `f64` cell.
+const NONE_F64: u64 = 0x7ff8_0000_0000_0000; // NaN
+
+/// Folds `secs` into the EWMA held in `cell` and returns the value before
+/// (the latency expected of this call); the first call sets it.
+pub(crate) fn expect_latency(cell: &AtomicU64, secs: f64) -> f64 {
+    let mut expected = secs;
+    let _ = cell.fetch_update(Relaxed, Relaxed, |b| {
+        let base = f64::from_bits(b);
+        if base.is_nan() {
+            expected = secs;
+            Some(secs.to_bits())
+        } else {
+            expected = base;
+            Some((base + BASELINE_ALPHA * (secs - base)).to_bits())
+        }
+    });
+    expected
+}
+
+/// The health of one subject (an agent, a model, a tool): the cells that
+/// feed it, its marks, its scalars and the bases of its windows. Nothing here
+/// takes a lock per call (see `window`).
 pub(crate) struct SubjectStats {
     name: Arc<str>,
     /// Whether latency is judged against per-tier baselines (agents) or
     /// against the subject's own baseline (models, tools).
     per_tier: bool,
-    state: Mutex<State>,
+    /// Every series whose calls count for this subject, and its own cells
+    /// (events recorded from outside a layer).
+    cells: ArcSwap<Vec<Arc<Cells>>>,
+    own: Arc<Cells>,
+    attach: Mutex<()>,
+    context_warnings: AtomicU64,
+    context_resets: AtomicU64,
+    error_driven_resets: AtomicU64,
+    consecutive_failures: AtomicU32,
+    /// Nanoseconds since the registry's epoch of the end of the latest call, plus one (0: none).
+    last_call: AtomicU64,
+    /// 1 + the class index of the latest failure (0: none).
+    last_failure: AtomicU8,
+    baseline: AtomicU64,
+    /// Latency baselines per serving tier (agents only): an agent moved to
+    /// a slower tier is not slower than expected. Locked only to find a
+    /// tier's cell, when a series is created.
+    tier_baselines: Mutex<Vec<(Arc<str>, Arc<AtomicU64>)>>,
+    /// The 5-second slot of the latest base taken.
+    last_slot: AtomicU64,
+    rings: Mutex<Rings>,
 }
 
 impl fmt::Debug for SubjectStats {
@@ -95,121 +144,224 @@ impl fmt::Debug for SubjectStats {
 }
 
 impl SubjectStats {
-    fn new(name: Arc<str>, per_tier: bool) -> Self {
+    fn new(name: Arc<str>, kind: EventKind, per_tier: bool) -> Self {
+        let own = Cells::new(kind);
         Self {
             name,
             per_tier,
-            state: Mutex::new(State {
+            cells: ArcSwap::from_pointee(vec![own.clone()]),
+            own,
+            attach: Mutex::new(()),
+            context_warnings: AtomicU64::new(0),
+            context_resets: AtomicU64::new(0),
+            error_driven_resets: AtomicU64::new(0),
+            consecutive_failures: AtomicU32::new(0),
+            last_call: AtomicU64::new(0),
+            last_failure: AtomicU8::new(0),
+            baseline: AtomicU64::new(NONE_F64),
+            tier_baselines: Mutex::new(Vec::new()),
+            last_slot: AtomicU64::new(u64::MAX),
+            rings: Mutex::new(Rings {
                 minute: MinuteRing::new(),
                 quarter: QuarterRing::new(),
-                consecutive_failures: 0,
-                last_call: None,
-                last_failure: None,
-                baseline: None,
-                tier_baselines: Vec::new(),
-                total_calls: 0,
-                total_failures: 0,
             }),
         }
     }
 
-    /// Records a call that ended `secs` whole seconds after the registry's epoch, at `now`.
-    pub(crate) fn record(&self, secs: u64, now: Instant, s: &Sample) {
-        self.record_in_tier(secs, now, s, None);
+    /// Counts the calls recorded in `cells` from now on.
+    pub(crate) fn attach(&self, cells: Arc<Cells>) {
+        let _w = self.attach.lock();
+        let mut next = Vec::clone(&self.cells.load());
+        next.push(cells);
+        self.cells.store(Arc::new(next));
     }
 
-    /// Records a call served by `tier` (for an agent, its latency is judged
-    /// against its baseline at that tier).
-    pub(crate) fn record_in_tier(&self, secs: u64, now: Instant, s: &Sample, tier: Option<&str>) {
-        let mut st = self.state.lock();
-        let mut s = *s;
-        if self.per_tier && s.failure.is_none() {
-            s.expected_secs = Some(st.expect_latency(tier.unwrap_or(NO_TIER), s.duration.as_secs_f64()));
+    /// The baseline cell of `tier` (agents: the latency expected at it).
+    pub(crate) fn tier_baseline(&self, tier: &str) -> Arc<AtomicU64> {
+        let mut t = self.tier_baselines.lock();
+        if let Some((_, cell)) = t.iter().find(|(name, _)| &**name == tier) {
+            return cell.clone();
         }
-        let s = &s;
-        st.minute.record(secs, s);
-        st.quarter.record(secs, s);
-        st.total_calls = st.total_calls.saturating_add(1);
-        st.last_call = Some(now);
-        match s.failure {
+        let cell = Arc::new(AtomicU64::new(NONE_F64));
+        t.push((Arc::from(tier), cell.clone()));
+        cell
+    }
+
+    /// Called before a call at `secs` (whole seconds since the registry's
+    /// epoch) is recorded: the first call of a 5-second slot takes the base
+    /// of the windows. One load on every other call.
+    #[inline]
+    pub(crate) fn roll(&self, secs: u64) {
+        let slot = secs / MINUTE_SLOT;
+        let last = self.last_slot.load(Relaxed);
+        if last != slot {
+            self.take_base(last, slot, secs);
+        }
+    }
+
+    #[cold]
+    fn take_base(&self, last: u64, slot: u64, secs: u64) {
+        if self
+            .last_slot
+            .compare_exchange(last, slot, Relaxed, Relaxed)
+            .is_err()
+        {
+            return;
+        }
+        let mut totals = Counts::default();
+        self.totals_into(&mut totals);
+        let mut rings = self.rings.lock();
+        rings.minute.put(secs, &totals);
+        if rings.quarter.needs_base(secs) {
+            rings.quarter.put(secs, &totals);
+        }
+    }
+
+    /// The running totals of the subject.
+    fn totals_into(&self, out: &mut Counts) {
+        out.clear();
+        for cells in self.cells.load().iter() {
+            out.add_cells(cells);
+        }
+        out.context_warnings = self.context_warnings.load(Relaxed);
+        out.context_resets = self.context_resets.load(Relaxed);
+        out.error_driven_resets = self.error_driven_resets.load(Relaxed);
+    }
+
+    /// Updates the streak, the latest call and the baseline after a call
+    /// ending `now_ns` after the registry's epoch.
+    #[inline]
+    pub(crate) fn finish(&self, now_ns: u64, failure: Option<FailureClass>, secs: f64) {
+        self.last_call.store(now_ns.saturating_add(1), Relaxed);
+        match failure {
             None => {
-                st.consecutive_failures = 0;
-                let secs = s.duration.as_secs_f64();
-                st.baseline = Some(match st.baseline {
-                    Some(b) => b + BASELINE_ALPHA * (secs - b),
-                    None => secs,
-                });
+                if self.consecutive_failures.load(Relaxed) != 0 {
+                    self.consecutive_failures.store(0, Relaxed);
+                }
+                expect_latency(&self.baseline, secs);
             }
             Some(FailureClass::Cancelled) => {}
             Some(class) => {
-                st.consecutive_failures = st.consecutive_failures.saturating_add(1);
-                st.total_failures = st.total_failures.saturating_add(1);
-                st.last_failure = Some(class);
+                let _ = self
+                    .consecutive_failures
+                    .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_add(1)));
+                self.last_failure.store(1 + class.index() as u8, Relaxed);
             }
         }
     }
 
+    /// Records a call from outside a layer that ended `now_ns` after the
+    /// registry's epoch (in the subject's own cells).
+    pub(crate) fn record(&self, now_ns: u64, s: &Sample) {
+        self.roll(now_ns / NANOS);
+        let secs = s.duration.as_secs_f64();
+        let expected = (self.per_tier && s.failure.is_none())
+            .then(|| expect_latency(&self.tier_baseline(NO_TIER), secs));
+        let tokens = s.usage.input_tokens.saturating_add(s.usage.output_tokens) > 0;
+        self.own.record(&Recorded {
+            failure: s.failure,
+            duration_ns: u64::try_from(s.duration.as_nanos()).unwrap_or(u64::MAX),
+            tokens: tokens.then_some((s.usage.input_tokens, s.usage.output_tokens)),
+            cost_usd: s.cost_usd,
+            counterfactual_usd: s.counterfactual_usd,
+            expected_secs: expected,
+        });
+        self.finish(now_ns, s.failure, secs);
+    }
+
     fn mark(&self, secs: u64, m: Mark) {
-        let mut st = self.state.lock();
-        st.minute.mark(secs, m);
-        st.quarter.mark(secs, m);
+        self.roll(secs);
+        match m {
+            Mark::Warning => self.context_warnings.fetch_add(1, Relaxed),
+            Mark::Reset => self.context_resets.fetch_add(1, Relaxed),
+            Mark::ErrorDrivenReset => {
+                self.error_driven_resets.fetch_add(1, Relaxed);
+                self.context_resets.fetch_add(1, Relaxed)
+            }
+        };
     }
 
     fn health(&self, reg: &Inner, now: Instant) -> SubjectHealth {
-        self.health_with(reg, now, &mut Counts::default())
+        self.health_with(reg, now, &mut Scratch::default())
     }
 
     /// The health of the subject at `now`, summing windows into `scratch`
     /// (reused across subjects by a snapshot, so nothing is allocated for it).
-    fn health_with(&self, reg: &Inner, now: Instant, scratch: &mut Counts) -> SubjectHealth {
+    fn health_with(&self, reg: &Inner, now: Instant, scratch: &mut Scratch) -> SubjectHealth {
         let elapsed = now.saturating_duration_since(reg.epoch);
         let secs = elapsed.as_secs();
-        let st = self.state.lock();
-        st.minute.sum_into(secs, scratch);
-        let last_1m = window_stats(scratch, st.minute.span(), elapsed);
-        st.quarter.sum_into(secs, scratch);
-        let last_15m = window_stats(scratch, st.quarter.span(), elapsed);
+        self.totals_into(&mut scratch.totals);
+        let total_calls = scratch.totals.calls;
+        let cancelled = scratch.totals.failures[FailureClass::Cancelled.index()];
+        let total_failures = scratch
+            .totals
+            .failures
+            .iter()
+            .sum::<u64>()
+            .saturating_sub(cancelled);
+        let (last_1m, last_15m, span) = {
+            let rings = self.rings.lock();
+            rings.minute.window(secs, &scratch.totals, &mut scratch.window);
+            let last_1m = window_stats(&scratch.window, rings.minute.span(), elapsed);
+            rings.quarter.window(secs, &scratch.totals, &mut scratch.window);
+            let last_15m = window_stats(&scratch.window, rings.quarter.span(), elapsed);
+            (last_1m, last_15m, rings.quarter.span())
+        };
+        let last_call = match self.last_call.load(Relaxed) {
+            0 => None,
+            ns => Some(reg.epoch + Duration::from_nanos(ns - 1)),
+        };
         // A failure streak is as old as the call that ended it: once that call
         // has left the 15-minute window, the streak has expired with it (a
         // cooled-down model gets no traffic that could break it).
-        let streak = match st.last_call {
-            Some(t) if now.saturating_duration_since(t) < st.quarter.span() => st.consecutive_failures,
+        let streak = match last_call {
+            Some(t) if now.saturating_duration_since(t) < span => self.consecutive_failures.load(Relaxed),
             _ => 0,
         };
+        let baseline = Some(f64::from_bits(self.baseline.load(Relaxed))).filter(|b| !b.is_nan());
         // Slowness: an agent against its baselines at the tiers that served
         // it (1-minute sums); a model or tool, its 1-minute median against
         // its own baseline.
         let slowness = if self.per_tier {
             (scratch_ratio(&last_1m)).filter(|r| r.is_finite())
         } else {
-            match (last_1m.p50_secs, st.baseline) {
+            match (last_1m.p50_secs, baseline) {
                 (Some(p50), Some(b)) if b > 0.0 => Some(p50 / b),
                 _ => None,
             }
         };
         let score = score(&last_15m, slowness, streak);
+        let last_failure = match self.last_failure.load(Relaxed) {
+            0 => None,
+            i => FailureClass::ALL.get(usize::from(i) - 1).copied(),
+        };
         SubjectHealth {
             name: self.name.to_string(),
             score,
             consecutive_failures: streak,
-            last_failure: st.last_failure,
-            last_call_ms: st.last_call.map(|t| reg.wall_ms(t)),
-            seconds_since_last_call: st
-                .last_call
-                .map(|t| now.saturating_duration_since(t).as_secs_f64()),
-            latency_baseline_secs: st.baseline,
-            total_calls: st.total_calls,
-            total_failures: st.total_failures,
+            last_failure,
+            last_call_ms: last_call.map(|t| reg.wall_ms(t)),
+            seconds_since_last_call: last_call.map(|t| now.saturating_duration_since(t).as_secs_f64()),
+            latency_baseline_secs: baseline,
+            total_calls,
+            total_failures,
             last_1m,
             last_15m,
         }
     }
 }
 
+/// Reusable buffers of a registry read.
+#[derive(Default)]
+struct Scratch {
+    totals: Counts,
+    window: Counts,
+}
+
 fn window_stats(c: &Counts, span: Duration, elapsed: Duration) -> WindowStats {
     let cancelled = c.failures[FailureClass::Cancelled.index()];
-    let failures = c.failures.iter().sum::<u64>() - cancelled;
-    let successes = c.calls.saturating_sub(failures + cancelled);
+    let failures = c.failures.iter().sum::<u64>().saturating_sub(cancelled);
+    let successes = c.successes;
     let errors = if failures + cancelled == 0 {
         BTreeMap::new()
     } else {
@@ -255,25 +407,6 @@ fn window_stats(c: &Counts, span: Duration, elapsed: Duration) -> WindowStats {
     }
 }
 
-impl State {
-    /// The latency expected of a call at `tier` (the tier's baseline, or the
-    /// call's own latency for a tier's first call), then folds the call into
-    /// that baseline.
-    fn expect_latency(&mut self, tier: &str, secs: f64) -> f64 {
-        match self.tier_baselines.iter_mut().find(|(t, _)| &**t == tier) {
-            Some((_, b)) => {
-                let expected = *b;
-                *b += BASELINE_ALPHA * (secs - *b);
-                expected
-            }
-            None => {
-                self.tier_baselines.push((Arc::from(tier), secs));
-                secs
-            }
-        }
-    }
-}
-
 /// The label of calls recorded without a tier.
 const NO_TIER: &str = "none";
 
@@ -311,14 +444,16 @@ struct Subjects {
 struct SubjectMap {
     map: ArcSwap<Subjects>,
     write: Mutex<()>,
+    kind: EventKind,
     per_tier: bool,
 }
 
 impl SubjectMap {
-    fn new(per_tier: bool) -> Self {
+    fn new(kind: EventKind, per_tier: bool) -> Self {
         Self {
             map: ArcSwap::from_pointee(Subjects::default()),
             write: Mutex::new(()),
+            kind,
             per_tier,
         }
     }
@@ -337,7 +472,7 @@ impl SubjectMap {
             return s.clone();
         }
         let key: Arc<str> = Arc::from(name);
-        let stats = Arc::new(SubjectStats::new(key.clone(), self.per_tier));
+        let stats = Arc::new(SubjectStats::new(key.clone(), self.kind, self.per_tier));
         let mut by_name = current.by_name.clone();
         by_name.insert(key, stats.clone());
         let mut sorted = Vec::with_capacity(current.sorted.len() + 1);
@@ -349,7 +484,7 @@ impl SubjectMap {
         stats
     }
 
-    fn health(&self, reg: &Inner, now: Instant, scratch: &mut Counts) -> BTreeMap<String, SubjectHealth> {
+    fn health(&self, reg: &Inner, now: Instant, scratch: &mut Scratch) -> BTreeMap<String, SubjectHealth> {
         self.map
             .load()
             .sorted
@@ -373,6 +508,15 @@ struct Inner {
     models: SubjectMap,
     tools: SubjectMap,
     journal: EventJournal,
+    exported: Mutex<ExportedSet>,
+    rendered_by_exporter: AtomicBool,
+}
+
+/// The series and agents of layers in [`MetricsMode::Cells`](crate::MetricsMode::Cells).
+#[derive(Default)]
+struct ExportedSet {
+    series: Vec<Arc<Exported>>,
+    agents: Vec<Arc<AgentCells>>,
 }
 
 impl Inner {
@@ -419,9 +563,11 @@ impl HealthRegistry {
             inner: Arc::new(Inner {
                 epoch: Instant::now(),
                 epoch_wall_ms: unix_millis(SystemTime::now()),
-                agents: SubjectMap::new(true),
-                models: SubjectMap::new(false),
-                tools: SubjectMap::new(false),
+                agents: SubjectMap::new(EventKind::Llm, true),
+                models: SubjectMap::new(EventKind::Llm, false),
+                tools: SubjectMap::new(EventKind::Tool, false),
+                exported: Mutex::new(ExportedSet::default()),
+                rendered_by_exporter: AtomicBool::new(false),
                 journal: EventJournal::new(capacity),
             }),
         }
@@ -431,7 +577,7 @@ impl HealthRegistry {
     pub fn snapshot(&self) -> HealthSnapshot {
         let now = Instant::now();
         let reg = &*self.inner;
-        let mut scratch = Counts::default();
+        let mut scratch = Scratch::default();
         HealthSnapshot {
             taken_at_ms: reg.wall_ms(now),
             agents: reg.agents.health(reg, now, &mut scratch),
@@ -486,11 +632,48 @@ impl HealthRegistry {
     pub fn publish_scores(&self) {
         let now = Instant::now();
         let reg = &*self.inner;
-        let mut scratch = Counts::default();
+        let mut scratch = Scratch::default();
         for stats in reg.agents.map.load().sorted.iter() {
             let score = stats.health_with(reg, now, &mut scratch).score;
             metrics::gauge!(catalog::AGENT_HEALTH_SCORE, labels::AGENT => stats.name.to_string()).set(score);
         }
+    }
+
+    /// Reads the health metrics of every layer in
+    /// [`MetricsMode::Cells`](crate::MetricsMode::Cells) that feeds this
+    /// registry into `out`: the families of the health layer in
+    /// `docs/metrics.md` (durations, token usage, time to first chunk,
+    /// calls, calls in flight, tokens, cost, counterfactual cost, unknown-cost
+    /// calls), with the same names, label keys and buckets as through the
+    /// `metrics` recorder. The overhead histogram and the health score stay
+    /// on the recorder.
+    pub fn collect(&self, out: &mut dyn MetricVisitor) {
+        let set = self.inner.exported.lock();
+        crate::cells::collect(&set.series, &set.agents, out);
+    }
+
+    /// A collector for an exporter that renders the cells at scrape time
+    /// (`mantissa_prometheus::ExporterHandle::register_collector`). Taking
+    /// it marks the registry as rendered by an exporter: a
+    /// [`HealthLayer`](crate::HealthLayer) built on this registry afterwards
+    /// defaults to [`MetricsMode::Cells`](crate::MetricsMode::Cells) (its
+    /// metrics are written once, into cells, and not sent to the recorder).
+    /// Layers built before keep the mode they were built with.
+    ///
+    /// ```
+    /// use mantissa_health::{HealthLayer, HealthRegistry, MetricsMode};
+    ///
+    /// let registry = HealthRegistry::new();
+    /// let collector = registry.collector();
+    /// // exporter.register_collector(collector);
+    /// # let _ = collector;
+    /// let layer = HealthLayer::with_registry(registry);
+    /// assert_eq!(layer.get_metrics_mode(), MetricsMode::Cells);
+    /// ```
+    pub fn collector(&self) -> impl Fn(&mut dyn MetricVisitor) + Send + Sync + 'static {
+        self.inner.rendered_by_exporter.store(true, Relaxed);
+        let registry = self.clone();
+        move |out: &mut dyn MetricVisitor| registry.collect(out)
     }
 
     /// Records an event from outside the health layer: context warnings and
@@ -539,8 +722,9 @@ impl HealthRegistry {
                     event.cost_usd,
                     0.0,
                 );
-                agent.record(secs, now, &sample);
-                subject.record(secs, now, &sample);
+                let now_ns = self.nanos(now);
+                agent.record(now_ns, &sample);
+                subject.record(now_ns, &sample);
             }
         }
         self.inner.journal.push(event.clone());
@@ -559,15 +743,36 @@ impl HealthRegistry {
         }
     }
 
-    /// Whole seconds since the registry's epoch, and the wall-clock time of `now`.
-    pub(crate) fn clock(&self, now: Instant) -> (u64, u64) {
-        let since = now.saturating_duration_since(self.inner.epoch);
-        let ms = u64::try_from(since.as_millis()).unwrap_or(u64::MAX);
-        (since.as_secs(), self.inner.epoch_wall_ms.saturating_add(ms))
+    /// Nanoseconds since the registry's epoch.
+    #[inline]
+    pub(crate) fn nanos(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.inner.epoch).as_nanos()).unwrap_or(u64::MAX)
     }
 
-    pub(crate) fn journal(&self, event: HealthEvent) {
-        self.inner.journal.push(event);
+    /// The wall-clock time of `nanos` after the epoch, in Unix milliseconds.
+    pub(crate) fn wall_ms_of(&self, nanos: u64) -> u64 {
+        self.inner.epoch_wall_ms.saturating_add(nanos / 1_000_000)
+    }
+
+    /// Adds a series to the ones [`collect`](Self::collect) reads.
+    pub(crate) fn export(&self, series: Arc<Exported>) {
+        self.inner.exported.lock().series.push(series);
+    }
+
+    /// Adds an agent's cells to the ones [`collect`](Self::collect) reads.
+    pub(crate) fn export_agent(&self, agent: Arc<AgentCells>) {
+        self.inner.exported.lock().agents.push(agent);
+    }
+
+    /// Whether a [`collector`](Self::collector) was taken: layers built
+    /// from then on default to [`MetricsMode::Cells`](crate::MetricsMode::Cells).
+    pub(crate) fn rendered_by_exporter(&self) -> bool {
+        self.inner.rendered_by_exporter.load(Relaxed)
+    }
+
+    /// Journals one call of a layer.
+    pub(crate) fn journal_call(&self, call: CallRecord) {
+        self.inner.journal.push_call(call);
     }
 }
 
@@ -597,13 +802,12 @@ mod tests {
         let reg = HealthRegistry::new();
         let stats = reg.subject_stats(EventKind::Llm, "m");
         for i in 0..20 {
-            let (secs, _) = reg.clock(Instant::now());
             let failure = match i % 5 {
                 0 => Some(FailureClass::Timeout),
                 1 => Some(FailureClass::Cancelled),
                 _ => None,
             };
-            stats.record(secs, Instant::now(), &sample(100, failure));
+            stats.record(reg.nanos(Instant::now()), &sample(100, failure));
         }
         let h = reg.model("m").unwrap();
         assert_eq!(h.last_1m.calls, 20);
@@ -626,9 +830,8 @@ mod tests {
     async fn without_a_counterfactual_nothing_is_saved() {
         let reg = HealthRegistry::new();
         let stats = reg.subject_stats(EventKind::Llm, "m");
-        let (secs, _) = reg.clock(Instant::now());
         let s = Sample::new(None, Duration::from_millis(5), Usage::new(10, 5), 0.002, 0.0);
-        stats.record(secs, Instant::now(), &s);
+        stats.record(reg.nanos(Instant::now()), &s);
         let h = reg.model("m").unwrap();
         assert!((h.last_1m.cost_usd - 0.002).abs() < 1e-12);
         assert_eq!(h.last_1m.savings_usd, 0.0);
@@ -640,7 +843,7 @@ mod tests {
         let a = reg.agent_stats("a");
         let rec = |ms, f| {
             let now = Instant::now();
-            a.record(reg.clock(now).0, now, &sample(ms, f));
+            a.record(reg.nanos(now), &sample(ms, f));
         };
         for _ in 0..50 {
             rec(100, None);
@@ -678,7 +881,7 @@ mod tests {
             let reg = HealthRegistry::new();
             let a = reg.agent_stats("a");
             let now = Instant::now();
-            a.record(reg.clock(now).0, now, &sample(10, Some(FailureClass::Timeout)));
+            a.record(reg.nanos(now), &sample(10, Some(FailureClass::Timeout)));
             metrics::with_local_recorder(&recorder, || reg.publish_scores());
         });
         let values: Vec<_> = snapshotter.snapshot().into_vec();
