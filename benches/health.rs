@@ -205,10 +205,10 @@ fn bench(c: &mut Criterion) {
     let exporter = install_prometheus();
     let registry = HealthRegistry::new();
     exporter.register_collector(registry.collector());
-    let layer = HealthLayer::with_tiers(TierSet::default())
-        .registry(registry)
+    let layer = HealthLayer::with_registry(registry)
+        .tiers(TierSet::default())
         .agents(["trader", "analyst", "risk"]);
-    assert_eq!(layer.get_metrics_mode(), MetricsMode::Cells);
+    assert_eq!(layer.mode(), MetricsMode::Cells);
     let recorder_layer = layer.clone().metrics_mode(MetricsMode::Recorder);
     let tool_req = ToolRequest::new(
         "session-1",

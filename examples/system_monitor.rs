@@ -153,7 +153,7 @@ async fn main() -> Result<(), BoxError> {
 
     // The team's LLM stack: HealthLayer -> MockLlm (models from the default tier set).
     let layer = HealthLayer::with_tiers(TierSet::default());
-    let registry = layer.get_registry().clone();
+    let registry = layer.registry().clone();
     let team_mock = MockLlm::new();
     let faults = team_mock.control();
     let team_llm = layer.layer(team_mock);

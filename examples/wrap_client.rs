@@ -51,7 +51,7 @@ async fn main() -> Result<(), BoxError> {
     if let Err(e) = llm.oneshot(req).await {
         println!("failed: {e}");
     }
-    let snapshot = layer.get_registry().snapshot();
+    let snapshot = layer.registry().snapshot();
     println!("{}", serde_json::to_string_pretty(&snapshot)?);
     Ok(())
 }

@@ -72,6 +72,8 @@ pub use mantissa_monitor as monitor;
 #[cfg(feature = "openai")]
 pub use mantissa_openai as openai;
 pub use mantissa_prometheus as prometheus;
+#[cfg(feature = "redis")]
+pub use mantissa_redis as redis;
 pub use mantissa_reset as reset;
 pub use mantissa_triage as triage;
 

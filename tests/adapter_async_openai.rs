@@ -360,7 +360,7 @@ async fn the_upstream_calls_through_the_users_client_and_is_measured() {
         assert_eq!(mock.calls() - before, 2, "one failure, one retry");
     }
 
-    let snap = layer.get_registry().snapshot();
+    let snap = layer.registry().snapshot();
     let model = &snap.models["gpt-4o-mini"];
     assert_eq!((model.last_1m.calls, model.last_1m.failures), (7, 2));
     assert!(

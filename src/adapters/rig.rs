@@ -459,7 +459,7 @@ impl<T: Tool> MeasuredTool<T> {
         let agent = agent.into();
         Self {
             inner: Arc::new(tool),
-            layer: HealthLayer::new().registry(stack.registry().clone()),
+            layer: HealthLayer::with_registry(stack.registry().clone()),
             session: SessionId::from(agent.as_str()),
             agent,
         }

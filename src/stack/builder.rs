@@ -10,7 +10,7 @@ use mantissa_core::{BoxError, EventSink, TierSet, ToolRequest, ToolResponse};
 use mantissa_monitor::{HealthAlertReceiver, Rule};
 use mantissa_prometheus::ExporterHandle;
 use mantissa_reset::{BrittlenessPolicy, MemorySessionStore};
-use mantissa_triage::{BoxTriage, CooldownPolicy, FeedbackLog, Triage};
+use mantissa_triage::{BoxTriage, CooldownPolicy, FeedbackLog, SharedModelState, Triage};
 use tower::util::BoxCloneSyncService;
 
 use super::agent::AgentSpec;
@@ -32,6 +32,9 @@ pub struct AgentStackBuilder {
     reset_policy: BrittlenessPolicy,
     summarize_on_low_tier: bool,
     store: Option<MemorySessionStore>,
+    shared_models: Option<Arc<dyn SharedModelState>>,
+    #[cfg(feature = "redis")]
+    redis: Option<mantissa_redis::RedisConfig>,
     exporter: Option<ExporterHandle>,
     sinks: Vec<Arc<dyn EventSink>>,
     monitor: Option<MonitorSettings>,
@@ -63,6 +66,9 @@ impl AgentStackBuilder {
             reset_policy: BrittlenessPolicy::default(),
             summarize_on_low_tier: true,
             store: None,
+            shared_models: None,
+            #[cfg(feature = "redis")]
+            redis: None,
             exporter: None,
             sinks: Vec::new(),
             monitor: Some(MonitorSettings::default()),
@@ -121,6 +127,32 @@ impl AgentStackBuilder {
     /// Whether a session's tier may only rise (session stickiness). Defaults to `true`.
     pub fn sticky_tiers(mut self, sticky: bool) -> Self {
         self.sticky = sticky;
+        self
+    }
+
+    /// Shares the router's cooldowns, re-admissions and half-open probe with
+    /// other replicas through `backend` (for example
+    /// `mantissa::redis::RedisModelState`; see [`redis`](Self::redis) for
+    /// the one-line setup). Calls are still decided on this replica's state.
+    /// Defaults to none: the state is this process's alone.
+    pub fn shared_model_state(mut self, backend: Arc<dyn SharedModelState>) -> Self {
+        self.shared_models = Some(backend);
+        self
+    }
+
+    /// Runs this stack as one of several replicas sharing state through the
+    /// Redis at `config`: session state (trackers, remembered resets, the
+    /// sticky tier) and the router's model state (cooldowns, the half-open
+    /// probe). Every call is still served from local state, with at most one
+    /// Redis round trip (bounded by the config's timeout); when Redis is
+    /// down the stack keeps serving alone, counts it, and resumes sharing
+    /// when it is back. See `docs/operations.md`. The session store is built
+    /// with the Redis backend: combining this with
+    /// [`session_store`](Self::session_store) is an error (give that store
+    /// `.shared(..)` yourself instead). Defaults to none.
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, config: mantissa_redis::RedisConfig) -> Self {
+        self.redis = Some(config);
         self
     }
 
@@ -224,18 +256,39 @@ impl AgentStackBuilder {
             Some((service, names)) => (Some(service), names),
             None => (None, Vec::new()),
         };
+        #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
+        let (mut store, mut shared_models) = (self.store, self.shared_models);
+        #[cfg(feature = "redis")]
+        if let Some(config) = &self.redis {
+            if store.is_some() {
+                return Err(mantissa_core::ConfigError::new(
+                    "redis",
+                    "a stack sharing state through Redis builds its own session store; \
+                     give the store set with `session_store` a shared backend instead",
+                )
+                .into());
+            }
+            let redis = |e: mantissa_redis::Error| mantissa_core::ConfigError::new("redis", e.to_string());
+            let sessions = mantissa_redis::RedisSessions::new(config).map_err(redis)?;
+            store = Some(MemorySessionStore::builder().shared(Arc::new(sessions)).build());
+            if shared_models.is_none() {
+                shared_models = Some(Arc::new(
+                    mantissa_redis::RedisModelState::new(config).map_err(redis)?,
+                ));
+            }
+        }
         let ctx = StackContext::new(
             self.tiers,
             self.agents,
             tool_names,
-            self.store.unwrap_or_default(),
+            store.unwrap_or_default(),
             self.sinks,
             self.exporter,
         );
 
         // LLM calls: [per model: health (attempts) -> upstream] <- router
         //   <- health (agent outcome) <- reset <- triage <- feedback.
-        let router = wire::router(&ctx, &self.upstream, self.cooldown)?;
+        let router = wire::router(&ctx, &self.upstream, self.cooldown, shared_models)?;
         let triage = wire::triage(&ctx, self.triage);
         let control = triage.control();
         let reset = wire::reset(

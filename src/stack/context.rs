@@ -59,13 +59,21 @@ impl StackContext {
         let catalog = Catalog::builder(&tiers)
             .agent_labels(agent_labels.clone())
             .build();
+        // Count once: with mantissa's exporter, the health layers' cells are
+        // rendered at scrape time (the registry's windows read the same
+        // cells); without it, health metrics go through the `metrics` crate
+        // to whatever recorder the application installed.
+        let registry = HealthRegistry::new();
+        if let Some(e) = &exporter {
+            e.register_collector(registry.collector());
+        }
         Self {
             tiers,
             agents: agents.into_iter().map(|a| (a.name.clone(), a)).collect(),
             agent_labels,
             catalog,
             tool_names,
-            registry: HealthRegistry::new(),
+            registry,
             store,
             sinks,
             exporter,

@@ -13,8 +13,8 @@ use mantissa_monitor::{
 };
 use mantissa_reset::{BrittlenessPolicy, MemorySessionStore, Reset, ResetLayer, SessionSnapshot};
 use mantissa_triage::{
-    BoxTriage, CooldownPolicy, FeedbackLayer, FeedbackLog, FeedbackService, RuleTriage, TierRouter,
-    TriageControl, TriageLayer, Triaged,
+    BoxTriage, CooldownPolicy, FeedbackLayer, FeedbackLog, FeedbackService, RuleTriage, SharedModelState,
+    TierRouter, TriageControl, TriageLayer, Triaged,
 };
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, ServiceExt};
@@ -42,8 +42,9 @@ pub(super) type Monitor = (SystemMonitor, MonitorHandle);
 /// bounded labels, and every event to the session store (tool failures make
 /// a session brittle) and the application's sinks.
 fn measured(ctx: &StackContext) -> HealthLayer {
-    let health = HealthLayer::with_tiers(ctx.tiers.clone())
-        .registry(ctx.registry.clone())
+    let health = HealthLayer::with_registry(ctx.registry.clone())
+        .tiers(ctx.tiers.clone())
+        .call_context(ctx.catalog.clone())
         .agent_labels(ctx.agent_labels.clone())
         .tools(ctx.tool_names.iter().cloned())
         .sink(ctx.store.clone());
@@ -55,6 +56,7 @@ pub(super) fn router(
     ctx: &StackContext,
     upstream: &Upstream,
     cooldown: CooldownPolicy,
+    shared: Option<Arc<dyn SharedModelState>>,
 ) -> Result<TierRouter, BuildError> {
     let factory = upstream.factory().map_err(|source| BuildError::Upstream {
         model: "*".to_owned(),
@@ -64,6 +66,9 @@ pub(super) fn router(
     let mut router = TierRouter::builder(ctx.tiers.clone())
         .catalog(ctx.catalog.clone())
         .cooldown(cooldown);
+    if let Some(backend) = shared {
+        router = router.shared_state(backend);
+    }
     for spec in ctx.tiers.iter().flat_map(|tier| &tier.models) {
         let leaf = factory(spec).map_err(|source| BuildError::Upstream {
             model: spec.id.to_string(),
@@ -79,8 +84,9 @@ pub(super) fn router(
 /// recorded above the router (the per-model layers below it record each
 /// attempt for the models).
 pub(super) fn outcomes(ctx: &StackContext) -> HealthLayer {
-    HealthLayer::with_tiers(ctx.tiers.clone())
-        .registry(ctx.registry.clone())
+    HealthLayer::with_registry(ctx.registry.clone())
+        .tiers(ctx.tiers.clone())
+        .call_context(ctx.catalog.clone())
         .agent_labels(ctx.agent_labels.clone())
         .scope(Scope::Outcome)
 }
@@ -197,8 +203,7 @@ pub(super) fn toolkit(ctx: &StackContext, monitor: Option<&SystemMonitor>) -> He
 /// The toolkit as a tool service, measured with the stack's agent labels
 /// and the toolkit's tool names. Built once; each agent's service stamps it.
 pub(super) fn health_tools(ctx: &StackContext, toolkit: &HealthToolkit) -> ToolService {
-    let measured = HealthLayer::new()
-        .registry(ctx.registry.clone())
+    let measured = HealthLayer::with_registry(ctx.registry.clone())
         .agent_labels(ctx.agent_labels.clone())
         .tools([
             toolkit::GET_AGENT_HEALTH_SUMMARY,

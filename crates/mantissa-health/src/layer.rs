@@ -52,7 +52,7 @@ impl fmt::Debug for HealthLayer {
             .field("journal", &self.journal)
             .field("record_content", &self.trace.content)
             .field("scope", &self.scope)
-            .field("metrics_mode", &self.get_metrics_mode())
+            .field("metrics_mode", &self.mode())
             .finish()
     }
 }
@@ -87,7 +87,9 @@ impl HealthLayer {
     /// A layer that feeds `registry` (share one registry between the LLM and
     /// tool layers and with the monitor), otherwise as [`new`](Self::new).
     pub fn with_registry(registry: HealthRegistry) -> Self {
-        Self::new().registry(registry)
+        let mut layer = Self::new();
+        layer.registry = registry;
+        layer
     }
 
     /// A layer configured from a tier ladder: models, prices and tiers from
@@ -99,13 +101,6 @@ impl HealthLayer {
     fn changed(mut self) -> Self {
         self.shared = OnceLock::new();
         self
-    }
-
-    /// Feeds `registry` (share one registry between the LLM and tool layers
-    /// and with the monitor). Defaults to a new registry of the layer's own.
-    pub fn registry(mut self, registry: HealthRegistry) -> Self {
-        self.registry = registry;
-        self.changed()
     }
 
     /// Adds the models of `catalog`: they become `model` label values (others
@@ -240,8 +235,9 @@ impl HealthLayer {
         self.changed()
     }
 
-    /// The mode the layer's services use (see [`metrics_mode`](Self::metrics_mode)).
-    pub fn get_metrics_mode(&self) -> MetricsMode {
+    /// The mode the layer's services use (set with
+    /// [`metrics_mode`](Self::metrics_mode)).
+    pub fn mode(&self) -> MetricsMode {
         match (self.shared.get(), self.mode) {
             (Some(shared), _) => shared.mode(),
             (None, Some(mode)) => mode,
@@ -250,8 +246,9 @@ impl HealthLayer {
         }
     }
 
-    /// The registry this layer feeds.
-    pub fn get_registry(&self) -> &HealthRegistry {
+    /// The registry this layer feeds (shared: the layer is built on it with
+    /// [`with_registry`](Self::with_registry), or made its own).
+    pub fn registry(&self) -> &HealthRegistry {
         &self.registry
     }
 
@@ -281,7 +278,7 @@ impl HealthLayer {
                     journal: self.journal,
                     trace: self.trace,
                     scope: self.scope,
-                    mode: self.get_metrics_mode(),
+                    mode: self.mode(),
                     call_catalog: self.call_catalog.clone(),
                 }))
             })

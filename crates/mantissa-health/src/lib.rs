@@ -25,7 +25,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), BoxError> {
 //! let layer = HealthLayer::new();
-//! let registry = layer.get_registry().clone();
+//! let registry = layer.registry().clone();
 //! let llm = layer.layer(service_fn(|req: LlmRequest| async move {
 //!     Ok::<_, BoxError>(LlmResponse::new("gpt-4o-mini", Message::assistant("hi"), Usage::new(12, 3)))
 //! }));
@@ -60,8 +60,8 @@
 //!     move |e: &HealthEvent| events.lock().unwrap().push(e.clone())
 //! };
 //! // TierSet::default(): mock-small (low) / mock-medium / mock-large (high, $5 + $15 per Mtok).
-//! let layer = HealthLayer::with_tiers(TierSet::default())
-//!     .registry(registry.clone())
+//! let layer = HealthLayer::with_registry(registry.clone())
+//!     .tiers(TierSet::default())
 //!     .agents(["trader", "analyst"])
 //!     .tools(["get_price"])
 //!     .sink(sink);
@@ -185,8 +185,8 @@
 //! // With mantissa-prometheus: `exporter.register_collector(registry.collector())`,
 //! // before the layer is built.
 //! let collector = registry.collector();
-//! let layer = HealthLayer::with_tiers(TierSet::default()).registry(registry);
-//! assert_eq!(layer.get_metrics_mode(), MetricsMode::Cells);
+//! let layer = HealthLayer::with_registry(registry).tiers(TierSet::default());
+//! assert_eq!(layer.mode(), MetricsMode::Cells);
 //! # drop(collector);
 //! ```
 //!

@@ -11,7 +11,7 @@ async fn a_resolved_context_finds_its_series_by_index() {
     let tiers = TierSet::default();
     let catalog = Catalog::builder(&tiers).agents(["planner"]).build();
     let layer = HealthLayer::with_tiers(tiers).call_context(catalog.clone());
-    let registry = layer.get_registry().clone();
+    let registry = layer.registry().clone();
     let svc = layer.layer(service_fn(|req: LlmRequest| async move {
         let model = req.model.clone().unwrap();
         Ok::<_, BoxError>(LlmResponse::new(

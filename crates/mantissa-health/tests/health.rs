@@ -141,7 +141,7 @@ async fn llm_call_records_every_metric_with_exact_labels() {
     let _g = metrics::set_default_local_recorder(&recorder);
 
     let layer = HealthLayer::with_tiers(TierSet::default()).agents(["trader"]);
-    let registry = layer.get_registry().clone();
+    let registry = layer.registry().clone();
     let svc = layer.layer(llm("mock-small", Usage::new(1000, 500), Duration::from_secs(2)));
     svc.oneshot(chat("s1", "trader", Some("mock-small")))
         .await
@@ -284,7 +284,7 @@ async fn every_failure_class_is_classified_from_a_real_error() {
         }
     });
     let layer = HealthLayer::with_tiers(TierSet::default());
-    let registry = layer.get_registry().clone();
+    let registry = layer.registry().clone();
     let mut svc = layer.layer(inner);
     for class in &expected {
         let err = svc
@@ -350,7 +350,7 @@ async fn tool_calls_count_is_error_and_err_as_tool_errors() {
         }
     });
     let layer = HealthLayer::new().tools(["get_price", "get_news"]);
-    let registry = layer.get_registry().clone();
+    let registry = layer.registry().clone();
     let mut svc = layer.layer(inner);
     for name in ["get_price", "get_news", "rm_rf"] {
         let _ = svc
@@ -513,7 +513,7 @@ async fn unknown_models_and_agents_fold_into_other() {
     let _g = metrics::set_default_local_recorder(&recorder);
 
     let layer = HealthLayer::with_tiers(TierSet::default()).agents(["trader"]);
-    let registry = layer.get_registry().clone();
+    let registry = layer.registry().clone();
     let svc = layer.layer(llm("gpt-9-turbo", Usage::new(100, 100), Duration::ZERO));
     svc.clone()
         .oneshot(chat("s", "intern-42", Some("gpt-9-turbo")))
@@ -624,7 +624,7 @@ async fn catalogue_prices_reach_the_cost_metrics_and_unknown_costs_are_counted()
     ])
     .unwrap();
     let layer = HealthLayer::with_tiers(tiers);
-    let registry = layer.get_registry().clone();
+    let registry = layer.registry().clone();
     let usage = Usage::new(1_000_000, 100_000).with_cached_input(400_000);
     for model in ["openai/gpt-4o-mini-2024-07-18", "my-finetune", "not-configured"] {
         layer
@@ -676,7 +676,7 @@ async fn catalogue_prices_reach_the_cost_metrics_and_unknown_costs_are_counted()
 #[tokio::test(start_paused = true)]
 async fn one_service_attributes_alternating_labels_correctly() {
     let layer = HealthLayer::with_tiers(TierSet::default());
-    let registry = layer.get_registry().clone();
+    let registry = layer.registry().clone();
     let mut svc = layer.layer(llm("mock-small", Usage::new(1, 1), Duration::ZERO));
     for (agent, model, tier) in [
         ("a", "mock-small", None),
@@ -711,7 +711,7 @@ async fn dropped_future_is_cancelled_and_lowers_in_flight() {
     let _g = metrics::set_default_local_recorder(&recorder);
 
     let layer = HealthLayer::with_tiers(TierSet::default());
-    let registry = layer.get_registry().clone();
+    let registry = layer.registry().clone();
     let mut svc = layer.layer(service_fn(|_r: LlmRequest| async {
         std::future::pending::<Result<LlmResponse, BoxError>>().await
     }));
@@ -792,7 +792,7 @@ async fn streams_record_ttfc_then_usage_at_the_end() {
     let _g = metrics::set_default_local_recorder(&recorder);
 
     let layer = HealthLayer::with_tiers(TierSet::default());
-    let registry = layer.get_registry().clone();
+    let registry = layer.registry().clone();
     let resp = layer
         .layer(streaming_llm(false))
         .oneshot(chat("s", "trader", None))
@@ -844,7 +844,7 @@ async fn stream_dropped_early_is_cancelled_and_error_chunks_are_classified() {
     let _g = metrics::set_default_local_recorder(&recorder);
 
     let layer = HealthLayer::with_tiers(TierSet::default());
-    let registry = layer.get_registry().clone();
+    let registry = layer.registry().clone();
     let resp = layer
         .layer(streaming_llm(false))
         .oneshot(chat("s", "trader", None))
@@ -906,7 +906,7 @@ async fn stream_dropped_early_is_cancelled_and_error_chunks_are_classified() {
 #[tokio::test(start_paused = true)]
 async fn registry_windows_hold_counts_classes_and_quantiles() {
     let registry = HealthRegistry::new();
-    let layer = HealthLayer::with_tiers(TierSet::default()).registry(registry.clone());
+    let layer = HealthLayer::with_registry(registry.clone()).tiers(TierSet::default());
     // Latency from the request's metadata; every tenth call fails with a 503.
     let inner = service_fn(|req: LlmRequest| async move {
         let ms: u64 = req.metadata["ms"].parse().unwrap();
@@ -1001,7 +1001,7 @@ async fn registry_counts_context_resets_per_window() {
 #[tokio::test(start_paused = true)]
 async fn a_failure_streak_expires_with_the_window() {
     let registry = HealthRegistry::new();
-    let layer = HealthLayer::with_tiers(TierSet::default()).registry(registry.clone());
+    let layer = HealthLayer::with_registry(registry.clone()).tiers(TierSet::default());
     let mut svc = layer.layer(service_fn(|_req: LlmRequest| async {
         Err::<LlmResponse, BoxError>(Box::new(
             LlmError::new(FailureClass::UpstreamServer, "unavailable").with_status(503),
@@ -1038,7 +1038,7 @@ async fn a_failure_streak_expires_with_the_window() {
 #[tokio::test(start_paused = true)]
 async fn a_successful_probe_shows_in_the_score() {
     let registry = HealthRegistry::new();
-    let layer = HealthLayer::with_tiers(TierSet::default()).registry(registry.clone());
+    let layer = HealthLayer::with_registry(registry.clone()).tiers(TierSet::default());
     let fail = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let f = fail.clone();
     let mut svc = layer.layer(service_fn(move |_req: LlmRequest| {
@@ -1089,7 +1089,7 @@ async fn a_successful_probe_shows_in_the_score() {
 #[tokio::test(start_paused = true)]
 async fn agent_health_is_the_final_outcome_against_the_tier_baseline() {
     let registry = HealthRegistry::new();
-    let base = HealthLayer::with_tiers(TierSet::default()).registry(registry.clone());
+    let base = HealthLayer::with_registry(registry.clone()).tiers(TierSet::default());
     // Upstreams: `mock-small` always fails, `mock-medium` answers in 20 ms,
     // `mock-large` in 800 ms.
     let small = base

@@ -283,7 +283,7 @@ fn no_subscriber_means_no_span_work() {
         .build()
         .unwrap();
     let layer = HealthLayer::with_tiers(TierSet::default()).record_content(10);
-    let registry = layer.get_registry().clone();
+    let registry = layer.registry().clone();
     tracing::subscriber::with_default(sub, || {
         rt.block_on(async {
             let resp = layer.layer(ok_llm()).oneshot(request()).await.unwrap();

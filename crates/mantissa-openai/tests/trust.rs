@@ -320,7 +320,7 @@ async fn the_key_never_reaches_the_health_journal() {
     use tower::Layer;
 
     let layer = HealthLayer::new();
-    let registry = layer.get_registry().clone();
+    let registry = layer.registry().clone();
     let replies = [
         ResponseTemplate::new(401).set_body_json(json!({"error": echoing_error_object()})),
         ResponseTemplate::new(200).set_body_json(json!({"error": echoing_error_object()})),

@@ -102,11 +102,11 @@ fn exposition(mode: MetricsMode) -> String {
     if mode == MetricsMode::Cells {
         handle.register_collector(registry.collector());
     }
-    let layer = HealthLayer::with_tiers(TierSet::default())
-        .registry(registry)
+    let layer = HealthLayer::with_registry(registry)
+        .tiers(TierSet::default())
         .agents(["trader", "analyst"])
         .tools(["get_price", "broken"]);
-    assert_eq!(layer.get_metrics_mode(), mode);
+    assert_eq!(layer.mode(), mode);
     drive(&recorder, layer);
     handle.render()
 }

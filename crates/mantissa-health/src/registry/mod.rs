@@ -668,7 +668,7 @@ impl HealthRegistry {
     /// // exporter.register_collector(collector);
     /// # let _ = collector;
     /// let layer = HealthLayer::with_registry(registry);
-    /// assert_eq!(layer.get_metrics_mode(), MetricsMode::Cells);
+    /// assert_eq!(layer.mode(), MetricsMode::Cells);
     /// ```
     pub fn collector(&self) -> impl Fn(&mut dyn MetricVisitor) + Send + Sync + 'static {
         self.inner.rendered_by_exporter.store(true, Relaxed);

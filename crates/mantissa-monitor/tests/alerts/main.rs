@@ -378,7 +378,7 @@ async fn background_task_ticks_on_its_interval_and_stops() {
 #[tokio::test(start_paused = true)]
 async fn a_failing_mock_model_behind_a_health_layer_alerts() {
     let layer = HealthLayer::with_tiers(TierSet::default());
-    let reg = layer.get_registry().clone();
+    let reg = layer.registry().clone();
     let mock = MockLlm::new();
     let control = mock.control();
     let llm = layer.layer(mock);

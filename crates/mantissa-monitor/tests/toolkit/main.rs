@@ -113,7 +113,7 @@ async fn toolkit_validates_arguments_and_reflects_the_registry() {
         .with_session_health(|s: &SessionId| (s.as_str() == "s1").then(|| json!({"turns": 3})))
         .action_log_capacity(2);
     // Through a HealthLayer: the toolkit's own calls are measured as tools.
-    let layer = HealthLayer::new().registry(reg.clone());
+    let layer = HealthLayer::with_registry(reg.clone());
     let tools = layer.layer(toolkit.clone());
     let call = |name: &str, args: Value| {
         let req = ToolRequest::new("mon-1", "monitor", "c", name, args);
