@@ -26,13 +26,15 @@ use tower::util::BoxCloneSyncService;
 fn upstream() -> Upstream {
     Upstream::Custom(Arc::new(|spec: &ModelSpec| -> Result<LlmService, BoxError> {
         let id = spec.id.clone();
-        Ok(BoxCloneSyncService::new(tower::service_fn(move |_req: LlmRequest| {
-            std::future::ready(Ok::<_, BoxError>(LlmResponse::new(
-                id.clone(),
-                Message::assistant("ok"),
-                Usage::new(10, 2),
-            )))
-        })))
+        Ok(BoxCloneSyncService::new(tower::service_fn(
+            move |_req: LlmRequest| {
+                std::future::ready(Ok::<_, BoxError>(LlmResponse::new(
+                    id.clone(),
+                    Message::assistant("ok"),
+                    Usage::new(10, 2),
+                )))
+            },
+        )))
     }))
 }
 
@@ -108,8 +110,14 @@ async fn redis_a_cooldown_on_one_replica_is_honoured_by_the_other() {
     for r in [&a, &b] {
         r.llm("trader").oneshot(turn("warm", "low")).await.unwrap();
     }
-    eventually("both replicas subscribed", async || subscribers(&server, "cd") == 2).await;
-    assert!(a.router().cool_down(&"mock-small".into(), Duration::from_secs(60)));
+    eventually("both replicas subscribed", async || {
+        subscribers(&server, "cd") == 2
+    })
+    .await;
+    assert!(
+        a.router()
+            .cool_down(&"mock-small".into(), Duration::from_secs(60))
+    );
     eventually("B sees mock-small cooled down", async || {
         b.router().model_snapshot("mock-small").unwrap().state != ModelState::Healthy
     })
