@@ -5,12 +5,14 @@
 //! hooks (`trace/on_response.rs`, `on_failure.rs`).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use mantissa_core::catalog::{self, labels};
-use mantissa_core::{AgentName, BoundedLabels, EventKind, EventSink, HealthEvent, Outcome};
+use mantissa_core::{
+    AgentName, BoundedLabels, CallContext, Catalog, EventKind, EventSink, HealthEvent, Outcome,
+};
 use parking_lot::RwLock;
 
 use crate::notice::{ContextReset, ContextWarning};
@@ -27,15 +29,30 @@ pub(crate) struct Emitter {
     // Agent names come from the application's configuration, not from end
     // users, so a fast unkeyed hash is fine here.
     histograms: RwLock<HashMap<AgentName, metrics::Histogram, foldhash::fast::FixedState>>,
+    /// The stack's catalog and its agents' handles by label index: a call
+    /// whose context the catalog resolved finds its handle without hashing
+    /// the agent's name.
+    catalog: Option<(Catalog, Box<[OnceLock<metrics::Histogram>]>)>,
     published_sessions: AtomicUsize,
 }
 
 impl Emitter {
-    pub(crate) fn new(sinks: Vec<Arc<dyn EventSink>>, labels: BoundedLabels) -> Self {
+    pub(crate) fn new(
+        sinks: Vec<Arc<dyn EventSink>>,
+        labels: BoundedLabels,
+        catalog: Option<Catalog>,
+    ) -> Self {
+        let catalog = catalog.map(|c| {
+            let slots = (0..c.agent_labels().capacity())
+                .map(|_| OnceLock::new())
+                .collect();
+            (c, slots)
+        });
         Self {
             sinks,
             labels,
             histograms: RwLock::new(HashMap::default()),
+            catalog,
             published_sessions: AtomicUsize::new(usize::MAX),
         }
     }
@@ -47,9 +64,19 @@ impl Emitter {
 
     /// Every call: the active-sessions gauge (set only when the count
     /// changed) and the session's brittleness score.
-    pub(crate) fn call(&self, agent: &AgentName, sessions: usize, score: f64) {
+    pub(crate) fn call(&self, agent: &AgentName, ctx: &CallContext, sessions: usize, score: f64) {
         if self.published_sessions.swap(sessions, Ordering::Relaxed) != sessions {
             metrics::gauge!(catalog::ACTIVE_SESSIONS).set(sessions as f64);
+        }
+        if let Some((c, slots)) = self.catalog.as_ref().filter(|(c, _)| c.owns(ctx)) {
+            if let Some(slot) = slots.get(ctx.agent.index()) {
+                let h = slot.get_or_init(|| {
+                    let label = c.agent_label(ctx.agent).to_string();
+                    metrics::histogram!(catalog::SESSION_BRITTLENESS, labels::AGENT => label)
+                });
+                h.record(score);
+                return;
+            }
         }
         // Keyed by the name the caller passed, labelled with its bounded
         // label: the label rule runs once per name, not per call.

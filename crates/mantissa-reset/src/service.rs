@@ -29,7 +29,7 @@ pub(crate) struct Shared<St> {
 
 impl<St> Shared<St> {
     pub(crate) fn new(cfg: Config<St>) -> Self {
-        let emit = Emitter::new(cfg.sinks.clone(), cfg.labels.clone());
+        let emit = Emitter::new(cfg.sinks.clone(), cfg.labels.clone(), cfg.windows.catalog.clone());
         Self { cfg, emit }
     }
 }
@@ -161,7 +161,7 @@ where
     };
     shared
         .emit
-        .call(&req.agent, cfg.store.len(), pre.assessment.score);
+        .call(&req.agent, &req.ctx, cfg.store.len(), pre.assessment.score);
 
     // The effective history: the remembered replacement plus what came after.
     if let Some(rem) = &pre.resent {

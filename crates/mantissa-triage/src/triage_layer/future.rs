@@ -3,7 +3,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use mantissa_core::{AgentName, LlmRequest, LlmResponse, TierRaised};
+use mantissa_core::{AgentName, CallContext, LlmRequest, LlmResponse, TierRaised};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -37,7 +37,7 @@ pin_project! {
         state: State<F, S::Future, S>,
         decision: Option<TierDecision>,
         // A strategy decision, counted when the call completes.
-        count: Option<(AgentName, Arc<Shared>)>,
+        count: Option<((AgentName, CallContext), Arc<Shared>)>,
     }
 }
 
@@ -63,13 +63,13 @@ impl<F, S: Service<LlmRequest>> ResponseFuture<F, S> {
     pub(super) fn counting(
         fut: S::Future,
         decision: TierDecision,
-        agent: AgentName,
+        who: (AgentName, CallContext),
         shared: Arc<Shared>,
     ) -> Self {
         Self {
             state: State::Calling { fut },
             decision: Some(decision),
-            count: Some((agent, shared)),
+            count: Some((who, shared)),
         }
     }
 
@@ -104,7 +104,7 @@ where
                     };
                     let d = shared.finish(&mut req, d);
                     *this.decision = Some(d);
-                    *this.count = Some((req.agent.clone(), shared));
+                    *this.count = Some(((req.agent.clone(), req.ctx), shared));
                     let fut = inner.call(req);
                     this.state.set(State::Calling { fut });
                 }
@@ -112,13 +112,13 @@ where
                     let result = ready!(fut.poll(cx));
                     let decision = this.decision.take();
                     let (mut resp, decision) = match (result, this.count.take(), decision) {
-                        (Ok(resp), Some((agent, shared)), Some(d)) => {
-                            let d = shared.count(&agent, d, resp.extensions.get::<TierRaised>());
+                        (Ok(resp), Some(((agent, ctx), shared)), Some(d)) => {
+                            let d = shared.count(&agent, &ctx, d, resp.extensions.get::<TierRaised>());
                             (resp, Some(d))
                         }
                         (Ok(resp), _, d) => (resp, d),
-                        (Err(e), Some((agent, shared)), Some(d)) => {
-                            shared.count(&agent, d, None);
+                        (Err(e), Some(((agent, ctx), shared)), Some(d)) => {
+                            shared.count(&agent, &ctx, d, None);
                             return Poll::Ready(Err(e));
                         }
                         (Err(e), _, _) => return Poll::Ready(Err(e)),

@@ -5,7 +5,7 @@ use foldhash::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use mantissa_core::catalog::{self, labels};
-use mantissa_core::{AgentName, BoundedLabels, OTHER_LABEL, Tier};
+use mantissa_core::{AgentName, BoundedLabels, CallContext, Catalog, OTHER_LABEL, Tier};
 use metrics::{Counter, Histogram};
 
 use crate::decision::{TierDecision, TriageReason};
@@ -27,14 +27,22 @@ struct AgentHandles {
 pub(crate) struct DecisionMetrics {
     labels: BoundedLabels,
     agents: RwLock<HashMap<AgentName, Arc<AgentHandles>>>,
+    /// The catalog and its agents' handles by label index: a decision on a
+    /// request the catalog resolved finds its handles without hashing the
+    /// agent's name.
+    dense: (Catalog, Box<[OnceLock<Arc<AgentHandles>>]>),
 }
 
 impl DecisionMetrics {
     /// Metrics whose agent label is bounded by `labels`.
-    pub(crate) fn new(labels: BoundedLabels) -> Self {
+    pub(crate) fn new(labels: BoundedLabels, catalog: Catalog) -> Self {
+        let slots = (0..catalog.agent_labels().capacity())
+            .map(|_| OnceLock::new())
+            .collect();
         Self {
             labels,
             agents: RwLock::default(),
+            dense: (catalog, slots),
         }
     }
 
@@ -43,6 +51,7 @@ impl DecisionMetrics {
     pub(crate) fn record(
         &self,
         agent: &AgentName,
+        ctx: &CallContext,
         tiers: &[Tier],
         rank: Option<usize>,
         decision: &TierDecision,
@@ -51,6 +60,18 @@ impl DecisionMetrics {
         let (Some(rank), Some(reason)) = (rank, decision.reason.index()) else {
             return record_uncached(&self.labels.fold(agent), rank.is_some(), decision, record_score);
         };
+        let (resolver, slots) = &self.dense;
+        if let Some(slot) = slots.get(ctx.agent.index()).filter(|_| resolver.owns(ctx)) {
+            let h = slot.get_or_init(|| {
+                let label = AgentName::new(resolver.agent_label(ctx.agent));
+                Arc::new(AgentHandles {
+                    score: metrics::histogram!(catalog::TRIAGE_SCORE, labels::AGENT => label.as_str().to_owned()),
+                    decisions: tiers.iter().map(|_| Default::default()).collect(),
+                    label,
+                })
+            });
+            return h.record(rank, reason, decision, record_score);
+        }
         // The cache is keyed by the name the caller passed and holds handles
         // labelled with its bounded label: the label rule runs once per name,
         // not per call.

@@ -80,8 +80,8 @@ use std::task::{Context, Poll};
 
 use mantissa_core::control::TierControl;
 use mantissa_core::{
-    AgentName, BoundedLabels, Catalog, LlmRequest, LlmResponse, ModelId, OTHER_LABEL, Tier, TierRaised,
-    TierSet, TierSource,
+    AgentName, BoundedLabels, CallContext, Catalog, LlmRequest, LlmResponse, ModelId, OTHER_LABEL, Tier,
+    TierRaised, TierSet, TierSource,
 };
 use tower_service::Service;
 
@@ -116,9 +116,9 @@ impl Shared {
         Self {
             tiers: tier_names(set),
             model_ranks,
-            catalog,
+            catalog: catalog.clone(),
             overrides,
-            metrics: DecisionMetrics::new(labels),
+            metrics: DecisionMetrics::new(labels, catalog),
         }
     }
 
@@ -144,7 +144,8 @@ impl Shared {
                 rank.map_or(0.0, |r| self.position_score(r)),
                 TriageReason::Explicit,
             );
-            self.metrics.record(&req.agent, &self.tiers, rank, &d, false);
+            self.metrics
+                .record(&req.agent, &req.ctx, &self.tiers, rank, &d, false);
             self.stamp(req, rank, TierSource::Caller);
             return Some(d);
         }
@@ -162,7 +163,8 @@ impl Shared {
             if rank.is_some() {
                 req.tier = Some(d.tier.clone());
             }
-            self.metrics.record(&req.agent, &self.tiers, rank, &d, false);
+            self.metrics
+                .record(&req.agent, &req.ctx, &self.tiers, rank, &d, false);
             self.stamp(req, rank, TierSource::Caller);
             return Some(d);
         }
@@ -176,7 +178,8 @@ impl Shared {
                     TriageReason::Override,
                 );
                 req.tier = Some(d.tier.clone());
-                self.metrics.record(&req.agent, &self.tiers, rank, &d, false);
+                self.metrics
+                    .record(&req.agent, &req.ctx, &self.tiers, rank, &d, false);
                 self.stamp(req, rank, TierSource::Caller);
                 return Some(d);
             }
@@ -208,6 +211,7 @@ impl Shared {
     pub(crate) fn count(
         &self,
         agent: &AgentName,
+        ctx: &CallContext,
         mut d: TierDecision,
         raised: Option<&TierRaised>,
     ) -> TierDecision {
@@ -218,7 +222,7 @@ impl Shared {
             }
         }
         let rank = self.rank(&d.tier);
-        self.metrics.record(agent, &self.tiers, rank, &d, true);
+        self.metrics.record(agent, ctx, &self.tiers, rank, &d, true);
         d
     }
 }
@@ -353,9 +357,9 @@ where
         if let Some(d) = self.triage.decide_now(&req) {
             // A synchronous strategy: no pending state, the ready service is called now.
             let d = self.shared.finish(&mut req, d);
-            let agent = req.agent.clone();
+            let who = (req.agent.clone(), req.ctx);
             let fut = self.inner.call(req);
-            return ResponseFuture::counting(fut, d, agent, self.shared.clone());
+            return ResponseFuture::counting(fut, d, who, self.shared.clone());
         }
         let fut = self.triage.decide(&req);
         // The service made ready by `poll_ready` is the one called once the
