@@ -39,15 +39,13 @@ pub(super) struct MonitorSettings {
 pub(super) type Monitor = (SystemMonitor, MonitorHandle);
 
 /// Health of every upstream attempt and every tool call: the registry, the
-/// bounded labels, and every event to the session store (tool failures make
-/// a session brittle) and the application's sinks.
+/// bounded labels, and every event to the application's sinks.
 fn measured(ctx: &StackContext) -> HealthLayer {
     let health = HealthLayer::with_registry(ctx.registry.clone())
         .tiers(ctx.tiers.clone())
         .call_context(ctx.catalog.clone())
         .agent_labels(ctx.agent_labels.clone())
-        .tools(ctx.tool_names.iter().cloned())
-        .sink(ctx.store.clone());
+        .tools(ctx.tool_names.iter().cloned());
     ctx.sinks.iter().cloned().fold(health, |h, s| h.sink(s))
 }
 
@@ -144,7 +142,10 @@ pub(super) fn reset(
 /// The tool stack: `tools` (or [`NoTools`]) measured like every tool call.
 pub(super) fn tools(ctx: &StackContext, tools: Option<ToolService>) -> ToolService {
     let leaf = tools.unwrap_or_else(|| BoxCloneSyncService::new(NoTools));
-    BoxCloneSyncService::new(measured(ctx).layer(leaf))
+    // Tool events also reach the session store (tool failures make a
+    // session brittle); LLM attempts do not (the reset layer sees those
+    // calls itself), so no event is built for them without other sinks.
+    BoxCloneSyncService::new(measured(ctx).sink(ctx.store.clone()).layer(leaf))
 }
 
 /// The monitor, acting through the router, the session store and triage.
