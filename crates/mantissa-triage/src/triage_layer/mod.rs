@@ -11,7 +11,7 @@
 //!    [`Triage`](crate::Triage), a closure, or [`LlmTriage`](crate::LlmTriage));
 //!
 //! It then sets `req.tier` (and the tier of the request's
-//! [`CallContext`](mantissa_core::CallContext) when the layer shares the
+//! [`CallContext`] when the layer shares the
 //! stack's [`Catalog`]: [`TriageLayer::catalog`]), marks who chose the tier
 //! ([`TierSource`]), inserts the decision into the request's extensions (so
 //! inner layers can read it) and into the response's, and emits
