@@ -177,8 +177,8 @@
 //! * one compaction of a 1,000-message history: ~0.16 ms (trim) and
 //!   ~0.3–0.5 ms (summarize, with an immediate summarizer) including the
 //!   first-call token estimate of the whole history;
-//! * memory per idle session: [`SessionState`] is 136 bytes (8 of them the
-//!   session's sticky tier, which moved here from the triage layer); with its slot
+//! * memory per idle session: [`SessionState`] is 136 bytes (8 more since it holds the
+//!   session's sticky tier, 4 bytes plus alignment, which moved here from the triage layer); with its slot
 //!   and index entry [`MemorySessionStore::bytes_per_session_lower_bound`] is 185 bytes; measured
 //!   with 1,000,000 idle sessions (when the state was 16 bytes smaller, before
 //!   it counted LLM calls apart from turns and held the sticky tier), the store's structures took 211
