@@ -242,6 +242,11 @@ impl Catalog {
         &self.inner.tiers[idx.index()]
     }
 
+    /// The index of the tier at `rank` (0 = the lowest), if the ladder has one.
+    pub fn tier_at(&self, rank: usize) -> Option<TierIdx> {
+        (rank < self.inner.tiers.len()).then(|| TierIdx(u16::try_from(rank).unwrap_or(u16::MAX)))
+    }
+
     /// The index of the tier named `name` (a linear scan over a handful of
     /// tiers: resolve it once, where the name comes in).
     pub fn tier_index(&self, name: &str) -> Option<TierIdx> {

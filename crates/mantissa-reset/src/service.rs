@@ -127,7 +127,14 @@ where
     // update as the rest, so the window below is the serving tier's.
     let sticky = match (cfg.sticky, &req.tier) {
         (Some(ttl), Some(tier)) if req.ctx.tier_source == TierSource::Triage => {
-            cfg.rank(tier).map(|rank| (ttl, tier.clone(), rank))
+            // The rank is the context's tier index when the stack's catalog
+            // resolved it, else found by name.
+            let indexed = cfg.windows.catalog.as_ref().filter(|c| c.owns(&req.ctx));
+            let rank = match indexed {
+                Some(_) => req.ctx.tier.map(|t| t.index()),
+                None => cfg.rank(tier),
+            };
+            rank.map(|rank| (ttl, tier.clone(), rank))
         }
         _ => None,
     };

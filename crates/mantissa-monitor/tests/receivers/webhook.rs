@@ -151,7 +151,6 @@ async fn bounded_queue_drops_and_counts_while_the_webhook_is_down() {
     assert_eq!(s.stats().dropped, 11, "closed sinks drop");
 }
 
-
 /// The alerts of every POST the server received, in order.
 async fn posted(server: &MockServer) -> Vec<Value> {
     let mut out = Vec::new();

@@ -200,9 +200,7 @@ impl Shared {
     fn stamp(&self, req: &mut LlmRequest, rank: Option<usize>, source: TierSource) {
         req.ctx.tier_source = source;
         if self.catalog.owns(&req.ctx) {
-            req.ctx.tier = rank
-                .and_then(|r| self.catalog.tiers().get(r))
-                .and_then(|t| self.catalog.tier_index(t.name.as_str()));
+            req.ctx.tier = rank.and_then(|r| self.catalog.tier_at(r));
         }
     }
 
