@@ -132,14 +132,21 @@ pub struct SessionState {
 const STICKY_RANK_BITS: u32 = 4;
 const STICKY_SECS_MASK: u32 = (1 << (32 - STICKY_RANK_BITS)) - 1;
 
-/// Whole seconds since the first call of this process: a compact clock for
-/// state that only needs second resolution.
-/// Saturates after 2^28 s (8.5 years).
+/// Whole seconds on a process-wide scale anchored at the first call: a
+/// compact, ordered clock for state that only needs second resolution.
+/// The anchor sits mid-range, so an instant before it (a clock another
+/// runtime started earlier, as paused test clocks are) still orders
+/// correctly; it saturates 2^27 s (4.25 years) either side.
 fn epoch_secs(now: Instant) -> u32 {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    const MID: u64 = (STICKY_SECS_MASK as u64).div_ceil(2);
     let epoch = *EPOCH.get_or_init(|| now);
-    u32::try_from(now.saturating_duration_since(epoch).as_secs())
-        .map_or(STICKY_SECS_MASK, |s| s.min(STICKY_SECS_MASK))
+    let secs = if now >= epoch {
+        MID.saturating_add(now.duration_since(epoch).as_secs())
+    } else {
+        MID.saturating_sub(epoch.duration_since(now).as_secs())
+    };
+    u32::try_from(secs.min(u64::from(STICKY_SECS_MASK))).unwrap_or(STICKY_SECS_MASK)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -752,6 +759,18 @@ mod tests {
         );
         let bytes = crate::MemorySessionStore::bytes_per_session_lower_bound();
         assert!(bytes <= 192, "{bytes}");
+    }
+
+    /// Instants on either side of the process-wide anchor keep their order
+    /// and distance (each paused test runtime has its own clock base).
+    #[test]
+    fn the_compact_clock_orders_instants_before_its_anchor() {
+        let now = Instant::now();
+        let _ = epoch_secs(now);
+        let earlier = now.checked_sub(Duration::from_secs(100)).unwrap();
+        // Whole seconds on each side of the anchor: 99 or 100 apart.
+        let apart = epoch_secs(now) - epoch_secs(earlier);
+        assert!((99..=100).contains(&apart), "{apart}");
     }
 
     #[tokio::test(start_paused = true)]
