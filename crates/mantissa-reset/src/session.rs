@@ -139,12 +139,19 @@ const STICKY_SECS_MASK: u32 = (1 << (32 - STICKY_RANK_BITS)) - 1;
 /// correctly; it saturates 2^27 s (4.25 years) either side.
 fn epoch_secs(now: Instant) -> u32 {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    compact_secs(*EPOCH.get_or_init(|| now), now)
+}
+
+/// [`epoch_secs`] against the anchor `epoch`.
+fn compact_secs(epoch: Instant, now: Instant) -> u32 {
     const MID: u64 = (STICKY_SECS_MASK as u64).div_ceil(2);
-    let epoch = *EPOCH.get_or_init(|| now);
     let secs = if now >= epoch {
         MID.saturating_add(now.duration_since(epoch).as_secs())
     } else {
-        MID.saturating_sub(epoch.duration_since(now).as_secs())
+        // floor(MID - d) = MID - ceil(d): one floor on both sides of the
+        // anchor, so instants 601 s apart are 601 whole seconds apart.
+        let d = epoch.duration_since(now);
+        MID.saturating_sub(d.as_secs() + u64::from(d.subsec_nanos() > 0))
     };
     u32::try_from(secs.min(u64::from(STICKY_SECS_MASK))).unwrap_or(STICKY_SECS_MASK)
 }
@@ -761,16 +768,17 @@ mod tests {
         assert!(bytes <= 192, "{bytes}");
     }
 
-    /// Instants on either side of the process-wide anchor keep their order
-    /// and distance (each paused test runtime has its own clock base).
+    /// Instants on either side of the anchor keep their order and distance
+    /// (each paused test runtime has its own clock base, so the process-wide
+    /// anchor may lie after a session's first call).
     #[test]
-    fn the_compact_clock_orders_instants_before_its_anchor() {
-        let now = Instant::now();
-        let _ = epoch_secs(now);
-        let earlier = now.checked_sub(Duration::from_secs(100)).unwrap();
-        // Whole seconds on each side of the anchor: 99 or 100 apart.
-        let apart = epoch_secs(now) - epoch_secs(earlier);
-        assert!((99..=100).contains(&apart), "{apart}");
+    fn the_compact_clock_orders_instants_on_both_sides_of_its_anchor() {
+        let anchor = Instant::now();
+        let before = anchor.checked_sub(Duration::from_millis(500)).unwrap();
+        let after = before + Duration::from_secs(601);
+        assert_eq!(compact_secs(anchor, after) - compact_secs(anchor, before), 601);
+        let long_before = anchor.checked_sub(Duration::from_secs(100)).unwrap();
+        assert!(compact_secs(anchor, long_before) < compact_secs(anchor, before));
     }
 
     #[tokio::test(start_paused = true)]
