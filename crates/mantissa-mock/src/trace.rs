@@ -117,7 +117,12 @@ impl SpanCapture {
             .enable_all()
             .build()
             .expect("a current-thread tokio runtime");
-        tracing::subscriber::with_default(self.clone(), || rt.block_on(f))
+        tracing::subscriber::with_default(self.clone(), || {
+            // A callsite first hit on another thread with no subscriber is
+            // cached as "never": ask every callsite again under this one.
+            tracing::callsite::rebuild_interest_cache();
+            rt.block_on(f)
+        })
     }
 
     fn parent_of(c: &Captured, is_root: bool, explicit: Option<&tracing::span::Id>) -> Option<u64> {
