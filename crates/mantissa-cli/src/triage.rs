@@ -67,6 +67,20 @@ pub(crate) struct TrainOptions {
     /// Tier names, cheapest first, comma-separated [default: low,medium,high as present].
     #[arg(long, value_delimiter = ',')]
     tiers: Option<Vec<String>>,
+    /// Weight of the length prior in the score, 0 to 1 (0 = the learned
+    /// gain alone): the score is this share of the prompt's length
+    /// percentile plus the rest of its learned-gain percentile.
+    #[arg(long, default_value_t = 0.5, value_parser = unit_interval)]
+    length_weight: f32,
+}
+
+fn unit_interval(s: &str) -> std::result::Result<f32, String> {
+    let x: f32 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&x) {
+        Ok(x)
+    } else {
+        Err(format!("must be between 0 and 1, got {x}"))
+    }
 }
 
 impl TrainOptions {
@@ -78,6 +92,7 @@ impl TrainOptions {
             l2: self.l2,
             seed: self.seed,
             tiers: self.tiers.clone(),
+            length_weight: self.length_weight,
         }
     }
 }

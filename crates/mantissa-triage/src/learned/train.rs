@@ -16,7 +16,7 @@ use std::io::BufRead;
 use serde::{Deserialize, Serialize};
 
 use super::features::{DENSE, Featurizer, hashed_value};
-use super::model::{MAX_TIERS, Model, ModelError, sigmoid};
+use super::model::{MAX_TIERS, Model, ModelError, PRIOR_QUANTILES, sigmoid};
 
 /// One observed outcome (a JSON line). Extra fields are ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,6 +99,9 @@ pub struct TrainConfig {
     /// Tier names, cheapest first. `None` infers them: the names among
     /// `low`, `medium`, `high` in that order.
     pub tiers: Option<Vec<String>>,
+    /// Weight of the length prior in the score, in `[0, 1]` (0 = the heads'
+    /// gain alone; see [`Model`]'s docs). Defaults to 0.5.
+    pub length_weight: f32,
 }
 
 impl Default for TrainConfig {
@@ -110,6 +113,7 @@ impl Default for TrainConfig {
             l2: 1e-4,
             seed: 42,
             tiers: None,
+            length_weight: 0.5,
         }
     }
 }
@@ -145,6 +149,9 @@ pub enum TrainError {
     /// The settings or the tier list are not valid for a model.
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// The length weight is not a number in `[0, 1]`.
+    #[error("the length weight must be in [0, 1], got {0}")]
+    LengthWeight(f32),
 }
 
 /// The tier names of `outcomes`, cheapest first (`low`, `medium`, `high`).
@@ -223,6 +230,9 @@ pub fn train(
     if outcomes.is_empty() {
         return Err(TrainError::Empty);
     }
+    if !(0.0..=1.0).contains(&config.length_weight) {
+        return Err(TrainError::LengthWeight(config.length_weight));
+    }
     let tiers = match &config.tiers {
         Some(t) => t.clone(),
         None => infer_tiers(outcomes)?,
@@ -233,6 +243,7 @@ pub fn train(
     // Features once per distinct prompt.
     let mut ids: HashMap<&str, usize> = HashMap::new();
     let mut feats: Vec<Vec<(u32, f32)>> = Vec::new();
+    let mut lengths: Vec<f32> = Vec::new();
     let mut examples = Vec::with_capacity(outcomes.len());
     for (index, o) in outcomes.iter().enumerate() {
         let Some(head) = tiers.iter().position(|t| *t == o.tier) else {
@@ -244,6 +255,7 @@ pub fn train(
         };
         let id = *ids.entry(o.prompt.as_str()).or_insert_with(|| {
             feats.push(sparse(&f, &o.prompt));
+            lengths.push(o.prompt.len() as f32);
             feats.len() - 1
         });
         examples.push((id, head, o.score as f32));
@@ -293,8 +305,8 @@ pub fn train(
             loss: loss / examples.len() as f64,
         });
     }
-    // The score sample for calibration: every distinct training prompt.
-    let mut scores: Vec<f32> = feats
+    // The gains of every distinct training prompt: the prior's tables.
+    let gains: Vec<f32> = feats
         .iter()
         .map(|x| {
             let w = &*model.weights_mut();
@@ -303,8 +315,23 @@ pub fn train(
             super::model::score_of(lo, hi) as f32
         })
         .collect();
-    scores.sort_by(f32::total_cmp);
-    model.set_quantiles(quantiles(&scores, 101));
+    let sorted = |v: &[f32]| {
+        let mut v = v.to_vec();
+        v.sort_by(f32::total_cmp);
+        v
+    };
+    model.set_prior(
+        config.length_weight,
+        quantiles(&sorted(&lengths), PRIOR_QUANTILES),
+        quantiles(&sorted(&gains), PRIOR_QUANTILES),
+    );
+    // The score sample for calibration: every distinct training prompt.
+    let scores: Vec<f32> = lengths
+        .iter()
+        .zip(&gains)
+        .map(|(l, g)| model.blend(*l as usize, f64::from(*g)) as f32)
+        .collect();
+    model.set_quantiles(quantiles(&sorted(&scores), 101));
     Ok(model)
 }
 
@@ -407,6 +434,67 @@ mod tests {
         let hard = a.score("please compute the integral of the curve");
         let easy = a.score("say hello to my friend");
         assert!(hard > easy + 0.2, "hard {hard} easy {easy}");
+    }
+
+    #[test]
+    fn the_length_prior_blends_length_and_gain_percentiles() {
+        // Length says nothing here: the cheap tier fails on "integral"
+        // prompts, short or long.
+        let mut data = Vec::new();
+        for i in 0..200 {
+            let pad = "and so on ".repeat(i % 7);
+            let p = if i % 2 == 0 {
+                format!("integral {i} {pad}")
+            } else {
+                format!("hello {i} {pad}")
+            };
+            data.push(o(&p, "low", if i % 2 == 0 { 0.0 } else { 1.0 }));
+            data.push(o(&p, "high", 1.0));
+        }
+        let with = |w: f32| {
+            let cfg = TrainConfig {
+                bits: 10,
+                length_weight: w,
+                ..TrainConfig::default()
+            };
+            train(&data, &cfg, |_| {}).unwrap()
+        };
+        let short = "hello there";
+        let long = "hello there, a much longer greeting that goes on and on and on and on";
+        // Weight 1: the score is the length percentile alone.
+        let m = with(1.0);
+        assert!(m.score(long) > m.score(short) + 0.5);
+        assert_eq!(m.score(""), 0.0);
+        assert_eq!(m.score(&"x".repeat(10_000)), 1.0);
+        // Weight 0: the heads' gain alone, as without a prior.
+        let m = with(0.0);
+        assert_eq!(m.length_weight(), 0.0);
+        let f = m.featurizer();
+        assert_eq!(m.score(short), m.gain_with(&f, short));
+        assert!(m.score("integral") > m.score(long));
+        // Half and half: the mean of the two percentiles, so a short hard
+        // prompt and a long easy one meet in the middle.
+        let m = with(0.5);
+        let mid = m.score("integral");
+        assert!((0.0..=1.0).contains(&mid));
+        assert!(m.score("integral") > m.score(short));
+        assert!(m.score(long) > m.score(short));
+        // Calibration samples the blended scores.
+        assert!(m.quantiles().windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn a_length_weight_outside_the_unit_interval_is_an_error() {
+        let data = vec![o("a", "low", 1.0), o("a", "high", 1.0)];
+        for w in [-0.1, 1.5, f32::NAN] {
+            let cfg = TrainConfig {
+                length_weight: w,
+                ..TrainConfig::default()
+            };
+            let err = train(&data, &cfg, |_| {}).unwrap_err();
+            assert!(matches!(err, TrainError::LengthWeight(_)), "{err}");
+            assert!(err.to_string().contains("length weight"), "{err}");
+        }
     }
 
     #[test]
