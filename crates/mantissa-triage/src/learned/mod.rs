@@ -8,7 +8,8 @@
 //! signals, code and maths markers). A [`Model`] holds one logistic
 //! "success" head per tier it was trained on, cheapest first; the score is
 //! the expected gain of the strongest tier over the cheapest, mapped to
-//! `[0, 1]`. [`Boundaries`] come from
+//! `[0, 1]`, and blended with a length prior (the turn's length and gain as
+//! percentiles of the training prompts; see [`Model`]). [`Boundaries`] come from
 //! [`calibrate`](crate::calibrate()) on the training scores for the tier
 //! shares you ask for ([`LearnedTriage::shares`]); by default the top tier
 //! gets 20 % of calls and the others share the rest equally.
