@@ -52,16 +52,14 @@ pub(crate) struct TrainOptions {
     /// Hash bits: the model holds 2^BITS weights per tier (4 bytes each).
     #[arg(long, default_value_t = 17, value_parser = clap::value_parser!(u8).range(8..=20))]
     bits: u8,
-    /// Passes over the data.
-    #[arg(long, default_value_t = 4)]
+    /// Passes over the data, each one full-batch gradient step (training
+    /// is deterministic: the same data give the same model bytes).
+    #[arg(long, default_value_t = 400)]
     epochs: u32,
-    /// AdaGrad learning rate.
-    #[arg(long, default_value_t = 0.02)]
-    learning_rate: f32,
-    /// L2 penalty.
-    #[arg(long, default_value_t = 1e-4)]
+    /// L2 penalty on the n-gram weights (the dense features get 100 times it).
+    #[arg(long, default_value_t = 0.002)]
     l2: f32,
-    /// Shuffle seed (the same data and seed give the same model bytes).
+    /// Seed of `cv`'s fold assignment and random baseline.
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Tier names, cheapest first, comma-separated [default: low,medium,high as present].
@@ -72,6 +70,11 @@ pub(crate) struct TrainOptions {
     /// percentile plus the rest of its learned-gain percentile.
     #[arg(long, default_value_t = 0.5, value_parser = unit_interval)]
     length_weight: f32,
+    /// Weigh every line alike instead of every `domain` alike (by default
+    /// each domain, and the lines without one together, weigh the same in
+    /// total, so the largest subject does not dominate).
+    #[arg(long)]
+    no_balance_domains: bool,
 }
 
 fn unit_interval(s: &str) -> std::result::Result<f32, String> {
@@ -88,11 +91,11 @@ impl TrainOptions {
         TrainConfig {
             bits: self.bits,
             epochs: self.epochs,
-            learning_rate: self.learning_rate,
             l2: self.l2,
             seed: self.seed,
             tiers: self.tiers.clone(),
             length_weight: self.length_weight,
+            balance_domains: !self.no_balance_domains,
         }
     }
 }

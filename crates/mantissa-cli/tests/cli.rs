@@ -60,8 +60,6 @@ fn train(name: &str) -> PathBuf {
             "12",
             "--epochs",
             "20",
-            "--learning-rate",
-            "0.2",
             fixture("outcomes.jsonl").to_str().unwrap(),
         ],
         "",
