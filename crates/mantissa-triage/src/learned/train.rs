@@ -162,6 +162,9 @@ pub enum TrainError {
     /// The length weight is not a number in `[0, 1]`.
     #[error("the length weight must be in [0, 1], got {0}")]
     LengthWeight(f32),
+    /// The L2 penalty is negative or not a number.
+    #[error("the L2 penalty must be a finite number >= 0, got {0}")]
+    L2(f32),
 }
 
 /// The tier names of `outcomes`, cheapest first (`low`, `medium`, `high`).
@@ -242,6 +245,9 @@ pub fn train(
     }
     if !(0.0..=1.0).contains(&config.length_weight) {
         return Err(TrainError::LengthWeight(config.length_weight));
+    }
+    if !(config.l2.is_finite() && config.l2 >= 0.0) {
+        return Err(TrainError::L2(config.l2));
     }
     let tiers = match &config.tiers {
         Some(t) => t.clone(),
@@ -603,7 +609,7 @@ mod tests {
     }
 
     #[test]
-    fn a_length_weight_outside_the_unit_interval_is_an_error() {
+    fn a_bad_length_weight_or_l2_is_an_error() {
         let data = vec![o("a", "low", 1.0), o("a", "high", 1.0)];
         for w in [-0.1, 1.5, f32::NAN] {
             let cfg = TrainConfig {
@@ -613,6 +619,14 @@ mod tests {
             let err = train(&data, &cfg, |_| {}).unwrap_err();
             assert!(matches!(err, TrainError::LengthWeight(_)), "{err}");
             assert!(err.to_string().contains("length weight"), "{err}");
+        }
+        for l2 in [-1.0, f32::INFINITY, f32::NAN] {
+            let cfg = TrainConfig {
+                l2,
+                ..TrainConfig::default()
+            };
+            let err = train(&data, &cfg, |_| {}).unwrap_err();
+            assert!(matches!(err, TrainError::L2(_)), "{err}");
         }
     }
 
