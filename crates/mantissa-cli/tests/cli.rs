@@ -157,6 +157,33 @@ fn a_corrupt_model_is_an_error_not_a_panic() {
 }
 
 #[test]
+fn bad_training_settings_are_errors_naming_them() {
+    let out_path = tmp("bad-settings.mtm");
+    let data = fixture("outcomes.jsonl");
+    for (flag, value, says) in [
+        ("--length-weight", "1.5", "must be between 0 and 1"),
+        ("--l2", "-1", "L2 penalty must be a finite number"),
+    ] {
+        let arg = format!("{flag}={value}");
+        let out = run(
+            &[
+                "triage",
+                "train",
+                "--out",
+                out_path.to_str().unwrap(),
+                &arg,
+                data.to_str().unwrap(),
+            ],
+            "",
+        );
+        assert!(!out.status.success(), "{flag} {value} was accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{flag}: {stderr}");
+    }
+    assert!(!out_path.exists(), "no model is written for bad settings");
+}
+
+#[test]
 fn eval_prints_apgr_beside_the_baselines() {
     let model = train("eval.mtm");
     let out = run(
