@@ -417,7 +417,9 @@ impl Fit {
             *g += if j < DENSE { l2 * DENSE_PENALTY * y } else { l2 * y };
         }
         // theta_next = y - step * grad; restart the momentum when the step
-        // goes against the gradient.
+        // goes against the gradient. The three buffers rotate rather than
+        // allocate: y's becomes theta_next, the gradient's the new y, and the
+        // old theta's the next gradient (zeroed at the start of a step).
         let mut dot = 0.0;
         let mut next = std::mem::take(&mut self.y);
         for ((n, g), th) in next.iter_mut().zip(&self.grad).zip(&self.theta) {
