@@ -112,9 +112,8 @@ where
 /// history the caller sent, the stickiness to apply and the session's hash.
 pub(crate) struct Plan {
     now: Instant,
-    raw: Arc<Vec<Message>>,
-    /// The sticky tier's idle TTL, the tier triage chose, and its rank.
-    sticky: Option<(Duration, Tier, usize)>,
+    /// The sticky tier's idle TTL and the rank of the tier triage chose.
+    sticky: Option<(Duration, usize)>,
     hash: Option<u64>,
 }
 
@@ -135,13 +134,12 @@ impl Plan {
                     Some(_) => req.ctx.tier.map(|t| t.index()),
                     None => cfg.rank(tier),
                 };
-                rank.map(|rank| (ttl, tier.clone(), rank))
+                rank.map(|rank| (ttl, rank))
             }
             _ => None,
         };
         Self {
             now: Instant::now(),
-            raw: req.messages.clone(),
             sticky,
             // The session was hashed once, at the stack's entry (the call context).
             hash: req.ctx.is_resolved().then_some(req.ctx.session_hash),
@@ -171,15 +169,15 @@ impl Plan {
             let served = self
                 .sticky
                 .as_ref()
-                .map(|(ttl, _, rank)| st.stick(*rank, self.now, *ttl));
+                .map(|(ttl, rank)| st.stick(*rank, self.now, *ttl));
             let window = match (served, &self.sticky) {
-                (Some(s), Some((_, _, d))) if s != *d => cfg.window_of_rank(s),
+                (Some(s), Some((_, d))) if s != *d => cfg.window_of_rank(s),
                 _ => None,
             };
             let window = window.unwrap_or_else(|| cfg.windows.resolve(req));
             (
                 served,
-                (pre_call(st, &self.raw, est, &cfg.policy, window), window),
+                (pre_call(st, &req.messages, est, &cfg.policy, window), window),
             )
         }
     }
@@ -188,7 +186,9 @@ impl Plan {
 /// A call whose session is updated: what the rest of the call needs.
 pub(crate) struct Begun {
     now: Instant,
-    raw: Arc<Vec<Message>>,
+    /// The history the caller sent, when the effective one replaced it in
+    /// the request (else it is the request's).
+    raw: Option<Arc<Vec<Message>>>,
     pre: Pre,
     window: u32,
     hash: Option<u64>,
@@ -206,9 +206,10 @@ impl Begun {
     ) -> Self {
         let cfg = &shared.cfg;
         let (served, (pre, window)) = decided;
-        let raised = match (served.and_then(|s| cfg.ladder.get(s)), plan.sticky) {
-            (Some(to), Some((_, from, rank))) if served != Some(rank) => {
-                let to = to.clone();
+        // Stickiness applies only to a tier triage chose: `req.tier` is it.
+        let raised = match (served.and_then(|s| cfg.ladder.get(s)), plan.sticky, &req.tier) {
+            (Some(to), Some((_, rank)), Some(from)) if served != Some(rank) => {
+                let (from, to) = (from.clone(), to.clone());
                 raise(cfg, req, &to);
                 Some(TierRaised { from, to })
             }
@@ -219,16 +220,17 @@ impl Begun {
             .call(&req.agent, &req.ctx, cfg.store.len(), pre.assessment.score);
 
         // The effective history: the remembered replacement plus what came after.
+        let mut raw = None;
         if let Some(rem) = &pre.resent {
-            let tail = plan.raw.get(rem.covered_len()..).unwrap_or(&[]);
+            let tail = req.messages.get(rem.covered_len()..).unwrap_or(&[]);
             let mut v = Vec::with_capacity(rem.replacement().len() + tail.len());
             v.extend_from_slice(rem.replacement());
             v.extend_from_slice(tail);
-            req.messages = Arc::new(v);
+            raw = Some(std::mem::replace(&mut req.messages, Arc::new(v)));
         }
         Self {
             now: plan.now,
-            raw: plan.raw,
+            raw,
             pre,
             window,
             hash: plan.hash,
@@ -345,6 +347,7 @@ where
     let mut started = now;
     let mut notices = None;
     if rare {
+        let raw = raw.unwrap_or_else(|| req.messages.clone());
         let rare = Box::pin(warn_and_compact(cfg, &shared.emit, req, &raw, pre, window)).await?;
         req = rare.req;
         caller_len = rare.caller_len.unwrap_or(caller_len);

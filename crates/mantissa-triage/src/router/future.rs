@@ -288,7 +288,7 @@ impl ResponseFuture {
                 else {
                     return Poll::Pending;
                 };
-                let router = this.router.clone();
+                let router = &*this.router;
                 let s = &router.slots[slot];
                 match result {
                     Ok(mut resp) => {
