@@ -10,6 +10,14 @@
 //! Sessions rotate over 1,000 ids (and, in `stack_sessions`, over 1, 1,000
 //! and 1,000,000) and the reset policy's triggers are not reached, so this is
 //! the no-reset path every call takes.
+//!
+//! Instruction counts: `STACK_CALLS=CASE:N` runs one case `N` times (20
+//! messages, 1,000 sessions) without criterion and exits (`CASE` =
+//! `bare_mock`, `floor`, `agent_stack`); under `valgrind --tool=callgrind`,
+//! the difference of two runs with different `N` divided by the difference
+//! of `N` is the count per call (setup cancels out). `STACK_CALLS=sizes`
+//! prints the sizes of the request and of the layers' futures (each is
+//! moved, whole, as the layers wrap it).
 
 #![allow(missing_docs)] // `criterion_group!` generates an undocumented public function.
 #![allow(clippy::unwrap_used)]
@@ -70,6 +78,10 @@ fn bench(c: &mut Criterion) {
     });
     let llm = stack.llm("trader");
     let sessions: Vec<SessionId> = (0..1000).map(|i| SessionId::new(format!("s{i}"))).collect();
+    if let Ok(spec) = std::env::var("STACK_CALLS") {
+        count_calls(&spec, &rt, &mock, &llm, &sessions);
+        std::process::exit(0);
+    }
 
     let mut group = c.benchmark_group("stack");
     for n in [10usize, 20, 1000] {
@@ -169,6 +181,59 @@ fn bench(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// Runs `N` calls of one case (`STACK_CALLS=CASE:N`, see the module docs).
+fn count_calls(
+    spec: &str,
+    rt: &tokio::runtime::Runtime,
+    mock: &MockLlm,
+    llm: &mantissa::LlmService,
+    sessions: &[SessionId],
+) {
+    let (case, n) = spec.split_once(':').unwrap_or((spec, "100000"));
+    let n: usize = n
+        .parse()
+        .unwrap_or_else(|_| panic!("STACK_CALLS: bad count in {spec}"));
+    let h = history(20);
+    let floored = floor::FloorLayer::new().layer(mock.clone());
+    rt.block_on(async {
+        for i in 0..n {
+            let req = request(&sessions[i % sessions.len()], &h);
+            match case {
+                "bare_mock" => black_box(mock.clone().oneshot(req).await.map(|_| ())).unwrap(),
+                "floor" => black_box(floored.clone().oneshot(req).await.map(|_| ())).unwrap(),
+                "agent_stack" => black_box(llm.clone().oneshot(req).await.map(|_| ())).unwrap(),
+                "sizes" => {
+                    use std::mem::size_of;
+                    type RF = mantissa::triage::router::ResponseFuture;
+                    type HF = mantissa::health::future::ResponseFuture<RF, LlmRequest>;
+                    eprintln!("LlmRequest {}", size_of::<LlmRequest>());
+                    eprintln!("LlmResponse {}", size_of::<mantissa::core::LlmResponse>());
+                    eprintln!("router fut {}", size_of::<RF>());
+                    eprintln!("health(router) fut {}", size_of::<HF>());
+                    eprintln!(
+                        "tower oneshot {}",
+                        size_of::<tower::util::Oneshot<mantissa::LlmService, LlmRequest>>()
+                    );
+                    eprintln!(
+                        "triage fut {}",
+                        size_of::<
+                            mantissa::triage::triage_layer::ResponseFuture<
+                                <mantissa::triage::BoxTriage as mantissa::triage::AsyncTriage>::Future,
+                                mantissa::reset::Reset<
+                                    mantissa::health::Health<mantissa::TierRouter>,
+                                    MemorySessionStore,
+                                >,
+                            >,
+                        >()
+                    );
+                    return;
+                }
+                _ => panic!("STACK_CALLS: unknown case {case}"),
+            }
+        }
+    });
 }
 
 criterion_group!(benches, bench);

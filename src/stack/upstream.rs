@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use mantissa_core::{BoxError, ModelSpec};
 use mantissa_mock::MockLlm;
-use tower::util::BoxCloneSyncService;
 
 use super::LlmService;
 
@@ -39,23 +38,26 @@ impl fmt::Debug for Upstream {
     }
 }
 
+/// The leaf services an [`Upstream`] makes, one per model. The built-in
+/// upstreams stay unboxed so the router boxes each model's service once.
+pub(super) enum Leaves {
+    Mock(MockLlm),
+    #[cfg(feature = "openai")]
+    OpenAi(mantissa_openai::OpenAiClient),
+    Custom(ModelFactory),
+}
+
 impl Upstream {
-    /// Turns the upstream into a per-model factory. An OpenAI-compatible
-    /// upstream builds one client (one connection pool) shared by every model.
-    pub(super) fn factory(&self) -> Result<ModelFactory, BoxError> {
+    /// The per-model leaves. An OpenAI-compatible upstream builds one client
+    /// (one connection pool) shared by every model.
+    pub(super) fn leaves(&self) -> Result<Leaves, BoxError> {
         Ok(match self {
-            Upstream::Mock(mock) => {
-                let mock = mock.clone();
-                Arc::new(move |_spec: &ModelSpec| Ok(BoxCloneSyncService::new(mock.clone())))
-            }
+            Upstream::Mock(mock) => Leaves::Mock(mock.clone()),
             #[cfg(feature = "openai")]
             Upstream::OpenAi(config) => {
-                let base = mantissa_openai::OpenAiClient::new((**config).clone())?;
-                Arc::new(move |spec: &ModelSpec| {
-                    Ok(BoxCloneSyncService::new(base.with_default_model(spec.id.clone())))
-                })
+                Leaves::OpenAi(mantissa_openai::OpenAiClient::new((**config).clone())?)
             }
-            Upstream::Custom(factory) => factory.clone(),
+            Upstream::Custom(factory) => Leaves::Custom(factory.clone()),
         })
     }
 }

@@ -21,6 +21,7 @@ use tower::{Layer, ServiceExt};
 
 use super::context::StackContext;
 use super::tools::NoTools;
+use super::upstream::Leaves;
 use super::{BuildError, ToolService, Upstream};
 
 /// The composed LLM stack, kept unboxed so each agent's service boxes once.
@@ -56,7 +57,7 @@ pub(super) fn router(
     cooldown: CooldownPolicy,
     shared: Option<Arc<dyn SharedModelState>>,
 ) -> Result<TierRouter, BuildError> {
-    let factory = upstream.factory().map_err(|source| BuildError::Upstream {
+    let leaves = upstream.leaves().map_err(|source| BuildError::Upstream {
         model: "*".to_owned(),
         source,
     })?;
@@ -68,12 +69,24 @@ pub(super) fn router(
         router = router.shared_state(backend);
     }
     for spec in ctx.tiers.iter().flat_map(|tier| &tier.models) {
-        let leaf = factory(spec).map_err(|source| BuildError::Upstream {
-            model: spec.id.to_string(),
-            source,
-        })?;
         let measured = attempts.clone().model(spec.clone());
-        router = router.model(spec.id.clone(), measured.layer(leaf));
+        let id = spec.id.clone();
+        // The router boxes each model's service; a built-in leaf goes in
+        // unboxed (one box, not two, per attempt).
+        router = match &leaves {
+            Leaves::Mock(mock) => router.model(id, measured.layer(mock.clone())),
+            #[cfg(feature = "openai")]
+            Leaves::OpenAi(client) => {
+                router.model(id, measured.layer(client.with_default_model(spec.id.clone())))
+            }
+            Leaves::Custom(factory) => {
+                let leaf = factory(spec).map_err(|source| BuildError::Upstream {
+                    model: spec.id.to_string(),
+                    source,
+                })?;
+                router.model(id, measured.layer(leaf))
+            }
+        };
     }
     Ok(router.build()?)
 }

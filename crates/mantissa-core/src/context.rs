@@ -42,7 +42,6 @@
 //!
 //! [`LlmRequest::ctx`]: crate::LlmRequest::ctx
 
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::Arc;
@@ -109,7 +108,7 @@ struct Inner {
     id: u32,
     tiers: Box<[TierEntry]>,
     models: Box<[ModelEntry]>,
-    model_index: HashMap<ModelId, ModelIdx>,
+    model_index: foldhash::HashMap<ModelId, ModelIdx>,
     agents: BoundedLabels,
     tools: BoundedLabels,
 }
@@ -178,7 +177,7 @@ impl CatalogBuilder {
         static NEXT_ID: AtomicU32 = AtomicU32::new(1);
         let mut tiers = Vec::with_capacity(self.tiers.tiers.len());
         let mut models: Vec<ModelEntry> = Vec::new();
-        let mut model_index: HashMap<ModelId, ModelIdx> = HashMap::new();
+        let mut model_index: foldhash::HashMap<ModelId, ModelIdx> = foldhash::HashMap::default();
         for (rank, t) in self.tiers.iter().enumerate() {
             let tier = TierIdx(u16::try_from(rank).unwrap_or(u16::MAX));
             let mut ids = Vec::with_capacity(t.models.len());

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mantissa_core::{
-    EventKind, EventSink, FailureClass, HealthEvent, ModelId, Outcome, SessionId, Tier, Usage,
+    EventKind, EventSink, FailureClass, HealthEvent, LabelIdx, ModelId, Outcome, SessionId, Tier, Usage,
 };
 use tokio::time::Instant;
 
@@ -60,6 +60,9 @@ impl Target {
 pub(crate) struct Call {
     pub(super) shared: Arc<Shared>,
     pub(super) target: Target,
+    /// The agent's catalog index, for an unbound call whose context the
+    /// layer's catalog resolved.
+    pub(super) agent_idx: Option<LabelIdx>,
     pub(super) kind: EventKind,
     pub(super) session: Option<SessionId>,
     pub(super) start: Instant,
@@ -102,6 +105,18 @@ impl Call {
             return;
         };
         let shared = &*self.shared;
+        // An outcome (labelled with the model's own tier) by index: a slot
+        // filled by an earlier call of this agent and model.
+        let slot = match (shared.scope, model, self.agent_idx, &shared.dense) {
+            (Scope::Outcome, Some(m), Some(a), Some(d)) => d.outcome_slot(a, m.as_str()),
+            _ => None,
+        };
+        if let Some(series) = slot.and_then(|s| s.get()) {
+            if Arc::ptr_eq(&series.agent, agent) && series.kind == self.kind {
+                self.target = Target::Bound(series.clone());
+                return;
+            }
+        }
         let info = model.map_or(&shared.other_model, |m| shared.model_info(m.as_str()));
         // An agent's outcome is labelled with the tier that served it (the
         // router may have fallen back from the requested one).
@@ -111,6 +126,11 @@ impl Call {
         };
         let tier = shared.tier_label(requested, info);
         let series = shared.series(self.kind, &agent.name, &info.label, tier, Some(info));
+        if let Some(slot) = slot {
+            // The series depends only on the agent's and the model's names:
+            // the slot's model is the model, and its agent is checked on use.
+            let _ = slot.set(series.clone());
+        }
         self.target = Target::Bound(series);
     }
 

@@ -10,7 +10,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use mantissa_core::{CallContext, Catalog};
+use mantissa_core::{CallContext, Catalog, LabelIdx};
 
 use super::Series;
 
@@ -21,20 +21,39 @@ pub(super) struct Dense {
     /// Tier slots: 0 for a request without a tier, then one per tier.
     tiers: usize,
     slots: Box<[OnceLock<Arc<Series>>]>,
+    /// Outcome series by (agent, model), for a [`Scope::Outcome`] layer.
+    ///
+    /// [`Scope::Outcome`]: crate::Scope::Outcome
+    outcomes: Option<Box<[OnceLock<Arc<Series>>]>>,
 }
 
 impl Dense {
-    pub(super) fn new(catalog: Catalog) -> Self {
+    pub(super) fn new(catalog: Catalog, outcomes: bool) -> Self {
         let agents = catalog.agent_labels().capacity();
         let models = catalog.models().len();
         let tiers = catalog.tiers().len() + 1;
         let slots = (0..agents * models * tiers).map(|_| OnceLock::new()).collect();
+        let outcomes = outcomes.then(|| (0..agents * models).map(|_| OnceLock::new()).collect());
         Self {
             catalog,
             models,
             tiers,
             slots,
+            outcomes,
         }
+    }
+
+    /// The outcome slot of (`agent`, `model`): where a [`Scope::Outcome`]
+    /// layer keeps the series it bound a response's model to (the model is
+    /// only known from the response, so the context has none). A slot's
+    /// series is used only if its agent series is the call's.
+    ///
+    /// [`Scope::Outcome`]: crate::Scope::Outcome
+    #[inline]
+    pub(super) fn outcome_slot(&self, agent: LabelIdx, model: &str) -> Option<&OnceLock<Arc<Series>>> {
+        let outcomes = self.outcomes.as_ref()?;
+        let model = self.catalog.model_index(model)?.index();
+        outcomes.get(agent.index() * self.models + model)
     }
 
     /// The slot of `ctx` with `model` (the context's, or the layer's own), if

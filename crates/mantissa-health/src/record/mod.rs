@@ -172,7 +172,9 @@ impl Shared {
             agent_series: CowMap::new(),
             overhead: OnceLock::new(),
             fixed_model_idx,
-            dense: s.call_catalog.map(dense::Dense::new),
+            dense: s
+                .call_catalog
+                .map(|c| dense::Dense::new(c, s.scope == Scope::Outcome)),
         }
     }
 
@@ -222,6 +224,11 @@ impl Shared {
                     target
                 }
             },
+            // An LLM call without a model (the layer's own or the request's)
+            // is bound when its response names one: nothing to remember.
+            None if R::KIND == EventKind::Llm && req.subject().is_none() && self.fixed_model.is_none() => {
+                self.target(req)
+            }
             None => match recent::get(self, req) {
                 Some(series) => Target::Bound(series),
                 None => {
@@ -244,9 +251,15 @@ impl Shared {
             (self.open_span(req, &target), sample_overhead())
         };
         let pre_overhead = if sampled { start.elapsed() } else { Duration::ZERO };
+        // Where an unbound outcome finds its series by index (see `Call::bind_model`).
+        let agent_idx = match (&target, &self.dense, req.context()) {
+            (Target::Unbound { .. }, Some(d), Some(ctx)) if d.catalog.owns(ctx) => Some(ctx.agent),
+            _ => None,
+        };
         Call {
             shared: self.clone(),
             target,
+            agent_idx,
             kind: R::KIND,
             // The session id is kept only for the events that carry it.
             session: (self.scope != Scope::Outcome && (self.journal || !self.sinks.is_empty()))

@@ -345,6 +345,32 @@ impl SessionStore for MemorySessionStore {
         Either::Right(std::future::ready(out))
     }
 
+    fn update_now<F, R>(
+        &self,
+        session: &SessionId,
+        hash: Option<u64>,
+        now: Instant,
+        f: F,
+    ) -> Option<Result<R, StoreError>>
+    where
+        F: FnMut(&mut SessionState) -> R + Send,
+        R: Send,
+    {
+        if self.inner.shared.is_some() {
+            // A call's first update may wait for the shared backend.
+            return None;
+        }
+        let key = match hash {
+            Some(h) => {
+                debug_assert_eq!(h, mantissa_core::session_hash(session.as_str()));
+                Key::with_hash(h, session)
+            }
+            None => Key::new(session),
+        };
+        let out = self.with_key(key, now, true, f);
+        Some(out.ok_or_else(|| StoreError::new("session slot missing")))
+    }
+
     fn update_existing<F, R>(
         &self,
         session: &SessionId,

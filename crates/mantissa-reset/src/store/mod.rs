@@ -104,6 +104,27 @@ pub trait SessionStore: Send + Sync + 'static {
         self.update(session, now, f)
     }
 
+    /// [`update_hashed`](SessionStore::update_hashed) (or, without a hash,
+    /// [`update`](SessionStore::update)) done at once by a store whose update
+    /// never waits, such as the in-memory store without a shared backend.
+    /// Returns `None`, without running `f`, when the update would wait; the
+    /// caller then uses the asynchronous methods. The reset layer's common
+    /// path uses it to run without a boxed future. Defaults to `None`.
+    fn update_now<F, R>(
+        &self,
+        session: &SessionId,
+        hash: Option<u64>,
+        now: Instant,
+        f: F,
+    ) -> Option<Result<R, StoreError>>
+    where
+        F: FnMut(&mut SessionState) -> R + Send,
+        R: Send,
+    {
+        let _ = (session, hash, now, f);
+        None
+    }
+
     /// Like [`update`](SessionStore::update) but only for a session that
     /// exists (returns `None` otherwise, creating nothing).
     fn update_existing<F, R>(

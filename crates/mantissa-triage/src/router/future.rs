@@ -4,6 +4,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use tower_service::Service;
+
 use mantissa_core::{BoxError, FailureClass, LlmRequest, LlmResponse, ModelId, classify_box};
 use tower::util::Oneshot;
 use tracing::Span;
@@ -38,8 +40,40 @@ struct InFlight {
     slot: usize,
     /// The model's round when the call was admitted.
     round: u64,
-    fut: Oneshot<ModelService, LlmRequest>,
+    fut: Attempt,
     probe: Option<ProbeGuard>,
+}
+
+/// One attempt: `ready()` then `call` on a clone of the model's service.
+/// A service ready at once (the common case) is called then and only its
+/// (boxed) call future is kept, so the request does not sit in the router's
+/// future; one that is not ready is driven by a boxed [`Oneshot`].
+enum Attempt {
+    Called(<ModelService as Service<LlmRequest>>::Future),
+    Waiting(Box<Oneshot<ModelService, LlmRequest>>),
+    /// `poll_ready` failed: the attempt's result, reported at its first poll.
+    Failed(Option<BoxError>),
+}
+
+impl Attempt {
+    fn start(mut svc: ModelService, req: LlmRequest, cx: &mut Context<'_>) -> Self {
+        match svc.poll_ready(cx) {
+            Poll::Ready(Ok(())) => Attempt::Called(svc.call(req)),
+            Poll::Ready(Err(e)) => Attempt::Failed(Some(e)),
+            Poll::Pending => Attempt::Waiting(Box::new(Oneshot::new(svc, req))),
+        }
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<LlmResponse, BoxError>> {
+        match self {
+            Attempt::Called(fut) => fut.as_mut().poll(cx),
+            Attempt::Waiting(oneshot) => Pin::new(&mut **oneshot).poll(cx),
+            Attempt::Failed(e) => match e.take() {
+                Some(e) => Poll::Ready(Err(e)),
+                None => Poll::Pending,
+            },
+        }
+    }
 }
 
 /// Response future of [`TierRouter`](super::TierRouter): tries candidates
@@ -128,7 +162,7 @@ impl ResponseFuture {
     /// The request moves into the attempt when no other candidate is left
     /// to fall back to; until then each attempt gets a clone of the template
     /// (cheap: the history and the tools are shared).
-    fn start_next(&mut self) -> bool {
+    fn start_next(&mut self, cx: &mut Context<'_>) -> bool {
         if self.req.is_none() {
             return false;
         }
@@ -185,7 +219,7 @@ impl ResponseFuture {
             self.in_flight = Some(InFlight {
                 slot,
                 round,
-                fut: Oneshot::new(s.service.clone(), req),
+                fut: Attempt::start(s.service.clone(), req, cx),
                 probe,
             });
             return true;
@@ -244,7 +278,7 @@ impl ResponseFuture {
         }
         loop {
             if let Some(flight) = &mut this.in_flight {
-                let result = match Pin::new(&mut flight.fut).poll(cx) {
+                let result = match flight.fut.poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(r) => r,
                 };
@@ -254,7 +288,7 @@ impl ResponseFuture {
                 else {
                     return Poll::Pending;
                 };
-                let router = this.router.clone();
+                let router = &*this.router;
                 let s = &router.slots[slot];
                 match result {
                     Ok(mut resp) => {
@@ -340,7 +374,7 @@ impl ResponseFuture {
                     }
                 }
             }
-            if !this.start_next() {
+            if !this.start_next(cx) {
                 return Poll::Ready(Err(this.exhausted(span)));
             }
         }

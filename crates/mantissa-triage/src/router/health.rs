@@ -428,7 +428,7 @@ impl ModelHealth {
             // Every call of this round is the probe, admitted half-open.
             Phase::CooledDown { .. } | Phase::AwaitingProbe { .. } => {}
         }
-        self.report(&mut g);
+        self.report_at(&mut g, now);
         self.send(g);
     }
 
@@ -610,7 +610,12 @@ impl ModelHealth {
     }
 
     fn report(&self, g: &mut Inner) {
-        let state = self.state_of(g, Instant::now());
+        self.report_at(g, Instant::now());
+    }
+
+    /// [`report`](Self::report) with the clock already read.
+    fn report_at(&self, g: &mut Inner, now: Instant) {
+        let state = self.state_of(g, now);
         if state != g.reported {
             g.reported = state;
             self.gauge.set(state.as_gauge());

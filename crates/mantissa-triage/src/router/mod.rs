@@ -69,8 +69,8 @@
 //! # Backpressure
 //!
 //! `poll_ready` is always ready. Each call clones the chosen model's service
-//! and drives it with [`Oneshot`](tower::util::Oneshot) (`ready()` then
-//! `call`), so a slow or saturated model only delays requests that go to
+//! and drives it like [`Oneshot`](tower::util::Oneshot) (`ready()` then
+//! `call`; a service ready at once is called at once), so a slow or saturated model only delays requests that go to
 //! that model: unlike tower's `Steer`, which waits until
 //! *every* inner service is ready, one stalled tier never blocks the others.
 //! Bound the load on a model inside its own stack (a `ConcurrencyLimit` or
