@@ -234,7 +234,8 @@ pub(crate) fn logit(w: &[f32], k: usize, h: usize, x: &[(u32, f32)]) -> f32 {
         .sum()
 }
 
-/// Trains a model on `outcomes`; `progress` is called after every epoch.
+/// Trains a model on `outcomes`; `progress` is called every twentieth of
+/// the epochs (every epoch for fewer than 40) and after the last.
 pub fn train(
     outcomes: &[Outcome],
     config: &TrainConfig,
