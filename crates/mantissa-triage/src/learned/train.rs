@@ -261,7 +261,8 @@ pub fn train(
     let mut ids: HashMap<&str, usize> = HashMap::new();
     let mut feats: Vec<Vec<(u32, f32)>> = Vec::new();
     let mut lengths: Vec<f32> = Vec::new();
-    let mut examples = Vec::with_capacity(outcomes.len());
+    let weights = example_weights(outcomes, config.balance_domains);
+    let mut heads: Vec<Head> = (0..k).map(|_| Head::default()).collect();
     for (index, o) in outcomes.iter().enumerate() {
         let Some(head) = tiers.iter().position(|t| *t == o.tier) else {
             return Err(TrainError::UnknownTier {
@@ -275,16 +276,11 @@ pub fn train(
             lengths.push(o.prompt.len() as f32);
             feats.len() - 1
         });
-        examples.push((id, head, o.score as f32));
-    }
-    let weights = example_weights(outcomes, config.balance_domains);
-    let dims = DENSE + (1usize << config.bits);
-    let mut heads: Vec<Head> = (0..k).map(|_| Head::default()).collect();
-    for (e, (id, h, y)) in examples.iter().enumerate() {
-        heads[*h]
+        heads[head]
             .examples
-            .push((*id, f64::from(*y), f64::from(weights[e])));
+            .push((id, o.score, f64::from(weights[index])));
     }
+    let dims = DENSE + (1usize << config.bits);
     let l2 = f64::from(config.l2);
     let mut fits: Vec<Fit> = heads.iter().map(|h| Fit::new(h, dims, &feats, l2)).collect();
     let every = (config.epochs / 20).max(1);
@@ -297,7 +293,7 @@ pub fn train(
             progress(Progress {
                 epoch,
                 epochs: config.epochs,
-                loss: loss / examples.len() as f64,
+                loss: loss / outcomes.len() as f64,
             });
         }
     }
