@@ -9,7 +9,9 @@ Usage, from a checkout of github.com/lm-sys/RouteLLM (Apache-2.0):
 Each question's first turn is the prompt (RouteLLM routes on it); each
 judgement (1-10, one per turn) becomes a line with score = judgement / 10,
 `low` for Mixtral-8x7B and `high` for GPT-4, so pairing averages the two
-turns as RouteLLM's MT-Bench quality does.
+turns as RouteLLM's MT-Bench quality does. As RouteLLM's benchmark does,
+questions with a turn listed in `contaminated_prompts.jsonl` (prompts that
+also appear in its routers' training data) are left out: 72 of 80 remain.
 """
 import json
 import sys
@@ -17,10 +19,14 @@ import sys
 TIERS = {"mistralai/Mixtral-8x7B-Instruct-v0.1": "low", "gpt-4-1106-preview": "high"}
 
 root = sys.argv[1]
+with open(f"{root}/contaminated_prompts.jsonl") as f:
+    contaminated = {json.loads(line)["eval_prompt"] for line in f if line.strip()}
 questions = {}
 with open(f"{root}/question.jsonl") as f:
     for line in f:
         q = json.loads(line)
+        if any(turn in contaminated for turn in q["turns"][:2]):
+            continue
         questions[q["question_id"]] = q["turns"][0]
 with open(f"{root}/judgements.jsonl") as f:
     for line in f:

@@ -18,8 +18,11 @@ const OUTCOMES_HELP: &str = "\
 OUTCOME FILES are JSON lines, one observed call per line:
   {\"prompt\": \"...\", \"tier\": \"low\", \"model\": \"mixtral-8x7b\", \"score\": 1.0}
 `score` is in [0, 1] (1 = the answer was good). Tiers are `low`, `medium`,
-`high` unless --tiers names them. Extra fields (such as `domain`) are allowed.
-A bad line stops the command with an error naming the file and line.";
+`high` unless --tiers names them. An optional `domain` (a subject, a kind of
+task) groups lines: training weighs the domains alike and learns its
+task-kind prior from their failure rates; `cv` holds out whole domains.
+Other extra fields are ignored. A bad line stops the command with an error
+naming the file and line.";
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum TriageCommand {
@@ -49,7 +52,8 @@ pub(crate) enum TriageCommand {
 
 #[derive(Debug, Args)]
 pub(crate) struct TrainOptions {
-    /// Hash bits: the model holds 2^BITS weights per tier (4 bytes each).
+    /// Hash bits: the model holds 2^BITS weights per head (the tiers' and
+    /// the domain head; 4 bytes each).
     #[arg(long, default_value_t = 17, value_parser = clap::value_parser!(u8).range(8..=20))]
     bits: u8,
     /// Passes over the data, each one full-batch gradient step (training
@@ -68,8 +72,18 @@ pub(crate) struct TrainOptions {
     /// Weight of the length prior in the score, 0 to 1 (0 = the learned
     /// gain alone): the score is this share of the prompt's length
     /// percentile plus the rest of its learned-gain percentile.
-    #[arg(long, default_value_t = 0.5, value_parser = unit_interval)]
+    #[arg(long, default_value_t = 0.35, value_parser = unit_interval)]
     length_weight: f32,
+    /// Weight of the task-kind prior, 0 to 1 (at most 1 minus the length
+    /// weight): this share of the score is the percentile of how often the
+    /// cheapest tier fails on the prompt's kind of task, learned from each
+    /// `domain`'s failure rate (needs two or more domains in the data).
+    #[arg(long, default_value_t = 0.3, value_parser = unit_interval)]
+    domain_weight: f32,
+    /// L2 penalty of the domain head (it fits one rate per domain, so it
+    /// needs far less than the per-outcome tier heads).
+    #[arg(long, default_value_t = 0.000_07)]
+    domain_l2: f32,
     /// Weigh every line alike instead of every `domain` alike (by default
     /// each domain, and the lines without one together, weigh the same in
     /// total, so the largest subject does not dominate).
@@ -95,6 +109,8 @@ impl TrainOptions {
             seed: self.seed,
             tiers: self.tiers.clone(),
             length_weight: self.length_weight,
+            domain_weight: self.domain_weight,
+            domain_l2: self.domain_l2,
             balance_domains: !self.no_balance_domains,
         }
     }
@@ -211,10 +227,18 @@ fn train_cmd(a: TrainArgs) -> Result<()> {
     model.save(&a.out)?;
     let size = std::fs::metadata(&a.out).map(|m| m.len()).unwrap_or(0);
     eprintln!(
-        "wrote {} ({size} bytes; tiers {})",
+        "wrote {} ({size} bytes; tiers {}; length weight {}, domain weight {})",
         a.out.display(),
-        model.tiers().join(", ")
+        model.tiers().join(", "),
+        model.length_weight(),
+        model.domain_weight()
     );
+    if config.domain_weight > 0.0 && model.domain_weight() == 0.0 {
+        eprintln!(
+            "note: the cheapest tier has outcomes in fewer than two `domain`s, so there is no \
+             kind of task to tell apart: the task-kind prior is off (domain weight 0)"
+        );
+    }
     Ok(())
 }
 

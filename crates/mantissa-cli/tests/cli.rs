@@ -163,6 +163,10 @@ fn bad_training_settings_are_errors_naming_them() {
     for (flag, value, says) in [
         ("--length-weight", "1.5", "must be between 0 and 1"),
         ("--l2", "-1", "L2 penalty must be a finite number"),
+        ("--domain-weight", "2", "must be between 0 and 1"),
+        // With the default domain weight (0.3) the weights add past 1.
+        ("--length-weight", "0.9", "at most 1 minus the length weight"),
+        ("--domain-l2", "-1", "L2 penalty must be a finite number"),
     ] {
         let arg = format!("{flag}={value}");
         let out = run(

@@ -2,7 +2,7 @@
 //! on: a sample of RouteLLM's public evaluation data that `shared/routing/`
 //! leaves out (see `heldout/SOURCE.md`). Guards the README's quality figures:
 //! a retrained or re-featurised model that falls below prompt length alone,
-//! or below the targets on the benchmarks, fails here.
+//! or below the targets (0.62 GSM8K, 0.60 MMLU, 0.65 chat), fails here.
 
 #![allow(clippy::unwrap_used)]
 
@@ -63,15 +63,16 @@ fn held_out_mmlu_subjects_beat_length_and_the_target() {
 }
 
 #[test]
-fn open_ended_chat_beats_length() {
-    // MT-Bench's 80 first turns. The 0.65 is not met (0.604): this
-    // guards the part that is, never below length alone.
+fn open_ended_chat_beats_length_and_the_target() {
+    // MT-Bench's first turns, the 72 questions RouteLLM keeps after
+    // decontamination; the domain head's task-kind prior carries this one.
     let m = measure("mtbench.jsonl");
-    assert_eq!(m.prompts, 80);
+    assert_eq!(m.prompts, 72);
     assert!(
         m.learned >= m.length,
         "learned {:.3} < length {:.3}",
         m.learned,
         m.length
     );
+    assert!(m.learned >= 0.65, "learned {:.3} < 0.65", m.learned);
 }

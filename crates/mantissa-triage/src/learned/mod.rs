@@ -8,8 +8,10 @@
 //! signals, code and maths markers). A [`Model`] holds one logistic
 //! "success" head per tier it was trained on, cheapest first; the score is
 //! the expected gain of the strongest tier over the cheapest, mapped to
-//! `[0, 1]`, and blended with a length prior (the turn's length and gain as
-//! percentiles of the training prompts; see [`Model`]). [`Boundaries`] come from
+//! `[0, 1]`, and blended with two priors: the turn's length, and a domain
+//! head's estimate of how often the cheapest tier fails on this *kind* of
+//! task (learned from each training domain's failure rate), all three as
+//! percentiles of the training prompts; see [`Model`]. [`Boundaries`] come from
 //! [`calibrate`](crate::calibrate()) on the training scores for the tier
 //! shares you ask for ([`LearnedTriage::shares`]); by default the top tier
 //! gets 20 % of calls and the others share the rest equally.
@@ -25,7 +27,9 @@
 //!   feedback log and applies them off the hot path
 //!   ([`OnlineLearner::apply_pending`]) with a bounded SGD step to a copy of
 //!   the model, which then replaces the served one atomically; the previous
-//!   models are kept for [`rollback`](OnlineLearner::rollback).
+//!   models are kept for [`rollback`](OnlineLearner::rollback). Online
+//!   updates move the tier heads only; the domain head and the priors'
+//!   tables change when the model is retrained.
 //!
 //! **Bandit feedback.** A call observes only the tier that served it. Each
 //! outcome therefore trains only that tier's success head, so each head

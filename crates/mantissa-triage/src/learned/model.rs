@@ -18,6 +18,19 @@
 //! question is usually a longer one); the n-gram heads refine it where the
 //! wording is familiar. Validated on held-out subjects in the README.
 //!
+//! **Task-kind prior.** One more head, the *domain head*, predicts how often
+//! the cheapest tier fails on *this kind of task*: it is trained on each
+//! training domain's failure rate of the cheapest tier (an MMLU subject,
+//! GSM8K), not on single outcomes. Per-prompt outcomes say which question
+//! of a benchmark is hard; the domain rates say which kinds of task a cheap
+//! model is weak at (maths, logic, code), and that is what carries over to
+//! open-ended chat, where the cheap tier falls behind on maths, reasoning,
+//! coding and extraction and not on writing or role play. With a domain
+//! weight `d > 0` ([`TrainConfig::domain_weight`](super::TrainConfig)), the
+//! score is `a · P_len + d · P_kind + (1 − a − d) · P_gain`, `P_kind` being
+//! the domain head's failure probability as a percentile of the training
+//! prompts (a third table).
+//!
 //! # File format (version [`FORMAT_VERSION`])
 //!
 //! All integers and floats little-endian:
@@ -33,9 +46,10 @@
 //! | 2 | quantile count `q` (`u16`) |
 //! | 4·q | quantiles of the training prompts' scores (`f32`, non-decreasing) |
 //! | 4 | length weight `a` (`f32`, in `[0, 1]`) |
+//! | 4 | domain weight `d` (`f32`, in `[0, 1]`, `a + d ≤ 1`) |
 //! | 2 | prior quantile count `p` (`u16`) |
-//! | 4·p, 4·p | quantiles of the training prompts' byte lengths, then of their gains |
-//! | 4·(DENSE + 2^b)·k | weights (`f32`), feature-major: the `k` heads of one feature are adjacent |
+//! | 4·p, 4·p, 4·p | quantiles of the training prompts' byte lengths, of their gains, and of their domain-head failure probabilities |
+//! | 4·(DENSE + 2^b)·(k + 1) | weights (`f32`), feature-major: the `k` tier heads, then the domain head, of one feature are adjacent |
 //! | 8 | FNV-1a 64 of every byte before it |
 //!
 //! The weights are only meaningful with the [feature hash](super::features)
@@ -50,7 +64,7 @@ use crate::calibrate::calibrate;
 use crate::decision::Boundaries;
 
 /// The model file format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 /// How many quantiles the length and gain tables of the prior hold.
 pub const PRIOR_QUANTILES: usize = 101;
 /// The most tiers a model holds heads for.
@@ -110,7 +124,12 @@ pub struct Model {
     length_weight: f32,
     length_q: Vec<f32>,
     gain_q: Vec<f32>,
-    /// `(DENSE + 2^bits) * tiers.len()`, feature-major.
+    /// The task-kind prior's weight in `[0, 1]` and its table: quantiles of
+    /// the training prompts' domain-head failure probabilities.
+    domain_weight: f32,
+    domain_q: Vec<f32>,
+    /// `(DENSE + 2^bits) * (tiers.len() + 1)`, feature-major: the tier
+    /// heads, then the domain head.
     weights: Vec<f32>,
 }
 
@@ -122,13 +141,15 @@ impl Model {
         check_bits(bits)?;
         let dims = DENSE + (1usize << bits);
         Ok(Self {
-            weights: vec![0.0; dims * tiers.len()],
+            weights: vec![0.0; dims * (tiers.len() + 1)],
             tiers,
             bits,
             quantiles: Vec::new(),
             length_weight: 0.0,
             length_q: Vec::new(),
             gain_q: Vec::new(),
+            domain_weight: 0.0,
+            domain_q: Vec::new(),
         })
     }
 
@@ -137,10 +158,27 @@ impl Model {
         self.length_weight
     }
 
-    pub(crate) fn set_prior(&mut self, weight: f32, length_q: Vec<f32>, gain_q: Vec<f32>) {
-        self.length_weight = weight;
+    /// The weight of the task-kind prior in the score (see the module
+    /// docs); 0 when the training data had fewer than two domains.
+    pub fn domain_weight(&self) -> f32 {
+        self.domain_weight
+    }
+
+    /// Sets the priors: the length and domain weights and the three tables
+    /// (each of the same length).
+    pub(crate) fn set_prior(&mut self, weights: (f32, f32), tables: [Vec<f32>; 3]) {
+        let [length_q, gain_q, domain_q] = tables;
+        debug_assert!(length_q.len() == gain_q.len() && gain_q.len() == domain_q.len());
+        (self.length_weight, self.domain_weight) = weights;
         self.length_q = length_q;
         self.gain_q = gain_q;
+        self.domain_q = domain_q;
+    }
+
+    /// Weight columns per feature: the tier heads and the domain head.
+    #[inline]
+    pub(crate) fn cols(&self) -> usize {
+        self.tiers.len() + 1
     }
 
     /// The tiers of the heads, cheapest first.
@@ -172,12 +210,25 @@ impl Model {
         Featurizer::new(self.bits)
     }
 
-    /// The head logits of `text`, cheapest tier first (only the first
-    /// `tiers().len()` entries are meaningful).
+    /// The head logits of `text`: the tier heads cheapest first, then the
+    /// domain head (only the first `tiers().len() + 1` entries are
+    /// meaningful).
     #[inline]
-    pub fn logits_with(&self, f: &Featurizer, text: &str) -> [f32; MAX_TIERS] {
-        let k = self.tiers.len();
-        let mut hashed = [0.0f32; MAX_TIERS];
+    pub fn logits_with(&self, f: &Featurizer, text: &str) -> [f32; MAX_TIERS + 1] {
+        // The usual ladders get a loop the compiler unrolls per bucket.
+        match self.cols() {
+            3 => self.logits_k::<3>(f, text),
+            4 => self.logits_k::<4>(f, text),
+            _ => self.logits_k::<0>(f, text),
+        }
+    }
+
+    /// [`logits_with`](Self::logits_with) for `K` columns (0: any number,
+    /// read at run time).
+    #[inline(always)]
+    fn logits_k<const K: usize>(&self, f: &Featurizer, text: &str) -> [f32; MAX_TIERS + 1] {
+        let k = if K > 0 { K } else { self.cols() };
+        let mut hashed = [0.0f32; MAX_TIERS + 1];
         let mut n = 0usize;
         let w = &self.weights;
         let dense = f.visit(text, |b| {
@@ -190,7 +241,7 @@ impl Model {
             n += 1;
         });
         let v = hashed_value(n);
-        let mut out = [0.0f32; MAX_TIERS];
+        let mut out = [0.0f32; MAX_TIERS + 1];
         for (h, o) in out.iter_mut().enumerate().take(k) {
             let mut z = hashed[h] * v;
             for (i, d) in dense.iter().enumerate() {
@@ -225,28 +276,47 @@ impl Model {
 
     #[inline]
     pub(crate) fn score_with(&self, f: &Featurizer, text: &str) -> f64 {
-        self.blend(text.len(), self.gain_with(f, text))
+        let (gain, kind) = self.gain_and_kind(f, text);
+        self.blend(text.len(), gain, kind)
     }
 
     /// The heads' gain alone: `p_top − p_bottom` mapped to `[0, 1]`.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn gain_with(&self, f: &Featurizer, text: &str) -> f64 {
-        let z = self.logits_with(f, text);
-        let top = self.tiers.len() - 1;
-        score_of(sigmoid(f64::from(z[0])), sigmoid(f64::from(z[top])))
+        self.gain_and_kind(f, text).0
     }
 
-    /// The score of a turn of `len` bytes whose heads' gain is `gain`: with
-    /// a length prior, the weighted mean of the two training percentiles.
+    /// The heads' gain and the domain head's failure probability.
     #[inline]
-    pub(crate) fn blend(&self, len: usize, gain: f64) -> f64 {
+    pub(crate) fn gain_and_kind(&self, f: &Featurizer, text: &str) -> (f64, f64) {
+        let z = self.logits_with(f, text);
+        let top = self.tiers.len() - 1;
+        let gain = score_of(sigmoid(f64::from(z[0])), sigmoid(f64::from(z[top])));
+        (gain, sigmoid(f64::from(z[top + 1])))
+    }
+
+    /// The score of a turn of `len` bytes whose heads' gain is `gain` and
+    /// domain-head failure probability `kind`: with priors, the weighted
+    /// mean of the training percentiles (see the module docs).
+    #[inline]
+    pub(crate) fn blend(&self, len: usize, gain: f64, kind: f64) -> f64 {
         let a = f64::from(self.length_weight);
-        if a <= 0.0 || self.gain_q.is_empty() {
+        let d = if self.domain_q.is_empty() {
+            0.0
+        } else {
+            f64::from(self.domain_weight)
+        };
+        if (a <= 0.0 && d <= 0.0) || self.gain_q.is_empty() {
             return gain;
         }
-        let l = percentile(&self.length_q, len as f32);
-        let g = percentile(&self.gain_q, gain as f32);
-        (a * l + (1.0 - a) * g).clamp(0.0, 1.0)
+        let mut s = (1.0 - a - d).max(0.0) * percentile(&self.gain_q, gain as f32);
+        if a > 0.0 {
+            s += a * percentile(&self.length_q, len as f32);
+        }
+        if d > 0.0 {
+            s += d * percentile(&self.domain_q, kind as f32);
+        }
+        s.clamp(0.0, 1.0)
     }
 
     /// Boundaries for `shares` (one per tier of the ladder, cheapest first,
@@ -273,8 +343,9 @@ impl Model {
             out.extend_from_slice(&q.to_le_bytes());
         }
         out.extend_from_slice(&self.length_weight.to_le_bytes());
+        out.extend_from_slice(&self.domain_weight.to_le_bytes());
         out.extend_from_slice(&(self.length_q.len() as u16).to_le_bytes());
-        for q in self.length_q.iter().chain(&self.gain_q) {
+        for q in self.length_q.iter().chain(&self.gain_q).chain(&self.domain_q) {
             out.extend_from_slice(&q.to_le_bytes());
         }
         for w in &self.weights {
@@ -346,22 +417,29 @@ impl Model {
                 "the length weight must be in [0, 1], got {length_weight}"
             )));
         }
+        let domain_weight = r.f32s(1, "domain weight")?[0];
+        if !(0.0..=1.0).contains(&domain_weight) || length_weight + domain_weight > 1.0 + 1e-6 {
+            return Err(ModelError::Invalid(format!(
+                "the domain weight must be in [0, 1] and at most 1 minus the length weight, got {domain_weight}"
+            )));
+        }
         let p = usize::from(r.u16("prior quantile count")?);
         let length_q = r.f32s(p, "length quantiles")?;
         let gain_q = r.f32s(p, "gain quantiles")?;
-        for table in [&length_q, &gain_q] {
+        let domain_q = r.f32s(p, "domain quantiles")?;
+        for table in [&length_q, &gain_q, &domain_q] {
             if table.iter().any(|q| !q.is_finite()) || table.windows(2).any(|w| w[1] < w[0]) {
                 return Err(ModelError::Invalid(
                     "prior quantiles must be finite and non-decreasing".into(),
                 ));
             }
         }
-        if length_weight > 0.0 && p < 2 {
+        if (length_weight > 0.0 || domain_weight > 0.0) && p < 2 {
             return Err(ModelError::Invalid(
-                "a length weight above 0 needs prior quantiles".into(),
+                "a length or domain weight above 0 needs prior quantiles".into(),
             ));
         }
-        let n = (DENSE + (1usize << bits)) * k;
+        let n = (DENSE + (1usize << bits)) * (k + 1);
         let weights = r.f32s(n, "weights")?;
         if r.at != r.bytes.len() {
             return Err(ModelError::Invalid(format!(
@@ -379,6 +457,8 @@ impl Model {
             length_weight,
             length_q,
             gain_q,
+            domain_weight,
+            domain_q,
             weights,
         })
     }
@@ -586,7 +666,8 @@ mod tests {
     fn a_prior_round_trips_and_a_bad_one_is_invalid() {
         let mut m = small();
         let table: Vec<f32> = (0..PRIOR_QUANTILES).map(|i| i as f32).collect();
-        m.set_prior(0.5, table.clone(), table.iter().map(|x| x / 100.0).collect());
+        let tenths: Vec<f32> = table.iter().map(|x| x / 100.0).collect();
+        m.set_prior((0.5, 0.0), [table.clone(), tenths.clone(), tenths]);
         let back = Model::from_bytes(&m.to_bytes()).unwrap();
         assert_eq!(back, m);
         assert_eq!(back.length_weight(), 0.5);
@@ -604,6 +685,7 @@ mod tests {
         let mut bad = m;
         bad.length_q.clear();
         bad.gain_q.clear();
+        bad.domain_q.clear();
         let err = Model::from_bytes(&bad.to_bytes()).unwrap_err();
         assert!(matches!(err, ModelError::Invalid(_)), "{err}");
     }

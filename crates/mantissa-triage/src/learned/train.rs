@@ -9,8 +9,10 @@
 //! only (bandit feedback: a line says how the tier that served it did, and
 //! nothing about the others): full-batch accelerated gradient descent on
 //! the L2-regularised logistic loss, each domain weighing the same
-//! ([`TrainConfig::balance_domains`]). The same outcomes and settings give
-//! the same model bytes.
+//! ([`TrainConfig::balance_domains`]). The domain head is fitted the same
+//! way to each prompt's *domain's* failure rate of the cheapest tier (see
+//! [`Model`]'s task-kind prior). The same outcomes and settings give the
+//! same model bytes.
 
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -88,7 +90,7 @@ pub fn read_outcomes(reader: impl BufRead, source_name: &str) -> Result<Vec<Outc
 /// Training settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainConfig {
-    /// Hash bits (`2^bits` buckets). Defaults to 17 (about 1 MB per two tiers).
+    /// Hash bits (`2^bits` buckets). Defaults to 17 (about 1.5 MB for two tiers and the domain head).
     pub bits: u8,
     /// Passes over the data: each is one full-batch gradient step of every
     /// head. Defaults to 400 (converged on `shared/routing/`).
@@ -105,13 +107,25 @@ pub struct TrainConfig {
     /// `low`, `medium`, `high` in that order.
     pub tiers: Option<Vec<String>>,
     /// Weight of the length prior in the score, in `[0, 1]` (0 = the heads'
-    /// gain alone; see [`Model`]'s docs). Defaults to 0.5.
+    /// gain alone; see [`Model`]'s docs). Defaults to 0.35.
     pub length_weight: f32,
     /// Weigh every `domain` equally (outcomes without one form one group)
     /// rather than every line, so the model learns what transfers across
     /// subjects rather than what the largest one looks like. Defaults to
     /// `true`; data without domains trains the same either way.
     pub balance_domains: bool,
+    /// Weight of the task-kind prior in the score, in `[0, 1]` with
+    /// `length_weight + domain_weight ≤ 1` (see [`Model`]'s docs). It needs
+    /// outcomes of the cheapest tier in at least two domains (outcomes
+    /// without a domain form one); with fewer the model's domain weight is
+    /// 0. Defaults to 0.3.
+    pub domain_weight: f32,
+    /// L2 penalty of the domain head (as [`l2`](Self::l2) for the tier
+    /// heads). Much smaller by default (0.00007): the domain head fits one
+    /// rate per domain, not noisy single outcomes, and should tell the
+    /// domains apart sharply, so that prompts of one kind of task get about
+    /// the same value and the prior does not reorder them.
+    pub domain_l2: f32,
 }
 
 impl Default for TrainConfig {
@@ -122,8 +136,10 @@ impl Default for TrainConfig {
             l2: 0.002,
             seed: 42,
             tiers: None,
-            length_weight: 0.5,
+            length_weight: 0.35,
             balance_domains: true,
+            domain_weight: 0.3,
+            domain_l2: 0.000_07,
         }
     }
 }
@@ -162,6 +178,17 @@ pub enum TrainError {
     /// The length weight is not a number in `[0, 1]`.
     #[error("the length weight must be in [0, 1], got {0}")]
     LengthWeight(f32),
+    /// The domain weight is not a number in `[0, 1]`, or it and the length
+    /// weight add up to more than 1.
+    #[error(
+        "the domain weight must be in [0, 1] and at most 1 minus the length weight ({length}), got {domain}"
+    )]
+    DomainWeight {
+        /// The domain weight.
+        domain: f32,
+        /// The length weight.
+        length: f32,
+    },
     /// The L2 penalty is negative or not a number.
     #[error("the L2 penalty must be a finite number >= 0, got {0}")]
     L2(f32),
@@ -227,10 +254,11 @@ pub(crate) fn sparse(f: &Featurizer, text: &str) -> Vec<(u32, f32)> {
     out
 }
 
-/// The logit of head `h` for sparse features `x`.
-pub(crate) fn logit(w: &[f32], k: usize, h: usize, x: &[(u32, f32)]) -> f32 {
+/// The logit of head `h` for sparse features `x` (`cols` heads per
+/// feature row).
+pub(crate) fn logit(w: &[f32], cols: usize, h: usize, x: &[(u32, f32)]) -> f32 {
     x.iter()
-        .map(|(r, v)| w.get(*r as usize * k + h).copied().unwrap_or(0.0) * v)
+        .map(|(r, v)| w.get(*r as usize * cols + h).copied().unwrap_or(0.0) * v)
         .sum()
 }
 
@@ -247,8 +275,18 @@ pub fn train(
     if !(0.0..=1.0).contains(&config.length_weight) {
         return Err(TrainError::LengthWeight(config.length_weight));
     }
-    if !(config.l2.is_finite() && config.l2 >= 0.0) {
-        return Err(TrainError::L2(config.l2));
+    if !((0.0..=1.0).contains(&config.domain_weight)
+        && config.length_weight + config.domain_weight <= 1.0 + 1e-6)
+    {
+        return Err(TrainError::DomainWeight {
+            domain: config.domain_weight,
+            length: config.length_weight,
+        });
+    }
+    for l2 in [config.l2, config.domain_l2] {
+        if !(l2.is_finite() && l2 >= 0.0) {
+            return Err(TrainError::L2(l2));
+        }
     }
     let tiers = match &config.tiers {
         Some(t) => t.clone(),
@@ -257,10 +295,12 @@ pub fn train(
     let mut model = Model::zeros(tiers.clone(), config.bits)?;
     let f = model.featurizer();
     let k = tiers.len();
+    let cols = model.cols();
     // Features once per distinct prompt.
     let mut ids: HashMap<&str, usize> = HashMap::new();
     let mut feats: Vec<Vec<(u32, f32)>> = Vec::new();
     let mut lengths: Vec<f32> = Vec::new();
+    let mut domains: Vec<Option<&str>> = Vec::new();
     let weights = example_weights(outcomes, config.balance_domains);
     let mut heads: Vec<Head> = (0..k).map(|_| Head::default()).collect();
     for (index, o) in outcomes.iter().enumerate() {
@@ -274,20 +314,35 @@ pub fn train(
         let id = *ids.entry(o.prompt.as_str()).or_insert_with(|| {
             feats.push(sparse(&f, &o.prompt));
             lengths.push(o.prompt.len() as f32);
+            domains.push(o.domain.as_deref());
             feats.len() - 1
         });
         heads[head]
             .examples
             .push((id, o.score, f64::from(weights[index])));
     }
+    let (domain_head, domain_weight) =
+        match domain_head(outcomes, &tiers[0], &domains, config.balance_domains) {
+            Some(head) => (head, config.domain_weight),
+            None => (Head::default(), 0.0),
+        };
+    heads.push(domain_head);
     let dims = DENSE + (1usize << config.bits);
     let l2 = f64::from(config.l2);
-    let mut fits: Vec<Fit> = heads.iter().map(|h| Fit::new(h, dims, &feats, l2)).collect();
+    let domain_l2 = f64::from(config.domain_l2);
+    let mut fits: Vec<Fit> = heads
+        .iter()
+        .enumerate()
+        .map(|(i, h)| Fit::new(h, dims, &feats, if i < k { l2 } else { domain_l2 }))
+        .collect();
     let every = (config.epochs / 20).max(1);
     for epoch in 1..=config.epochs {
         let mut loss = 0.0;
-        for (fit, head) in fits.iter_mut().zip(&heads) {
+        for (fit, head) in fits.iter_mut().zip(&heads).take(k) {
             loss += fit.step(head, &feats, l2) * head.examples.len() as f64;
+        }
+        if let (Some(fit), Some(head)) = (fits.get_mut(k), heads.get(k)) {
+            fit.step(head, &feats, domain_l2);
         }
         if epoch % every == 0 || epoch == config.epochs {
             progress(Progress {
@@ -301,35 +356,40 @@ pub fn train(
         let w = model.weights_mut();
         for (h, fit) in fits.iter().enumerate() {
             for (j, t) in fit.theta.iter().enumerate() {
-                w[j * k + h] = *t as f32;
+                w[j * cols + h] = *t as f32;
             }
         }
     }
-    // The gains of every distinct training prompt: the prior's tables.
-    let gains: Vec<f32> = feats
+    // The gains and domain-head failure probabilities of every distinct
+    // training prompt: the prior's tables.
+    let (gains, kinds): (Vec<f32>, Vec<f32>) = feats
         .iter()
         .map(|x| {
             let w = &*model.weights_mut();
-            let lo = sigmoid(f64::from(logit(w, k, 0, x)));
-            let hi = sigmoid(f64::from(logit(w, k, k - 1, x)));
-            super::model::score_of(lo, hi) as f32
+            let lo = sigmoid(f64::from(logit(w, cols, 0, x)));
+            let hi = sigmoid(f64::from(logit(w, cols, k - 1, x)));
+            let kind = sigmoid(f64::from(logit(w, cols, k, x)));
+            (super::model::score_of(lo, hi) as f32, kind as f32)
         })
-        .collect();
+        .unzip();
     let sorted = |v: &[f32]| {
         let mut v = v.to_vec();
         v.sort_by(f32::total_cmp);
         v
     };
     model.set_prior(
-        config.length_weight,
-        quantiles(&sorted(&lengths), PRIOR_QUANTILES),
-        quantiles(&sorted(&gains), PRIOR_QUANTILES),
+        (config.length_weight, domain_weight),
+        [
+            quantiles(&sorted(&lengths), PRIOR_QUANTILES),
+            quantiles(&sorted(&gains), PRIOR_QUANTILES),
+            quantiles(&sorted(&kinds), PRIOR_QUANTILES),
+        ],
     );
     // The score sample for calibration: every distinct training prompt.
     let scores: Vec<f32> = lengths
         .iter()
-        .zip(&gains)
-        .map(|(l, g)| model.blend(*l as usize, f64::from(*g)) as f32)
+        .zip(gains.iter().zip(&kinds))
+        .map(|(l, (g, d))| model.blend(*l as usize, f64::from(*g), f64::from(*d)) as f32)
         .collect();
     model.set_quantiles(quantiles(&sorted(&scores), 101));
     Ok(model)
@@ -439,6 +499,47 @@ impl Fit {
     }
 }
 
+/// The domain head's examples: every distinct prompt (by id, its domain in
+/// `domains`) whose domain has outcomes of the `cheapest` tier, with that
+/// domain's failure rate of the cheapest tier as the target; with
+/// `balance`, every domain weighs the same. `None` with fewer than two such
+/// domains: there is no kind of task to tell apart.
+fn domain_head(
+    outcomes: &[Outcome],
+    cheapest: &str,
+    domains: &[Option<&str>],
+    balance: bool,
+) -> Option<Head> {
+    let mut rate: HashMap<Option<&str>, (f64, f64)> = HashMap::new();
+    for o in outcomes.iter().filter(|o| o.tier == cheapest) {
+        let e = rate.entry(o.domain.as_deref()).or_default();
+        e.0 += o.score;
+        e.1 += 1.0;
+    }
+    if rate.len() < 2 {
+        return None;
+    }
+    let mut count: HashMap<Option<&str>, usize> = HashMap::new();
+    for d in domains.iter().filter(|d| rate.contains_key(*d)) {
+        *count.entry(*d).or_default() += 1;
+    }
+    let n: usize = count.values().sum();
+    let examples = domains
+        .iter()
+        .enumerate()
+        .filter_map(|(id, d)| {
+            let (sum, lines) = rate.get(d)?;
+            let weight = if balance {
+                n as f64 / (count.len() * count[d]) as f64
+            } else {
+                1.0
+            };
+            Some((id, 1.0 - sum / lines, weight))
+        })
+        .collect();
+    Some(Head { examples })
+}
+
 /// Each outcome's weight in the loss (mean 1): with `balance`, every
 /// domain (outcomes without one form one group) weighs the same in total,
 /// so no subject with many lines dominates what is learned; else all 1.
@@ -488,12 +589,13 @@ pub(crate) fn online_update(
     if head >= k.min(MAX_TIERS) {
         return;
     }
+    let cols = model.cols();
     let x = sparse(featurizer, prompt);
     let w = model.weights_mut();
-    let p = sigmoid(f64::from(logit(w, k, head, &x))) as f32;
+    let p = sigmoid(f64::from(logit(w, cols, head, &x))) as f32;
     let g = (p - score as f32).clamp(-1.0, 1.0);
     for (r, v) in &x {
-        if let Some(wi) = w.get_mut(*r as usize * k + head) {
+        if let Some(wi) = w.get_mut(*r as usize * cols + head) {
             *wi -= step * g * v;
         }
     }
@@ -557,7 +659,7 @@ mod tests {
         assert_eq!(a.tiers(), ["low", "high"]);
         let hard = a.score("please compute the integral of the curve");
         let easy = a.score("say hello to my friend");
-        assert!(hard > easy + 0.2, "hard {hard} easy {easy}");
+        assert!(hard > easy + 0.15, "hard {hard} easy {easy}");
     }
 
     #[test]
@@ -579,6 +681,7 @@ mod tests {
             let cfg = TrainConfig {
                 bits: 10,
                 length_weight: w,
+                domain_weight: 0.0,
                 ..TrainConfig::default()
             };
             train(&data, &cfg, |_| {}).unwrap()
@@ -608,6 +711,69 @@ mod tests {
     }
 
     #[test]
+    fn the_domain_head_learns_which_kind_of_task_the_cheap_tier_fails() {
+        // Two domains: the cheap tier fails 70 % of the maths questions and
+        // 10 % of the chat ones, but which question fails is arbitrary, so
+        // the tier heads learn little and the domain head learns the kind.
+        let mut data = Vec::new();
+        for i in 0..300 {
+            let (p, domain, fails) = if i % 2 == 0 {
+                (
+                    format!("solve the equation for x number {i}"),
+                    "maths",
+                    i % 10 < 7,
+                )
+            } else {
+                (
+                    format!("write a friendly note to pal number {i}"),
+                    "chat",
+                    i % 10 == 1,
+                )
+            };
+            for (tier, score) in [("low", if fails { 0.0 } else { 1.0 }), ("high", 1.0)] {
+                data.push(Outcome {
+                    domain: Some(domain.into()),
+                    ..o(&p, tier, score)
+                });
+            }
+        }
+        let cfg = TrainConfig {
+            bits: 10,
+            length_weight: 0.0,
+            domain_weight: 1.0,
+            ..TrainConfig::default()
+        };
+        let m = train(&data, &cfg, |_| {}).unwrap();
+        assert_eq!(m.domain_weight(), 1.0);
+        let f = m.featurizer();
+        let (_, maths) = m.gain_and_kind(&f, "solve this equation for y");
+        let (_, chat) = m.gain_and_kind(&f, "write a note to my pal");
+        assert!(maths > 0.55 && chat < 0.35, "maths {maths} chat {chat}");
+        let (hard, easy) = (
+            m.score("solve the equation for x number 12"),
+            m.score("write a friendly note to pal number 13"),
+        );
+        assert!(hard > easy + 0.3, "hard {hard} easy {easy}");
+        // Saved and read back, the prior scores the same.
+        let back = Model::from_bytes(&m.to_bytes()).unwrap();
+        assert_eq!(back.score("solve for z"), m.score("solve for z"));
+        // One domain (or none): no kind to tell apart, the prior is off.
+        let one: Vec<Outcome> = data
+            .iter()
+            .map(|x| Outcome {
+                domain: None,
+                ..x.clone()
+            })
+            .collect();
+        let m = train(&one, &cfg, |_| {}).unwrap();
+        assert_eq!(m.domain_weight(), 0.0);
+        assert_eq!(
+            m.score("solve for z"),
+            m.gain_with(&m.featurizer(), "solve for z")
+        );
+    }
+
+    #[test]
     fn a_bad_length_weight_or_l2_is_an_error() {
         let data = vec![o("a", "low", 1.0), o("a", "high", 1.0)];
         for w in [-0.1, 1.5, f32::NAN] {
@@ -626,6 +792,22 @@ mod tests {
             };
             let err = train(&data, &cfg, |_| {}).unwrap_err();
             assert!(matches!(err, TrainError::L2(_)), "{err}");
+            let cfg = TrainConfig {
+                domain_l2: l2,
+                ..TrainConfig::default()
+            };
+            let err = train(&data, &cfg, |_| {}).unwrap_err();
+            assert!(matches!(err, TrainError::L2(_)), "{err}");
+        }
+        for (length_weight, domain_weight) in [(0.8, 0.3), (0.0, -0.1), (0.0, 1.5), (0.2, f32::NAN)] {
+            let cfg = TrainConfig {
+                length_weight,
+                domain_weight,
+                ..TrainConfig::default()
+            };
+            let err = train(&data, &cfg, |_| {}).unwrap_err();
+            assert!(matches!(err, TrainError::DomainWeight { .. }), "{err}");
+            assert!(err.to_string().contains("domain weight"), "{err}");
         }
     }
 
