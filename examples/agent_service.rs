@@ -28,29 +28,19 @@
 //! ```
 
 use clap::Parser;
-use example_agent_service::cli::{self, Args};
+use example_agent_service::cli::{self, Args, OtelStart};
 use mantissa::core::BoxError;
+
+// `--otel` needs the root package's `otel` feature, which this example
+// checks (the example package's own `otel` feature is for its `main`).
+#[cfg(feature = "otel")]
+const OTEL: Option<OtelStart> = Some(|| Ok(Box::new(mantissa::otel::init()?)));
+#[cfg(not(feature = "otel"))]
+const OTEL: Option<OtelStart> = None;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     let args = Args::parse();
-    // `--otel` needs the root package's `otel` feature, which this example
-    // checks (the example package's own `otel` feature is for its `main`).
-    #[cfg(feature = "otel")]
-    let _guard = if args.otel {
-        let guard = mantissa::otel::init()?;
-        println!("exporting traces over OTLP/HTTP (see OTEL_EXPORTER_OTLP_ENDPOINT)");
-        Some(guard)
-    } else {
-        cli::init_logs();
-        None
-    };
-    #[cfg(not(feature = "otel"))]
-    {
-        if args.otel {
-            println!("--otel: this binary was built without the `otel` feature; no traces are exported");
-        }
-        cli::init_logs();
-    }
+    let _telemetry = cli::init_telemetry(&args, OTEL)?;
     cli::run(args).await
 }

@@ -56,6 +56,35 @@ pub struct Args {
     pub otel: bool,
 }
 
+/// Starts the OpenTelemetry export and returns what keeps it running
+/// (dropping it flushes and stops the export). A `main` passes
+/// `Some(start)` when its package was built with the `otel` feature.
+pub type OtelStart = fn() -> Result<Box<dyn std::any::Any>, BoxError>;
+
+/// Installs the telemetry `args` ask for: with `--otel` and an `otel` start
+/// function, the OpenTelemetry export (its guard is returned: keep it until
+/// the end of `main`); else the log subscriber ([`init_logs`]), saying so
+/// when `--otel` was asked of a build without the feature.
+pub fn init_telemetry(
+    args: &Args,
+    otel: Option<OtelStart>,
+) -> Result<Option<Box<dyn std::any::Any>>, BoxError> {
+    match (args.otel, otel) {
+        (true, Some(start)) => {
+            let guard = start()?;
+            println!("exporting traces over OTLP/HTTP (see OTEL_EXPORTER_OTLP_ENDPOINT)");
+            Ok(Some(guard))
+        }
+        (asked, _) => {
+            if asked {
+                println!("--otel: this binary was built without the `otel` feature; no traces are exported");
+            }
+            init_logs();
+            Ok(None)
+        }
+    }
+}
+
 /// Installs the `tracing` log subscriber (`RUST_LOG`, default `warn`).
 pub fn init_logs() {
     tracing_subscriber::fmt()
