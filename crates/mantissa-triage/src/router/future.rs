@@ -11,7 +11,9 @@ use tower::util::Oneshot;
 use tracing::Span;
 
 use super::health::Admission;
-use super::{AllModelsFailed, Candidates, ModelService, Routed, RouterInner, TRACE_TARGET, fallback_reason};
+use super::{
+    AllModelsFailed, Candidates, ModelService, ModelSlot, Routed, RouterInner, TRACE_TARGET, fallback_reason,
+};
 
 /// Holds a model's half-open probe slot; releasing it on drop means a
 /// cancelled probe never leaves the model stuck half-open.
@@ -56,7 +58,20 @@ enum Attempt {
 }
 
 impl Attempt {
-    fn start(mut svc: ModelService, req: LlmRequest, cx: &mut Context<'_>) -> Self {
+    /// Calls the slot's shared instance in place when its lock is free and
+    /// it is ready; otherwise a clone of the service, as [`Oneshot`] would.
+    fn start(slot: &ModelSlot, req: LlmRequest, cx: &mut Context<'_>) -> Self {
+        if let Ok(mut svc) = slot.ready.try_lock() {
+            match svc.poll_ready(cx) {
+                Poll::Ready(Ok(())) => return Attempt::Called(svc.call(req)),
+                // A failed instance is replaced, and the call decided by a
+                // fresh clone (below), as before.
+                Poll::Ready(Err(_)) => *svc = slot.service.clone(),
+                // Not ready: wait on a clone (below), not holding the lock.
+                Poll::Pending => {}
+            }
+        }
+        let mut svc = slot.service.clone();
         match svc.poll_ready(cx) {
             Poll::Ready(Ok(())) => Attempt::Called(svc.call(req)),
             Poll::Ready(Err(e)) => Attempt::Failed(Some(e)),
@@ -219,7 +234,7 @@ impl ResponseFuture {
             self.in_flight = Some(InFlight {
                 slot,
                 round,
-                fut: Attempt::start(s.service.clone(), req, cx),
+                fut: Attempt::start(s, req, cx),
                 probe,
             });
             return true;
