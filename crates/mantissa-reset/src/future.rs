@@ -138,6 +138,7 @@ where
                             }
                         }
                         Some(Ok(decided)) => {
+                            let plan_now = plan.now();
                             let begun = Begun::new(&shared, &mut req, plan, decided);
                             if begun.is_rare() {
                                 State::Boxed {
@@ -145,6 +146,9 @@ where
                                 }
                             } else {
                                 let (commit, raised) = begun.into_commit(req.session.clone());
+                                // Inner layers that time the whole call start
+                                // from this layer's clock read.
+                                req.ctx.started = Some(plan_now);
                                 State::Calling {
                                     fut: inner.call(req),
                                     commit: Some((shared, commit)),
@@ -163,7 +167,8 @@ where
                         return Poll::Ready(result);
                     };
                     let outcome = outcome_of(&result);
-                    if commit_now(&shared.cfg, &commit, outcome) {
+                    let answered = result.as_ref().ok().and_then(|r| r.answered_at);
+                    if commit_now(&shared.cfg, &commit, outcome, answered) {
                         state.set(State::Done);
                         return Poll::Ready(attach(result, raised));
                     }

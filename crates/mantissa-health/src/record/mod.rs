@@ -84,7 +84,7 @@ pub(crate) struct Shared {
     sinks: Box<[Arc<dyn EventSink>]>,
     journal: bool,
     pub(crate) trace: TraceSettings,
-    scope: Scope,
+    pub(crate) scope: Scope,
     mode: MetricsMode,
     other_agent: AgentName,
     series: CowMap<SeriesKey, Arc<Series>>,

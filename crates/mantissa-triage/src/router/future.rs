@@ -307,7 +307,11 @@ impl ResponseFuture {
                 let s = &router.slots[slot];
                 match result {
                     Ok(mut resp) => {
-                        s.health.on_success(round);
+                        // The clock read of the layer that saw the answer, if any.
+                        match resp.answered_at {
+                            Some(at) => s.health.on_success_at(round, at),
+                            None => s.health.on_success(round),
+                        }
                         if let Some(p) = probe {
                             p.disarm();
                         }
