@@ -696,6 +696,7 @@ mod tests {
             "And what about TSLA? Compare it with ACME and say why.",
             "Ünïcödé tëxt? `code`; {braces} STEP BY STEP\n9) done\n",
             "fix this: fn f(x: i32) -> i32 { if x > 0 { x } else { -x }; } struct A { b: u8; c: u8; }",
+            "Implementation of the ALGORITHM, thoroughly reasoning; investigate architecture optimizations",
         ]
         .iter()
         .map(|t| (*t).to_owned())
