@@ -87,14 +87,14 @@ impl<S: Service<LlmRequest>, St> fmt::Debug for ResponseFuture<S, St> {
 
 /// `raised`, reported in the response.
 fn attach(
-    result: Result<LlmResponse, BoxError>,
+    mut result: Result<LlmResponse, BoxError>,
     raised: Option<TierRaised>,
 ) -> Result<LlmResponse, BoxError> {
-    let mut resp = result?;
-    if let Some(r) = raised {
+    // The response is large: it is changed in place, not moved.
+    if let (Ok(resp), Some(r)) = (&mut result, raised) {
         resp.extensions.insert(r);
     }
-    Ok(resp)
+    result
 }
 
 impl<S, St> Future for ResponseFuture<S, St>

@@ -293,7 +293,7 @@ impl ResponseFuture {
         }
         loop {
             if let Some(flight) = &mut this.in_flight {
-                let result = match flight.fut.poll(cx) {
+                let mut result = match flight.fut.poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(r) => r,
                 };
@@ -305,8 +305,9 @@ impl ResponseFuture {
                 };
                 let router = &*this.router;
                 let s = &router.slots[slot];
-                match result {
-                    Ok(mut resp) => {
+                // The response is large: it is finished in place, not moved.
+                match &mut result {
+                    Ok(resp) => {
                         // The clock read of the layer that saw the answer, if any.
                         match resp.answered_at {
                             Some(at) => s.health.on_success_at(round, at),
@@ -343,9 +344,12 @@ impl ResponseFuture {
                         });
                         this.req = None;
                         this.done = true;
-                        return Poll::Ready(Ok(resp));
+                        return Poll::Ready(result);
                     }
-                    Err(err) => {
+                    Err(_) => {
+                        let Err(err) = result else {
+                            return Poll::Pending;
+                        };
                         let class = classify_box(&err);
                         match class {
                             FailureClass::RateLimited { retry_after } => {
