@@ -317,6 +317,7 @@ impl Catalog {
             tier: req.tier.as_ref().and_then(|t| self.tier_index(t.as_str())),
             model: req.model.as_ref().and_then(|m| self.model_index(m.as_str())),
             tier_source: caller_source(req),
+            started: None,
         };
     }
 
@@ -331,6 +332,7 @@ impl Catalog {
             tier: req.tier.as_ref().and_then(|t| self.tier_index(t.as_str())),
             model: req.model.as_ref().and_then(|m| self.model_index(m.as_str())),
             tier_source: caller_source(req),
+            started: None,
         };
     }
 
@@ -343,6 +345,7 @@ impl Catalog {
             tier: None,
             model: None,
             tier_source: TierSource::Unset,
+            started: None,
         };
     }
 
@@ -406,6 +409,13 @@ pub struct CallContext {
     /// Who chose the tier: session stickiness may raise only a tier that
     /// triage chose.
     pub tier_source: TierSource,
+    /// When the stack began timing the call, so the layers that time the
+    /// whole call share one clock read: the reset layer stamps it (with the
+    /// clock read it makes anyway) just before its inner call, and an
+    /// outcome-scope health layer (what the agent experienced) times from it
+    /// when it is set. The timing of one upstream attempt never uses it.
+    /// `None` until a layer stamps it.
+    pub started: Option<tokio::time::Instant>,
 }
 
 /// Who chose a call's tier ([`CallContext::tier_source`]).

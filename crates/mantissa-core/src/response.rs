@@ -177,6 +177,13 @@ pub struct LlmResponse {
     pub stream: Option<ChunkStream>,
     /// Typed values attached by layers (triage decision, reset notice, …).
     pub extensions: http::Extensions,
+    /// When the answer was seen by the innermost layer that timed it (the
+    /// per-attempt health layer, for a complete response), so the layers
+    /// outside it (the router's model health, the outcome health layer, the
+    /// reset layer) end their timing on the same clock read. `None` when no
+    /// layer timed it yet, and for a streaming response (its call ends with
+    /// its stream).
+    pub answered_at: Option<tokio::time::Instant>,
 }
 
 impl LlmResponse {
@@ -194,6 +201,7 @@ impl LlmResponse {
             finish_reason: Some(finish_reason),
             stream: None,
             extensions: http::Extensions::new(),
+            answered_at: None,
         }
     }
 
@@ -206,6 +214,7 @@ impl LlmResponse {
             finish_reason: None,
             stream: Some(stream),
             extensions: http::Extensions::new(),
+            answered_at: None,
         }
     }
 

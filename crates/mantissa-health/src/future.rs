@@ -11,9 +11,10 @@ use futures_core::Stream;
 use mantissa_core::{BoxError, Chunk, ChunkStream, Usage, classify_box};
 use pin_project_lite::pin_project;
 
-use crate::record::Call;
+use crate::record::{Call, Scope};
 use crate::request::{Classify, ObservedRequest, class_for};
 use crate::trace::{self, StreamTrace};
+use tokio::time::Instant;
 
 pin_project! {
     /// Response future of [`Health`](crate::Health).
@@ -75,13 +76,26 @@ where
                 call.bind_model(R::response_model(resp));
                 trace::record_response(call.span(), resp, call.trace_settings());
                 match R::take_stream(resp) {
-                    Some(stream) => R::put_stream(resp, ChunkStream::new(ObservedStream::new(stream, call))),
-                    None => call.finish(R::response_failure(resp), R::usage(resp), None),
+                    Some(stream) => {
+                        // The call ends with its stream: nothing answered yet.
+                        R::set_answered_at(resp, None);
+                        R::put_stream(resp, ChunkStream::new(ObservedStream::new(stream, call)));
+                    }
+                    None => {
+                        // One clock read for the answer, shared outwards: an
+                        // outcome ends when the attempt that served it did.
+                        let end = match (call.scope(), R::answered_at(resp)) {
+                            (Scope::Outcome, Some(at)) => at,
+                            _ => Instant::now(),
+                        };
+                        R::set_answered_at(resp, Some(end));
+                        call.finish(R::response_failure(resp), R::usage(resp), None, end);
+                    }
                 }
             }
             Err(e) => {
                 let class = class_for(R::KIND, e.failure_class());
-                call.finish(Some(class), Usage::default(), Some(e.to_string()));
+                call.finish(Some(class), Usage::default(), Some(e.to_string()), Instant::now());
             }
         }
         Poll::Ready(result)
@@ -139,12 +153,17 @@ impl Stream for ObservedStream {
             }
             Some(Err(e)) => {
                 this.trace.end(call.span());
-                call.finish(Some(classify_box(e)), this.usage, Some(e.to_string()));
+                call.finish(
+                    Some(classify_box(e)),
+                    this.usage,
+                    Some(e.to_string()),
+                    Instant::now(),
+                );
                 this.call = None;
             }
             None => {
                 this.trace.end(call.span());
-                call.finish(None, this.usage, None);
+                call.finish(None, this.usage, None, Instant::now());
                 this.call = None;
             }
         }

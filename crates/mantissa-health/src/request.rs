@@ -4,6 +4,8 @@
 
 use std::convert::Infallible;
 
+use tokio::time::Instant;
+
 use mantissa_core::{
     AgentName, BoxError, CallContext, Cancelled, ChunkStream, EventKind, FailureClass, LlmError, LlmRequest,
     LlmResponse, ModelId, SessionId, Tier, ToolRequest, ToolResponse, Usage, classify,
@@ -50,6 +52,22 @@ pub trait ObservedRequest: sealed::Sealed + Send + 'static {
     /// whose series are found by name).
     #[doc(hidden)]
     fn context(&self) -> Option<&CallContext>;
+
+    #[doc(hidden)]
+    /// When the stack began timing the call ([`CallContext::started`]).
+    fn started(&self) -> Option<Instant> {
+        self.context().and_then(|c| c.started)
+    }
+
+    #[doc(hidden)]
+    /// When an inner layer saw the answer ([`LlmResponse::answered_at`]).
+    fn answered_at(_resp: &Self::Response) -> Option<Instant> {
+        None
+    }
+
+    #[doc(hidden)]
+    /// Stamps when the answer was seen, for the layers outside.
+    fn set_answered_at(_resp: &mut Self::Response, _at: Option<Instant>) {}
 
     /// A failure the response reports although the call returned `Ok`.
     #[doc(hidden)]
@@ -106,6 +124,14 @@ impl ObservedRequest for LlmRequest {
 
     fn response_model(resp: &LlmResponse) -> Option<&ModelId> {
         Some(&resp.model)
+    }
+
+    fn answered_at(resp: &LlmResponse) -> Option<Instant> {
+        resp.answered_at
+    }
+
+    fn set_answered_at(resp: &mut LlmResponse, at: Option<Instant>) {
+        resp.answered_at = at;
     }
 
     fn take_stream(resp: &mut LlmResponse) -> Option<ChunkStream> {

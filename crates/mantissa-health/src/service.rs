@@ -6,7 +6,7 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
-use crate::record::Shared;
+use crate::record::{Scope, Shared};
 use crate::registry::HealthRegistry;
 use crate::request::{Classify, ObservedRequest};
 
@@ -70,7 +70,13 @@ where
     }
 
     fn call(&mut self, req: R) -> Self::Future {
-        let start = Instant::now();
+        // What the agent experienced starts where the stack began timing
+        // the call (one clock read shared with the reset layer); an attempt
+        // is timed around its own inner call.
+        let start = match (self.shared.scope, req.started()) {
+            (Scope::Outcome, Some(started)) => started,
+            _ => Instant::now(),
+        };
         let call = self.shared.begin(&req, start);
         // The inner service's own `call` (often where a client builds its
         // request) runs inside the span, so its spans and events nest.

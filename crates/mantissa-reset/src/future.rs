@@ -87,14 +87,14 @@ impl<S: Service<LlmRequest>, St> fmt::Debug for ResponseFuture<S, St> {
 
 /// `raised`, reported in the response.
 fn attach(
-    result: Result<LlmResponse, BoxError>,
+    mut result: Result<LlmResponse, BoxError>,
     raised: Option<TierRaised>,
 ) -> Result<LlmResponse, BoxError> {
-    let mut resp = result?;
-    if let Some(r) = raised {
+    // The response is large: it is changed in place, not moved.
+    if let (Ok(resp), Some(r)) = (&mut result, raised) {
         resp.extensions.insert(r);
     }
-    Ok(resp)
+    result
 }
 
 impl<S, St> Future for ResponseFuture<S, St>
@@ -138,6 +138,7 @@ where
                             }
                         }
                         Some(Ok(decided)) => {
+                            let plan_now = plan.now();
                             let begun = Begun::new(&shared, &mut req, plan, decided);
                             if begun.is_rare() {
                                 State::Boxed {
@@ -145,6 +146,9 @@ where
                                 }
                             } else {
                                 let (commit, raised) = begun.into_commit(req.session.clone());
+                                // Inner layers that time the whole call start
+                                // from this layer's clock read.
+                                req.ctx.started = Some(plan_now);
                                 State::Calling {
                                     fut: inner.call(req),
                                     commit: Some((shared, commit)),
@@ -163,7 +167,8 @@ where
                         return Poll::Ready(result);
                     };
                     let outcome = outcome_of(&result);
-                    if commit_now(&shared.cfg, &commit, outcome) {
+                    let answered = result.as_ref().ok().and_then(|r| r.answered_at);
+                    if commit_now(&shared.cfg, &commit, outcome, answered) {
                         state.set(State::Done);
                         return Poll::Ready(attach(result, raised));
                     }

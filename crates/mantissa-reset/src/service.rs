@@ -440,8 +440,14 @@ fn committed(result: Result<(), StoreError>) {
 
 /// The post-call update, at once when the store's update never waits:
 /// `false` (nothing done) when it would.
-pub(crate) fn commit_now<St: SessionStore>(cfg: &Config<St>, commit: &Commit, outcome: CallOutcome) -> bool {
-    let done = Instant::now();
+pub(crate) fn commit_now<St: SessionStore>(
+    cfg: &Config<St>,
+    commit: &Commit,
+    outcome: CallOutcome,
+    answered: Option<Instant>,
+) -> bool {
+    // The clock read of the layer inside that saw the answer, if any.
+    let done = answered.unwrap_or_else(Instant::now);
     let f = record(cfg, commit, outcome, done);
     match cfg.store.update_now(&commit.session, commit.hash, done, f) {
         Some(result) => {

@@ -192,8 +192,13 @@ impl RuleTriage {
     /// [learned triage](crate::learned) reads these as some of its features.
     pub fn text_signals(&self, text: &str) -> Signals {
         let bytes = text.as_bytes();
-        let counts = count_bytes(bytes);
-        let words = scan_words(bytes, self.keyword_window);
+        // A turn the word scan covers whole (most turns) is read once; a
+        // longer one is counted in lanes and its windows scanned for words.
+        let (counts, words) = if bytes.len() <= self.keyword_window.saturating_mul(2) {
+            scan_all(bytes)
+        } else {
+            (count_bytes(bytes), scan_words(bytes, self.keyword_window))
+        };
         let tokens = bytes.len().div_ceil(4) as f64;
         let fence = if counts.backticks >= 3 { 1.0 } else { 0.0 };
         let code_hits = counts.code_punct + words.code_words * 2;
@@ -509,6 +514,59 @@ fn scan_span(bytes: &[u8], out: &mut WordCounts) {
     out.code_words += w.code_words;
 }
 
+/// What [`count_bytes`] counts, by byte: 1 `?`, 2 a backtick, 3 code
+/// punctuation (`{`, `}`, `;`), 4 a newline (a list item may follow), 0
+/// nothing. No letter has a class.
+const BYTE_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b'?' as usize] = 1;
+    t[b'`' as usize] = 2;
+    t[b'{' as usize] = 3;
+    t[b'}' as usize] = 3;
+    t[b';' as usize] = 3;
+    t[b'\n' as usize] = 4;
+    t
+};
+
+/// [`count_bytes`] and [`scan_span`] over the whole of `bytes` in one pass:
+/// the scan of a turn no longer than both keyword windows together (the
+/// word scan then covers it whole), so the result is theirs.
+fn scan_all(bytes: &[u8]) -> (ByteCounts, WordCounts) {
+    let mut counts = ByteCounts::default();
+    if item_at(bytes, 0) {
+        counts.list_items += 1;
+    }
+    let mut w = Words::default();
+    for (i, &b) in bytes.iter().enumerate() {
+        let l = b | 0x20;
+        if l.wrapping_sub(b'a') < 26 {
+            if w.len < 8 {
+                w.word |= u64::from(l) << (8 * w.len);
+            }
+            w.len += 1;
+            continue;
+        }
+        if w.len > 0 {
+            w.end_word();
+        }
+        match BYTE_CLASS[usize::from(b)] {
+            0 => {}
+            1 => counts.questions += 1,
+            2 => counts.backticks += 1,
+            3 => counts.code_punct += 1,
+            _ => counts.list_items += u32::from(item_at(bytes, i + 1)),
+        }
+    }
+    if w.len > 0 {
+        w.end_word();
+    }
+    let words = WordCounts {
+        markers: w.markers,
+        code_words: w.code_words,
+    };
+    (counts, words)
+}
+
 /// Word markers in the head and tail windows of `bytes`.
 fn scan_words(bytes: &[u8], window: usize) -> WordCounts {
     let mut out = WordCounts::default();
@@ -624,6 +682,47 @@ mod tests {
         let cut = format!("{}xxplan", "a ".repeat(100));
         let t = RuleTriage::new(&TierSet::default()).keyword_window(4);
         assert_eq!(t.signals(&req(&cut)).reasoning, 0.0);
+    }
+
+    #[test]
+    fn the_one_pass_scan_counts_what_the_two_scans_count() {
+        let mut texts: Vec<String> = [
+            "",
+            "?",
+            "1. a\n2. b\n3) c",
+            "Why does this panic?\n```rust\nfn main() { let v: Vec<u8> = vec![]; v[0]; }\n```",
+            "Plan the migration step by step:\n1. inventory\n2. cutover\n3. rollback",
+            "Prove that sqrt(2) is irrational, then derive a bound.",
+            "And what about TSLA? Compare it with ACME and say why.",
+            "Ünïcödé tëxt? `code`; {braces} STEP BY STEP\n9) done\n",
+            "fix this: fn f(x: i32) -> i32 { if x > 0 { x } else { -x }; } struct A { b: u8; c: u8; }",
+            "Implementation of the ALGORITHM, thoroughly reasoning; investigate architecture optimizations",
+        ]
+        .iter()
+        .map(|t| (*t).to_owned())
+        .collect();
+        // Every byte value, around every class and word boundary.
+        let all: Vec<u8> = (0..=255u8).collect();
+        texts.push(String::from_utf8_lossy(&all).into_owned());
+        let alphabet = b" aEpPrloOvVeSstTbByY?`{};\n12.)fnd";
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        for len in 0..300 {
+            let text: String = (0..len)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    char::from(alphabet[(x % alphabet.len() as u64) as usize])
+                })
+                .collect();
+            texts.push(text);
+        }
+        for text in &texts {
+            let bytes = text.as_bytes();
+            let mut words = WordCounts::default();
+            scan_span(bytes, &mut words);
+            assert_eq!(scan_all(bytes), (count_bytes(bytes), words), "{text:?}");
+        }
     }
 
     #[test]

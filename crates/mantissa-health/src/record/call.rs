@@ -94,6 +94,11 @@ impl Call {
     }
 
     /// The layer's trace settings.
+    /// The scope of the layer that made this call.
+    pub(crate) fn scope(&self) -> Scope {
+        self.shared.scope
+    }
+
     pub(crate) fn trace_settings(&self) -> TraceSettings {
         self.shared.trace
     }
@@ -150,13 +155,18 @@ impl Call {
     }
 
     /// Records the end of the call.
-    pub(crate) fn finish(&mut self, failure: Option<FailureClass>, usage: Usage, detail: Option<String>) {
+    pub(crate) fn finish(
+        &mut self,
+        failure: Option<FailureClass>,
+        usage: Usage,
+        detail: Option<String>,
+        end: Instant,
+    ) {
         if self.done {
             return;
         }
         self.done = true;
         trace::record_end(&self.span, failure, usage, self.kind == EventKind::Llm);
-        let end = Instant::now();
         self.bind_model(None);
         let Target::Bound(series) = &self.target else {
             return;
@@ -293,7 +303,12 @@ fn record_to_recorder(
 impl Drop for Call {
     fn drop(&mut self) {
         if !self.done {
-            self.finish(Some(FailureClass::Cancelled), Usage::default(), None);
+            self.finish(
+                Some(FailureClass::Cancelled),
+                Usage::default(),
+                None,
+                Instant::now(),
+            );
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 
 use mantissa_core::{CallContext, Catalog, LabelIdx};
 
-use super::Series;
+use super::{AgentSeries, Series};
 
 /// Series by (agent, model, tier) indices of one catalog.
 pub(super) struct Dense {
@@ -25,6 +25,9 @@ pub(super) struct Dense {
     ///
     /// [`Scope::Outcome`]: crate::Scope::Outcome
     outcomes: Option<Box<[OnceLock<Arc<Series>>]>>,
+    /// Agent series by agent index: where a call without a model yet (an
+    /// outcome, bound when its response names the model) finds its agent.
+    agents: Box<[OnceLock<Arc<AgentSeries>>]>,
 }
 
 impl Dense {
@@ -40,6 +43,7 @@ impl Dense {
             tiers,
             slots,
             outcomes,
+            agents: (0..agents).map(|_| OnceLock::new()).collect(),
         }
     }
 
@@ -54,6 +58,15 @@ impl Dense {
         let outcomes = self.outcomes.as_ref()?;
         let model = self.catalog.model_index(model)?.index();
         outcomes.get(agent.index() * self.models + model)
+    }
+
+    /// The agent series slot of `ctx`, if the catalog resolved it.
+    #[inline]
+    pub(super) fn agent_slot(&self, ctx: &CallContext) -> Option<&OnceLock<Arc<AgentSeries>>> {
+        if !self.catalog.owns(ctx) {
+            return None;
+        }
+        self.agents.get(ctx.agent.index())
     }
 
     /// The slot of `ctx` with `model` (the context's, or the layer's own), if

@@ -84,7 +84,7 @@ pub(crate) struct Shared {
     sinks: Box<[Arc<dyn EventSink>]>,
     journal: bool,
     pub(crate) trace: TraceSettings,
-    scope: Scope,
+    pub(crate) scope: Scope,
     mode: MetricsMode,
     other_agent: AgentName,
     series: CowMap<SeriesKey, Arc<Series>>,
@@ -227,7 +227,7 @@ impl Shared {
             // An LLM call without a model (the layer's own or the request's)
             // is bound when its response names one: nothing to remember.
             None if R::KIND == EventKind::Llm && req.subject().is_none() && self.fixed_model.is_none() => {
-                self.target(req)
+                self.unbound(req)
             }
             None => match recent::get(self, req) {
                 Some(series) => Target::Bound(series),
@@ -269,6 +269,40 @@ impl Shared {
             pre_overhead,
             done: false,
             span,
+        }
+    }
+
+    /// The target of an LLM call without a model yet (bound when its
+    /// response names one): its agent series, by the context's agent index
+    /// when the layer's catalog resolved it (a slot filled through the name
+    /// path, from a request whose agent name agrees with its context).
+    fn unbound<R: ObservedRequest>(&self, req: &R) -> Target {
+        let slot = match (&self.dense, req.context()) {
+            (Some(d), Some(ctx)) => d.agent_slot(ctx),
+            _ => None,
+        };
+        let agent = match slot.map(|s| (s, s.get())) {
+            Some((_, Some(agent))) => agent.clone(),
+            Some((slot, None)) => {
+                let agent = self.agent_series(self.agent_label(req.agent()));
+                if self.agent_agrees(req) {
+                    let _ = slot.set(agent.clone());
+                }
+                agent
+            }
+            None => self.agent_series(self.agent_label(req.agent())),
+        };
+        Target::Unbound {
+            agent,
+            tier: req.tier().cloned(),
+        }
+    }
+
+    /// Whether the request's agent name is its context's agent.
+    fn agent_agrees<R: ObservedRequest>(&self, req: &R) -> bool {
+        match (&self.dense, req.context()) {
+            (Some(dense), Some(ctx)) => dense.catalog.agent_index(req.agent().as_str()) == ctx.agent,
+            _ => false,
         }
     }
 

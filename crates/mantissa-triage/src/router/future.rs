@@ -11,7 +11,9 @@ use tower::util::Oneshot;
 use tracing::Span;
 
 use super::health::Admission;
-use super::{AllModelsFailed, Candidates, ModelService, Routed, RouterInner, TRACE_TARGET, fallback_reason};
+use super::{
+    AllModelsFailed, Candidates, ModelService, ModelSlot, Routed, RouterInner, TRACE_TARGET, fallback_reason,
+};
 
 /// Holds a model's half-open probe slot; releasing it on drop means a
 /// cancelled probe never leaves the model stuck half-open.
@@ -56,7 +58,20 @@ enum Attempt {
 }
 
 impl Attempt {
-    fn start(mut svc: ModelService, req: LlmRequest, cx: &mut Context<'_>) -> Self {
+    /// Calls the slot's shared instance in place when its lock is free and
+    /// it is ready; otherwise a clone of the service, as [`Oneshot`] would.
+    fn start(slot: &ModelSlot, req: LlmRequest, cx: &mut Context<'_>) -> Self {
+        if let Ok(mut svc) = slot.ready.try_lock() {
+            match svc.poll_ready(cx) {
+                Poll::Ready(Ok(())) => return Attempt::Called(svc.call(req)),
+                // A failed instance is replaced, and the call decided by a
+                // fresh clone (below), as before.
+                Poll::Ready(Err(_)) => *svc = slot.service.clone(),
+                // Not ready: wait on a clone (below), not holding the lock.
+                Poll::Pending => {}
+            }
+        }
+        let mut svc = slot.service.clone();
         match svc.poll_ready(cx) {
             Poll::Ready(Ok(())) => Attempt::Called(svc.call(req)),
             Poll::Ready(Err(e)) => Attempt::Failed(Some(e)),
@@ -219,7 +234,7 @@ impl ResponseFuture {
             self.in_flight = Some(InFlight {
                 slot,
                 round,
-                fut: Attempt::start(s.service.clone(), req, cx),
+                fut: Attempt::start(s, req, cx),
                 probe,
             });
             return true;
@@ -278,7 +293,7 @@ impl ResponseFuture {
         }
         loop {
             if let Some(flight) = &mut this.in_flight {
-                let result = match flight.fut.poll(cx) {
+                let mut result = match flight.fut.poll(cx) {
                     Poll::Pending => return Poll::Pending,
                     Poll::Ready(r) => r,
                 };
@@ -290,9 +305,14 @@ impl ResponseFuture {
                 };
                 let router = &*this.router;
                 let s = &router.slots[slot];
-                match result {
-                    Ok(mut resp) => {
-                        s.health.on_success(round);
+                // The response is large: it is finished in place, not moved.
+                match &mut result {
+                    Ok(resp) => {
+                        // The clock read of the layer that saw the answer, if any.
+                        match resp.answered_at {
+                            Some(at) => s.health.on_success_at(round, at),
+                            None => s.health.on_success(round),
+                        }
                         if let Some(p) = probe {
                             p.disarm();
                         }
@@ -309,6 +329,13 @@ impl ResponseFuture {
                             span.record("gen_ai.response.model", resp.model.as_str());
                             span.record("mantissa.fallback.attempts", this.attempts);
                         }
+                        // The fallback template's extensions map, emptied,
+                        // carries the response's (its allocation is reused).
+                        if let (true, Some(template)) = (resp.extensions.is_empty(), this.req.take()) {
+                            let mut recycled = template.extensions;
+                            recycled.clear();
+                            resp.extensions = recycled;
+                        }
                         resp.extensions.insert(Routed {
                             model: s.spec.id.clone(),
                             tier: router.tier_names[s.tier].clone(),
@@ -317,9 +344,12 @@ impl ResponseFuture {
                         });
                         this.req = None;
                         this.done = true;
-                        return Poll::Ready(Ok(resp));
+                        return Poll::Ready(result);
                     }
-                    Err(err) => {
+                    Err(_) => {
+                        let Err(err) = result else {
+                            return Poll::Pending;
+                        };
                         let class = classify_box(&err);
                         match class {
                             FailureClass::RateLimited { retry_after } => {

@@ -409,7 +409,12 @@ impl ModelHealth {
     /// nothing about its health being bad). A successful probe puts the
     /// model back into rotation with a fresh window and no streak.
     pub(crate) fn on_success(&self, round: u64) {
-        let now = Instant::now();
+        self.on_success_at(round, Instant::now());
+    }
+
+    /// [`on_success`](Self::on_success) with the clock already read (when
+    /// the answer was seen, [`LlmResponse::answered_at`](mantissa_core::LlmResponse::answered_at)).
+    pub(crate) fn on_success_at(&self, round: u64, now: Instant) {
         let mut g = self.lock();
         if g.round != round {
             return;

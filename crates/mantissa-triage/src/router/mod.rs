@@ -68,10 +68,14 @@
 //!
 //! # Backpressure
 //!
-//! `poll_ready` is always ready. Each call clones the chosen model's service
-//! and drives it like [`Oneshot`](tower::util::Oneshot) (`ready()` then
-//! `call`; a service ready at once is called at once), so a slow or saturated model only delays requests that go to
-//! that model: unlike tower's `Steer`, which waits until
+//! `poll_ready` is always ready. Each call polls the chosen model's service
+//! for readiness and calls it at once when it is ready; a model that is not
+//! ready is driven like [`Oneshot`](tower::util::Oneshot) (`ready()` then
+//! `call`) on a clone of its service. The ready check runs on a per-model
+//! instance behind a lock the call only tries to take (and holds for
+//! `poll_ready` and `call`, never across an await): a call that finds it
+//! taken, or the model not ready, clones the service as before. So a slow
+//! or saturated model only delays requests that go to that model: unlike tower's `Steer`, which waits until
 //! *every* inner service is ready, one stalled tier never blocks the others.
 //! Bound the load on a model inside its own stack (a `ConcurrencyLimit` or
 //! `Buffer` per model).
@@ -235,6 +239,9 @@ pub(crate) struct ModelSlot {
     pub(crate) model_idx: Option<ModelIdx>,
     pub(crate) tier_idx: Option<TierIdx>,
     pub(crate) service: ModelService,
+    /// A second instance of `service`, checked for readiness and called in
+    /// place (no clone of the boxed service per call) when its lock is free.
+    pub(crate) ready: std::sync::Mutex<ModelService>,
     pub(crate) health: ModelHealth,
 }
 
@@ -560,6 +567,7 @@ impl TierRouterBuilder {
                     tier: rank,
                     model_idx,
                     tier_idx,
+                    ready: std::sync::Mutex::new(service.clone()),
                     service,
                     health: ModelHealth::new(
                         self.policy,

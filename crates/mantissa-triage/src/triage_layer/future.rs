@@ -109,24 +109,24 @@ where
                     this.state.set(State::Calling { fut });
                 }
                 StateProj::Calling { fut } => {
-                    let result = ready!(fut.poll(cx));
+                    let mut result = ready!(fut.poll(cx));
                     let decision = this.decision.take();
-                    let (mut resp, decision) = match (result, this.count.take(), decision) {
+                    // The response is large: it is inspected in place, not moved.
+                    match (&mut result, this.count.take(), decision) {
                         (Ok(resp), Some(((agent, ctx), shared)), Some(d)) => {
                             let d = shared.count(&agent, &ctx, d, resp.extensions.get::<TierRaised>());
-                            (resp, Some(d))
+                            resp.extensions.insert(d);
                         }
-                        (Ok(resp), _, d) => (resp, d),
-                        (Err(e), Some(((agent, ctx), shared)), Some(d)) => {
+                        (Ok(resp), _, Some(d)) => {
+                            resp.extensions.insert(d);
+                        }
+                        (Ok(_), _, None) => {}
+                        (Err(_), Some(((agent, ctx), shared)), Some(d)) => {
                             shared.count(&agent, &ctx, d, None);
-                            return Poll::Ready(Err(e));
                         }
-                        (Err(e), _, _) => return Poll::Ready(Err(e)),
-                    };
-                    if let Some(d) = decision {
-                        resp.extensions.insert(d);
+                        (Err(_), _, _) => {}
                     }
-                    return Poll::Ready(Ok(resp));
+                    return Poll::Ready(result);
                 }
             }
         }
