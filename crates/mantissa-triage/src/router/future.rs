@@ -67,8 +67,16 @@ impl Attempt {
                 // A failed instance is replaced, and the call decided by a
                 // fresh clone (below), as before.
                 Poll::Ready(Err(_)) => *svc = slot.service.clone(),
-                // Not ready: wait on a clone (below), not holding the lock.
-                Poll::Pending => {}
+                // Not ready: the instance has now queued for capacity (a
+                // `ConcurrencyLimit`'s or `Buffer`'s permit) with this
+                // call's waker. This call takes it and waits on it, and the
+                // slot gets a fresh clone: an instance left in the slot
+                // would take the freed capacity and sit on it, idle, while
+                // this call waited on another clone.
+                Poll::Pending => {
+                    let queued = std::mem::replace(&mut *svc, slot.service.clone());
+                    return Attempt::Waiting(Box::new(Oneshot::new(queued, req)));
+                }
             }
         }
         let mut svc = slot.service.clone();

@@ -71,10 +71,13 @@
 //! `poll_ready` is always ready. Each call polls the chosen model's service
 //! for readiness and calls it at once when it is ready; a model that is not
 //! ready is driven like [`Oneshot`](tower::util::Oneshot) (`ready()` then
-//! `call`) on a clone of its service. The ready check runs on a per-model
-//! instance behind a lock the call only tries to take (and holds for
-//! `poll_ready` and `call`, never across an await): a call that finds it
-//! taken, or the model not ready, clones the service as before. So a slow
+//! `call`). The ready check runs on a per-model instance behind a lock the
+//! call only tries to take (and holds for `poll_ready` and `call`, never
+//! across an await): a call that finds it taken uses a clone of the
+//! service; a call that finds the model not ready keeps the instance that
+//! queued for capacity (and leaves a fresh clone in its place), so the
+//! capacity a `ConcurrencyLimit` or `Buffer` frees goes to the waiting
+//! call. So a slow
 //! or saturated model only delays requests that go to that model: unlike tower's `Steer`, which waits until
 //! *every* inner service is ready, one stalled tier never blocks the others.
 //! Bound the load on a model inside its own stack (a `ConcurrencyLimit` or

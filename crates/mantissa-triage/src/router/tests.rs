@@ -999,3 +999,33 @@ async fn the_last_possible_attempt_gets_the_request_itself_not_a_copy() {
     call(build(FallbackOrder::DownOnly)).await;
     assert_eq!(*holders.lock().unwrap(), [2, 3]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_call_waiting_for_a_saturated_model_gets_it_when_it_frees() {
+    // A model that takes one call at a time. The second call finds it busy
+    // and waits; when the first answers, the second must get the model's
+    // freed capacity without a third call coming along to unstick it.
+    let slow = Script::new(Mode::Sleep(Duration::from_secs(1)));
+    let router = TierRouter::builder(TierSet::default())
+        .model(
+            "mock-small",
+            tower::limit::ConcurrencyLimit::new(slow.service(), 1),
+        )
+        .model("mock-medium", Script::new(Mode::Ok).service())
+        .model("mock-large", Script::new(Mode::Ok).service())
+        .build()
+        .unwrap();
+    let first = tokio::spawn(router.clone().oneshot(req("low")));
+    tokio::task::yield_now().await;
+    let second = tokio::spawn(router.clone().oneshot(req("low")));
+    tokio::task::yield_now().await;
+    assert_eq!(slow.calls(), 1, "the second call waits for the limit");
+    let first = tokio::time::timeout(Duration::from_secs(5), first).await;
+    assert!(first.expect("first call stalled").unwrap().is_ok());
+    let second = tokio::time::timeout(Duration::from_secs(5), second).await;
+    let resp = second
+        .expect("the waiting call stalled after the model freed")
+        .unwrap();
+    assert_eq!(resp.unwrap().model.as_str(), "mock-small");
+    assert_eq!(slow.calls(), 2);
+}
