@@ -275,3 +275,45 @@ fn input_that_is_not_utf8_names_its_line() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn training_says_when_the_task_kind_prior_is_off() {
+    // With domains (the fixture names two), the prior is on.
+    let with = tmp("with-domains.mtm");
+    let data = fixture("outcomes.jsonl");
+    let args = |out: &PathBuf, data: &PathBuf| {
+        vec![
+            "triage".to_owned(),
+            "train".to_owned(),
+            "--bits=12".to_owned(),
+            "--out".to_owned(),
+            out.to_str().unwrap().to_owned(),
+            data.to_str().unwrap().to_owned(),
+        ]
+    };
+    let a = args(&with, &data);
+    let out = run(&a.iter().map(String::as_str).collect::<Vec<_>>(), "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("domain weight 0.3"), "{stderr}");
+    assert!(!stderr.contains("prior is off"), "{stderr}");
+    // The same lines without `domain`: no kinds to tell apart.
+    let bare = tmp("no-domains.jsonl");
+    let text: String = std::fs::read_to_string(&data)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("domain");
+            format!("{v}\n")
+        })
+        .collect();
+    std::fs::write(&bare, text).unwrap();
+    let without = tmp("without-domains.mtm");
+    let a = args(&without, &bare);
+    let out = run(&a.iter().map(String::as_str).collect::<Vec<_>>(), "");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("domain weight 0)"), "{stderr}");
+    assert!(stderr.contains("the task-kind prior is off"), "{stderr}");
+}
