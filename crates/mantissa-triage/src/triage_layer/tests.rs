@@ -21,6 +21,38 @@ fn user(session: &str, agent: &str, text: &str) -> LlmRequest {
     )
 }
 
+/// A caller's own extension.
+#[derive(Debug, Clone, PartialEq)]
+struct Marker(u32);
+
+#[tokio::test]
+async fn decisions_are_typed_fields_and_extensions_stay_the_callers() {
+    let f = fixture(CooldownPolicy::default());
+    let tiers = TierSet::default();
+    let svc = TriageLayer::new(&tiers, RuleTriage::new(&tiers)).layer(f.router.clone());
+
+    // Nothing on the normal path inserts into extensions.
+    let resp = svc
+        .clone()
+        .oneshot(user("s1", "helper", "hi there!"))
+        .await
+        .unwrap();
+    let seen = f.small.last_request().unwrap();
+    assert!(seen.extensions.is_empty());
+    assert!(seen.tier_decision().is_some());
+    assert!(resp.extensions.is_empty());
+    assert_eq!(resp.tier_decision(), seen.tier_decision());
+    assert_eq!(resp.routed().unwrap().model.as_str(), "mock-small");
+
+    // A caller's extensions reach the upstream untouched.
+    let mut req = user("s2", "helper", "hi there!");
+    req.extensions.insert(Marker(7));
+    svc.clone().oneshot(req).await.unwrap();
+    let seen = f.small.last_request().unwrap();
+    assert_eq!(seen.extensions.len(), 1);
+    assert_eq!(seen.extensions.get::<Marker>(), Some(&Marker(7)));
+}
+
 const CODE: &str = "Why does this panic?\n```rust\nfn main() { let v: Vec<u8> = vec![]; v[0]; }\n```";
 
 #[test]
