@@ -5,7 +5,7 @@
 
 use mantissa::AgentStack;
 use mantissa::core::{LlmRequest, Message, Tier};
-use mantissa::triage::{CallId, FeedbackError, Outcome, TierDecision};
+use mantissa::triage::{CallId, FeedbackError, Outcome};
 use tower::ServiceExt;
 
 fn temp_path(name: &str) -> std::path::PathBuf {
@@ -37,7 +37,7 @@ async fn feedback_writes_an_outcome_line_per_reported_call() {
         .extensions
         .get::<CallId>()
         .expect("a call id on the response");
-    let decision = resp.extensions.get::<TierDecision>().unwrap();
+    let decision = resp.tier_decision().unwrap();
     assert_eq!(decision.reason.as_str(), "learned");
 
     stack.feedback(id, 0.0).unwrap();

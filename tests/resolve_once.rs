@@ -104,7 +104,7 @@ async fn stickiness_lives_in_the_session_state_and_is_reported_by_triage() {
     // A cheap follow-up in the same session stays on the session's tier...
     let next = llm.clone().oneshot(turn("s1", "thanks", "low")).await.unwrap();
     assert_eq!(next.model.as_str(), "mock-large");
-    let d = next.extensions.get::<TierDecision>().unwrap();
+    let d = next.tier_decision().unwrap();
     assert_eq!((d.tier.as_str(), d.reason), ("high", TriageReason::Sticky));
     assert_eq!(
         next.extensions.get::<TierRaised>(),

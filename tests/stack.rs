@@ -17,7 +17,7 @@ use mantissa::mock::{MockTools, ToolFault};
 use mantissa::monitor::{AlertState, ChannelSink, Condition, Rule, Selector, Window};
 use mantissa::openai::{OpenAiClient, OpenAiConfig};
 use mantissa::reset::{BrittlenessPolicy, ContextReset, Stage, StagePlan, Trigger};
-use mantissa::triage::{CooldownPolicy, Routed, TierRouter};
+use mantissa::triage::{CooldownPolicy, TierRouter};
 use mantissa::{AgentSpec, AgentStack, ExporterHandle, LlmService, PrometheusConfig, Upstream};
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
@@ -211,7 +211,7 @@ async fn a_failing_model_falls_back_cools_down_alerts_and_recovers() {
             .oneshot(user(&format!("s{i}"), "trader", &[Message::user("hi")]))
             .await
             .unwrap();
-        let routed = resp.extensions.get::<Routed>().unwrap();
+        let routed = resp.routed().unwrap();
         assert_eq!(routed.requested_tier.as_str(), "low");
         assert_eq!(routed.model.as_str(), "medium");
     }

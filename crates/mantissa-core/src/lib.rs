@@ -24,6 +24,7 @@
 pub mod catalog;
 pub mod context;
 pub mod control;
+mod decision;
 mod error;
 pub mod estimate;
 mod event;
@@ -42,6 +43,7 @@ pub use context::{
     CallContext, Catalog, CatalogBuilder, ModelEntry, ModelIdx, TierEntry, TierIdx, TierRaised, TierSource,
     session_hash,
 };
+pub use decision::{Routed, TierDecision, TriageReason};
 pub use error::{BoxError, ConfigError};
 pub use estimate::{CharEstimator, TokenEstimator};
 pub use event::{EventKind, EventSink, HealthEvent, unix_millis};

@@ -68,7 +68,13 @@ pub struct LlmRequest {
     /// — so no layer looks the names up again. Empty until a stack (or
     /// [`Catalog::resolve`](crate::Catalog::resolve)) fills it in.
     pub ctx: crate::CallContext,
-    /// Typed values attached by layers (decisions, notices).
+    /// What triage decided for this call, once it has (the triage layer sets
+    /// it before calling inward). A typed field rather than an extension, so
+    /// the decision and the router's copy of the request for a fallback
+    /// allocate nothing. Read it with [`LlmRequest::tier_decision`].
+    pub decision: Option<crate::TierDecision>,
+    /// Typed values attached by the caller or by layers (notices, per-call
+    /// settings such as a client's timeouts); the layers pass them through.
     pub extensions: http::Extensions,
 }
 
@@ -85,6 +91,7 @@ impl LlmRequest {
             model: None,
             metadata: BTreeMap::new(),
             ctx: crate::CallContext::default(),
+            decision: None,
             extensions: http::Extensions::new(),
         }
     }
@@ -111,6 +118,11 @@ impl LlmRequest {
     pub fn with_metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.insert(key.into(), value.into());
         self
+    }
+
+    /// What triage decided for this call, if a triage layer has run.
+    pub fn tier_decision(&self) -> Option<&crate::TierDecision> {
+        self.decision.as_ref()
     }
 
     /// The history as a slice.

@@ -175,7 +175,14 @@ pub struct LlmResponse {
     pub finish_reason: Option<FinishReason>,
     /// The streaming body, if the call was streamed.
     pub stream: Option<ChunkStream>,
-    /// Typed values attached by layers (triage decision, reset notice, …).
+    /// What triage decided for the call (set by the triage layer). Read it
+    /// with [`LlmResponse::tier_decision`].
+    pub decision: Option<crate::TierDecision>,
+    /// Where the call was served from (set by the router). Read it with
+    /// [`LlmResponse::routed`].
+    pub routed: Option<crate::Routed>,
+    /// Typed values attached by layers or the upstream (reset notices, a
+    /// provider's response metadata, …).
     pub extensions: http::Extensions,
     /// When the answer was seen by the innermost layer that timed it (the
     /// per-attempt health layer, for a complete response), so the layers
@@ -200,6 +207,8 @@ impl LlmResponse {
             model: model.into(),
             finish_reason: Some(finish_reason),
             stream: None,
+            decision: None,
+            routed: None,
             extensions: http::Extensions::new(),
             answered_at: None,
         }
@@ -213,9 +222,21 @@ impl LlmResponse {
             model: model.into(),
             finish_reason: None,
             stream: Some(stream),
+            decision: None,
+            routed: None,
             extensions: http::Extensions::new(),
             answered_at: None,
         }
+    }
+
+    /// What triage decided for the call, if a triage layer served it.
+    pub fn tier_decision(&self) -> Option<&crate::TierDecision> {
+        self.decision.as_ref()
+    }
+
+    /// Where the call was served from, if a router served it.
+    pub fn routed(&self) -> Option<&crate::Routed> {
+        self.routed.as_ref()
     }
 
     /// Whether the response has a streaming body.

@@ -88,7 +88,7 @@ use futures_util::StreamExt;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use mantissa::core::{AgentName, LlmRequest, ModelId, SessionId, Tier};
 use mantissa::reset::ContextReset;
-use mantissa::triage::{ModelState, Routed};
+use mantissa::triage::ModelState;
 use mantissa::{AgentStack, LlmService};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -480,7 +480,7 @@ async fn chat_inner(shared: &Arc<Shared>, headers: &HeaderMap, body: Body) -> Re
     };
 
     let mut out_headers = HeaderMap::with_capacity(6);
-    let tier = resp.extensions.get::<Routed>().map(|r| r.tier.clone());
+    let tier = resp.routed().map(|r| r.tier.clone());
     if let Some(t) = tier.as_ref().and_then(|t| HeaderValue::from_str(t.as_str()).ok()) {
         out_headers.insert(TIER_HEADER, t);
     }

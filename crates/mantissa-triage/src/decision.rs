@@ -1,113 +1,30 @@
-//! The triage vocabulary: [`TierDecision`], [`TriageReason`], the [`Triage`]
-//! and [`AsyncTriage`] strategy traits and the score → tier [`Boundaries`].
+//! The triage vocabulary: [`TierDecision`], [`TriageReason`] (defined in
+//! `mantissa-core`, carried by requests and responses as typed fields), the
+//! [`Triage`] and [`AsyncTriage`] strategy traits and the score → tier
+//! [`Boundaries`].
 
-use std::fmt;
 use std::future::{Future, Ready, ready};
 
 use mantissa_core::{ConfigError, LlmRequest, Tier, TierSet};
+pub use mantissa_core::{TierDecision, TriageReason};
 
-/// Why triage chose a tier. A bounded set: it is the `reason` label of
-/// `mantissa_triage_decisions_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TriageReason {
-    /// The request already named a tier or a model; triage kept it.
-    Explicit,
-    /// The agent is pinned to a tier through [`TierControl`](mantissa_core::control::TierControl).
-    Override,
-    /// Session stickiness raised the tier to the session's earlier maximum.
-    Sticky,
-    /// [`RuleTriage`](crate::RuleTriage) scored the latest user turn.
-    Rules,
-    /// An explicit stakes hint (`metadata["stakes"]`) raised the tier.
-    Stakes,
-    /// [`LlmTriage`](crate::LlmTriage): the classifier model answered.
-    Model,
-    /// [`LlmTriage`](crate::LlmTriage): the classifier was late, failed or
-    /// answered garbage, and the fallback triage decided.
-    ModelFallback,
-    /// Nothing to score (no user turn); the lowest tier was chosen.
-    Default,
-    /// A custom strategy's own reason. Keep the set of values small: it is a
-    /// metric label.
-    Custom(&'static str),
+/// A dense index for the built-in reasons (`None` for custom ones).
+pub(crate) fn reason_index(reason: &TriageReason) -> Option<usize> {
+    Some(match reason {
+        TriageReason::Explicit => 0,
+        TriageReason::Override => 1,
+        TriageReason::Sticky => 2,
+        TriageReason::Rules => 3,
+        TriageReason::Stakes => 4,
+        TriageReason::Model => 5,
+        TriageReason::ModelFallback => 6,
+        TriageReason::Default => 7,
+        TriageReason::Custom(_) => return None,
+    })
 }
 
-impl TriageReason {
-    /// The label value.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            TriageReason::Explicit => "explicit",
-            TriageReason::Override => "override",
-            TriageReason::Sticky => "sticky",
-            TriageReason::Rules => "rules",
-            TriageReason::Stakes => "stakes",
-            TriageReason::Model => "model",
-            TriageReason::ModelFallback => "model_fallback",
-            TriageReason::Default => "default",
-            TriageReason::Custom(s) => s,
-        }
-    }
-
-    /// A dense index for the built-in reasons (`None` for custom ones).
-    pub(crate) fn index(&self) -> Option<usize> {
-        Some(match self {
-            TriageReason::Explicit => 0,
-            TriageReason::Override => 1,
-            TriageReason::Sticky => 2,
-            TriageReason::Rules => 3,
-            TriageReason::Stakes => 4,
-            TriageReason::Model => 5,
-            TriageReason::ModelFallback => 6,
-            TriageReason::Default => 7,
-            TriageReason::Custom(_) => return None,
-        })
-    }
-
-    pub(crate) const BUILTIN: [TriageReason; 8] = [
-        TriageReason::Explicit,
-        TriageReason::Override,
-        TriageReason::Sticky,
-        TriageReason::Rules,
-        TriageReason::Stakes,
-        TriageReason::Model,
-        TriageReason::ModelFallback,
-        TriageReason::Default,
-    ];
-}
-
-impl fmt::Display for TriageReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What triage decided for one request. Attached to the request's and the
-/// response's extensions by [`TriageLayer`](crate::TriageLayer).
-#[derive(Debug, Clone, PartialEq)]
-pub struct TierDecision {
-    /// The chosen tier.
-    pub tier: Tier,
-    /// The complexity score in `[0, 1]` (0 = trivial).
-    pub score: f64,
-    /// Why this tier.
-    pub reason: TriageReason,
-}
-
-impl TierDecision {
-    /// A decision; `score` is clamped to `[0, 1]` (NaN becomes 0).
-    pub fn new(tier: impl Into<Tier>, score: f64, reason: TriageReason) -> Self {
-        let score = if score.is_nan() {
-            0.0
-        } else {
-            score.clamp(0.0, 1.0)
-        };
-        Self {
-            tier: tier.into(),
-            score,
-            reason,
-        }
-    }
-}
+/// How many built-in reasons [`reason_index`] numbers.
+pub(crate) const BUILTIN_REASONS: usize = 8;
 
 /// A synchronous triage strategy: scores a request and picks its tier.
 ///

@@ -58,7 +58,7 @@
 //! let hard = LlmRequest::new("s2", "agent", vec![Message::user("Prove it step by step, then derive the bound.")]);
 //! let resp = stack.oneshot(hard).await.unwrap();
 //! assert_eq!(resp.model.as_str(), "large");
-//! assert_eq!(resp.extensions.get::<TierDecision>().unwrap().tier.as_str(), "high");
+//! assert_eq!(resp.tier_decision().unwrap().tier.as_str(), "high");
 //! # });
 //! ```
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mantissa_core::{AgentName, FailureClass, LlmRequest, Message, Tier, TierSet};
 use mantissa_mock::{MockFailure, MockLlm};
-use mantissa_triage::{ModelState, Routed, RuleTriage, TierRouter, TriageLayer};
+use mantissa_triage::{ModelState, RuleTriage, TierRouter, TriageLayer};
 use tower::{Layer, ServiceExt};
 
 fn router(mock: &MockLlm) -> TierRouter {
@@ -29,10 +29,7 @@ async fn a_failing_mock_model_is_cooled_down_and_probed_back() {
     for i in 0..25 {
         let req = LlmRequest::new(format!("s{i}"), "helper", vec![Message::user("hi!")]);
         let resp = stack.clone().oneshot(req).await.unwrap();
-        assert_eq!(
-            resp.extensions.get::<Routed>().unwrap().model.as_str(),
-            "mock-medium"
-        );
+        assert_eq!(resp.routed().unwrap().model.as_str(), "mock-medium");
     }
     assert_eq!(mock.calls("mock-small"), 5);
     assert_eq!(
@@ -43,10 +40,7 @@ async fn a_failing_mock_model_is_cooled_down_and_probed_back() {
     tokio::time::advance(Duration::from_secs(40)).await;
     let req = LlmRequest::new("s", "helper", vec![Message::user("hi!")]);
     let resp = stack.clone().oneshot(req).await.unwrap();
-    assert_eq!(
-        resp.extensions.get::<Routed>().unwrap().model.as_str(),
-        "mock-small"
-    );
+    assert_eq!(resp.routed().unwrap().model.as_str(), "mock-small");
     assert_eq!(
         router.model_snapshot("mock-small").unwrap().state,
         ModelState::Healthy
@@ -100,7 +94,7 @@ async fn agents_bound_to_tiers_share_the_router() {
     let helper = agent(&router, "helper", "low");
     let req = LlmRequest::new("s2", "x", vec![Message::user("go")]);
     let resp = helper.oneshot(req).await.unwrap();
-    let routed = resp.extensions.get::<Routed>().unwrap();
+    let routed = resp.routed().unwrap();
     assert_eq!((routed.model.as_str(), routed.attempts), ("mock-medium", 1));
     assert_eq!(
         mock.calls("mock-small"),

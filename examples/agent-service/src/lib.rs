@@ -48,7 +48,7 @@ use mantissa_mock::{Latency, MockFailure, MockLlm, MockReply, MockTools, demo as
 use mantissa_monitor::{Alert, AlertState, Condition, Rule, Selector, Severity, Window, rule::default_rules};
 use mantissa_prometheus::{ExporterHandle, MetricsServer, PrometheusConfig};
 use mantissa_reset::{BrittlenessPolicy, ContextReset, Stage, StagePlan, Trigger};
-use mantissa_triage::{CooldownPolicy, Routed};
+use mantissa_triage::CooldownPolicy;
 use tokio::task::JoinSet;
 use tower::ServiceExt;
 
@@ -616,7 +616,7 @@ async fn session_loop(
                     break;
                 }
             };
-            if let Some(routed) = resp.extensions.get::<Routed>() {
+            if let Some(routed) = resp.routed() {
                 // A fallback: another model was tried first, or the requested
                 // tier's models were cooled down and skipped.
                 if routed.attempts > 1 || routed.tier != routed.requested_tier {

@@ -56,7 +56,6 @@ use tower_service::Service;
 use super::features::Featurizer;
 use super::model::Model;
 use super::train::{Outcome, online_update};
-use crate::decision::TierDecision;
 
 /// The id of a call whose outcome can be reported, found in the response's
 /// extensions.
@@ -314,7 +313,7 @@ where
         let this = self.project();
         let mut resp = ready!(this.inner.poll(cx))?;
         if let Some((log, prompt)) = this.pending.take() {
-            if let Some(tier) = resp.extensions.get::<TierDecision>().map(|d| d.tier.clone()) {
+            if let Some(tier) = resp.tier_decision().map(|d| d.tier.clone()) {
                 let id = log.record(prompt, tier, resp.model.to_string());
                 resp.extensions.insert(id);
             }
@@ -501,6 +500,7 @@ impl OnlineLearner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decision::TierDecision;
 
     #[derive(Clone, Default)]
     struct Buf(Arc<Mutex<Vec<u8>>>);
@@ -539,8 +539,7 @@ mod tests {
                 mantissa_core::Message::assistant("ok"),
                 mantissa_core::Usage::default(),
             );
-            resp.extensions
-                .insert(TierDecision::new("low", 0.1, crate::TriageReason::Rules));
+            resp.decision = Some(TierDecision::new("low", 0.1, crate::TriageReason::Rules));
             Ok::<_, std::convert::Infallible>(resp)
         }));
         let req = LlmRequest::new("s", "a", vec![mantissa_core::Message::user("hi")]);

@@ -279,7 +279,7 @@ mod tests {
         });
         let svc = TriageLayer::new(&tiers, triage).layer(model);
         let resp = svc.oneshot(req("Compute 17 * 23 and explain.")).await.unwrap();
-        let d = resp.extensions.get::<TierDecision>().unwrap();
+        let d = resp.tier_decision().unwrap();
         assert_eq!(d, &expected);
         assert_eq!(resp.model.as_str(), expected.tier.as_str());
         assert_eq!(d.reason.as_str(), "learned");

@@ -337,14 +337,7 @@ impl ResponseFuture {
                             span.record("gen_ai.response.model", resp.model.as_str());
                             span.record("mantissa.fallback.attempts", this.attempts);
                         }
-                        // The fallback template's extensions map, emptied,
-                        // carries the response's (its allocation is reused).
-                        if let (true, Some(template)) = (resp.extensions.is_empty(), this.req.take()) {
-                            let mut recycled = template.extensions;
-                            recycled.clear();
-                            resp.extensions = recycled;
-                        }
-                        resp.extensions.insert(Routed {
+                        resp.routed = Some(Routed {
                             model: s.spec.id.clone(),
                             tier: router.tier_names[s.tier].clone(),
                             requested_tier: router.tier_names[this.requested].clone(),

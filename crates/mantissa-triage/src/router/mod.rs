@@ -28,8 +28,8 @@
 //!
 //! Each move to another model counts
 //! `mantissa_fallbacks_total{from_tier,to_tier,reason}` (from the requested
-//! tier; reason `cooled_down` or the failure class). The response carries a
-//! [`Routed`] extension.
+//! tier; reason `cooled_down` or the failure class). The response carries
+//! where it was served from, a [`Routed`] (`resp.routed()`).
 //!
 //! # Cooldown
 //!
@@ -137,7 +137,7 @@
 //!     .unwrap();
 //! let resp = router.clone().oneshot(LlmRequest::new("s", "a", vec![Message::user("hi")])).await.unwrap();
 //! assert_eq!(resp.model.as_str(), "mock-medium");
-//! assert_eq!(resp.extensions.get::<Routed>().unwrap().attempts, 2);
+//! assert_eq!(resp.routed().unwrap().attempts, 2);
 //!
 //! // Customised: requests without a tier go to `high`, fall back down first,
 //! // and cool a model down after 3 failures in a row for 10 s.
@@ -220,18 +220,7 @@ impl FallbackOrder {
     }
 }
 
-/// Where a response was served from: inserted into the response extensions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Routed {
-    /// The model that answered.
-    pub model: ModelId,
-    /// Its tier.
-    pub tier: Tier,
-    /// The tier the request asked for (or the default tier).
-    pub requested_tier: Tier,
-    /// Models called, including the one that answered.
-    pub attempts: u32,
-}
+pub use mantissa_core::Routed;
 
 #[derive(Debug)]
 pub(crate) struct ModelSlot {
@@ -634,7 +623,7 @@ fn route_span(req: &LlmRequest, requested: &Tier) -> tracing::Span {
     span.record("gen_ai.agent.name", req.agent.as_str());
     span.record("gen_ai.conversation.id", req.session.as_str());
     span.record("mantissa.tier.requested", requested.as_str());
-    if let Some(d) = req.extensions.get::<crate::TierDecision>() {
+    if let Some(d) = req.tier_decision() {
         span.record("mantissa.triage.score", d.score);
         span.record("mantissa.triage.reason", d.reason.as_str());
     }

@@ -204,7 +204,7 @@ fn twenty_five_500s_cool_down_fall_back_and_a_probe_restores() {
         for _ in 0..25 {
             let resp = send(&f.router, req("low")).await.unwrap();
             assert_eq!(resp.model.as_str(), "mock-medium");
-            let routed = resp.extensions.get::<Routed>().unwrap();
+            let routed = resp.routed().unwrap();
             assert_eq!(routed.requested_tier.as_str(), "low");
             assert_eq!(routed.tier.as_str(), "medium");
         }
@@ -672,7 +672,7 @@ async fn streaming_responses_pass_through() {
     let mut resp = send(&router, req("low")).await.unwrap();
     assert!(resp.is_streaming());
     assert_eq!(resp.model.as_str(), "mock-small");
-    assert_eq!(resp.extensions.get::<Routed>().unwrap().attempts, 1);
+    assert_eq!(resp.routed().unwrap().attempts, 1);
     let items: Vec<_> = resp.stream.take().unwrap().collect().await;
     let text: Vec<_> = items
         .iter()

@@ -50,8 +50,7 @@ fn route_span_shows_the_fallback_path() {
     let cap = Capture::default();
     cap.run(async {
         let mut req = LlmRequest::new("s-9", "trader", vec![Message::user("hi")]).with_tier("low");
-        req.extensions
-            .insert(TierDecision::new("low", 0.25, TriageReason::Rules));
+        req.decision = Some(TierDecision::new("low", 0.25, TriageReason::Rules));
         let resp = router(false)
             .oneshot(req)
             .instrument(tracing::info_span!("caller"))

@@ -115,10 +115,10 @@ where
                     match (&mut result, this.count.take(), decision) {
                         (Ok(resp), Some(((agent, ctx), shared)), Some(d)) => {
                             let d = shared.count(&agent, &ctx, d, resp.extensions.get::<TierRaised>());
-                            resp.extensions.insert(d);
+                            resp.decision = Some(d);
                         }
                         (Ok(resp), _, Some(d)) => {
-                            resp.extensions.insert(d);
+                            resp.decision = Some(d);
                         }
                         (Ok(_), _, None) => {}
                         (Err(_), Some(((agent, ctx), shared)), Some(d)) => {

@@ -8,7 +8,7 @@ use mantissa_core::catalog::{self, labels};
 use mantissa_core::{AgentName, BoundedLabels, CallContext, Catalog, OTHER_LABEL, Tier};
 use metrics::{Counter, Histogram};
 
-use crate::decision::{TierDecision, TriageReason};
+use crate::decision::{BUILTIN_REASONS, TierDecision, reason_index};
 
 /// Agents whose handles are cached; beyond this, metrics are looked up per
 /// call (agent names come from configuration, so this is a safety net).
@@ -20,7 +20,7 @@ struct AgentHandles {
     label: AgentName,
     score: Histogram,
     /// `[tier rank][reason index]`, registered on first use.
-    decisions: Vec<[OnceLock<Counter>; TriageReason::BUILTIN.len()]>,
+    decisions: Vec<[OnceLock<Counter>; BUILTIN_REASONS]>,
 }
 
 #[derive(Debug)]
@@ -57,7 +57,7 @@ impl DecisionMetrics {
         decision: &TierDecision,
         record_score: bool,
     ) {
-        let (Some(rank), Some(reason)) = (rank, decision.reason.index()) else {
+        let (Some(rank), Some(reason)) = (rank, reason_index(&decision.reason)) else {
             return record_uncached(&self.labels.fold(agent), rank.is_some(), decision, record_score);
         };
         let (resolver, slots) = &self.dense;

@@ -13,8 +13,9 @@
 //! It then sets `req.tier` (and the tier of the request's
 //! [`CallContext`] when the layer shares the
 //! stack's [`Catalog`]: [`TriageLayer::catalog`]), marks who chose the tier
-//! ([`TierSource`]), inserts the decision into the request's extensions (so
-//! inner layers can read it) and into the response's, and emits
+//! ([`TierSource`]), sets the decision on the request (`req.tier_decision()`,
+//! so inner layers can read it) and on the response (`resp.tier_decision()`),
+//! and emits
 //! `mantissa_triage_decisions_total{agent,tier,reason}` and, for strategy
 //! decisions only, `mantissa_triage_score{agent}` (the sample that
 //! [`calibrate`](crate::calibrate()) works from). Handles are held per agent.
@@ -54,7 +55,7 @@
 //! let req = LlmRequest::new("s1", "helper", vec![Message::user("hello!")]);
 //! let resp = svc.clone().oneshot(req).await.unwrap();
 //! assert_eq!(resp.model.as_str(), "low");
-//! assert_eq!(resp.extensions.get::<TierDecision>().unwrap().tier, Tier::low());
+//! assert_eq!(resp.tier_decision().unwrap().tier, Tier::low());
 //!
 //! // Customised: the monitor pins an agent to `high`.
 //! let layer = TriageLayer::new(&tiers, RuleTriage::new(&tiers));
@@ -192,7 +193,7 @@ impl Shared {
         let rank = self.rank(&d.tier);
         req.tier = Some(d.tier.clone());
         self.stamp(req, rank, TierSource::Triage);
-        req.extensions.insert(d.clone());
+        req.decision = Some(d.clone());
         d
     }
 
@@ -348,7 +349,7 @@ where
 
     fn call(&mut self, mut req: LlmRequest) -> Self::Future {
         if let Some(d) = self.shared.immediate(&mut req) {
-            req.extensions.insert(d.clone());
+            req.decision = Some(d.clone());
             let fut = self.inner.call(req);
             return ResponseFuture::calling(fut, d);
         }

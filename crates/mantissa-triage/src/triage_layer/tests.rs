@@ -9,8 +9,8 @@ use mantissa_core::{
 use metrics_util::debugging::DebugValue;
 use tower::{Layer, Service, ServiceExt};
 
+use crate::router::CooldownPolicy;
 use crate::router::tests::{Mode, Script, fixture, metric, with_metrics};
-use crate::router::{CooldownPolicy, Routed};
 use crate::{LlmTriage, RuleTriage, TierDecision, TriageLayer, TriageReason};
 
 fn user(session: &str, agent: &str, text: &str) -> LlmRequest {
@@ -19,6 +19,38 @@ fn user(session: &str, agent: &str, text: &str) -> LlmRequest {
         agent,
         vec![Message::system("You are an agent."), Message::user(text)],
     )
+}
+
+/// A caller's own extension.
+#[derive(Debug, Clone, PartialEq)]
+struct Marker(u32);
+
+#[tokio::test]
+async fn decisions_are_typed_fields_and_extensions_stay_the_callers() {
+    let f = fixture(CooldownPolicy::default());
+    let tiers = TierSet::default();
+    let svc = TriageLayer::new(&tiers, RuleTriage::new(&tiers)).layer(f.router.clone());
+
+    // Nothing on the normal path inserts into extensions.
+    let resp = svc
+        .clone()
+        .oneshot(user("s1", "helper", "hi there!"))
+        .await
+        .unwrap();
+    let seen = f.small.last_request().unwrap();
+    assert!(seen.extensions.is_empty());
+    assert!(seen.tier_decision().is_some());
+    assert!(resp.extensions.is_empty());
+    assert_eq!(resp.tier_decision(), seen.tier_decision());
+    assert_eq!(resp.routed().unwrap().model.as_str(), "mock-small");
+
+    // A caller's extensions reach the upstream untouched.
+    let mut req = user("s2", "helper", "hi there!");
+    req.extensions.insert(Marker(7));
+    svc.clone().oneshot(req).await.unwrap();
+    let seen = f.small.last_request().unwrap();
+    assert_eq!(seen.extensions.len(), 1);
+    assert_eq!(seen.extensions.get::<Marker>(), Some(&Marker(7)));
 }
 
 const CODE: &str = "Why does this panic?\n```rust\nfn main() { let v: Vec<u8> = vec![]; v[0]; }\n```";
@@ -36,32 +68,26 @@ fn decisions_reach_the_inner_service_the_response_and_the_metrics() {
             .await
             .unwrap();
         assert_eq!(resp.model.as_str(), "mock-small");
-        let d = resp.extensions.get::<TierDecision>().unwrap();
+        let d = resp.tier_decision().unwrap();
         assert_eq!((d.tier.as_str(), d.reason), ("low", TriageReason::Rules));
         // The inner service saw the tier and the decision in the request.
         let seen = f.small.last_request().unwrap();
         assert_eq!(seen.tier.as_ref().unwrap().as_str(), "low");
-        assert_eq!(seen.extensions.get::<TierDecision>().unwrap(), d);
+        assert_eq!(seen.tier_decision().unwrap(), d);
 
         let resp = svc.clone().oneshot(user("s2", "helper", CODE)).await.unwrap();
         assert_eq!(resp.model.as_str(), "mock-large");
-        assert_eq!(
-            resp.extensions.get::<Routed>().unwrap().requested_tier.as_str(),
-            "high"
-        );
+        assert_eq!(resp.routed().unwrap().requested_tier.as_str(), "high");
 
         // Explicit tiers and models are kept.
         let r = user("s3", "helper", CODE).with_tier("medium");
         let resp = svc.clone().oneshot(r).await.unwrap();
         assert_eq!(resp.model.as_str(), "mock-medium");
-        assert_eq!(
-            resp.extensions.get::<TierDecision>().unwrap().reason,
-            TriageReason::Explicit
-        );
+        assert_eq!(resp.tier_decision().unwrap().reason, TriageReason::Explicit);
         let r = user("s3", "helper", "hi").with_model("mock-large");
         let resp = svc.clone().oneshot(r).await.unwrap();
         assert_eq!(resp.model.as_str(), "mock-large");
-        let d = resp.extensions.get::<TierDecision>().unwrap();
+        let d = resp.tier_decision().unwrap();
         assert_eq!((d.tier.as_str(), d.reason), ("high", TriageReason::Explicit));
     })
     .snapshot()
@@ -117,7 +143,7 @@ fn a_decision_raised_by_the_session_layer_is_reported_as_sticky() {
         let mut req = user("s1", "helper", "thanks!");
         catalog.resolve(&mut req);
         let resp = svc.clone().oneshot(req).await.unwrap();
-        let d = resp.extensions.get::<TierDecision>().unwrap();
+        let d = resp.tier_decision().unwrap();
         assert_eq!((d.tier.as_str(), d.reason), ("high", TriageReason::Sticky));
         // The tier triage chose reached the session layer as an index.
         let ctx = seen.lock().unwrap()[0];
@@ -130,7 +156,7 @@ fn a_decision_raised_by_the_session_layer_is_reported_as_sticky() {
         let mut req = user("s1", "helper", "thanks!").with_tier("medium");
         catalog.resolve(&mut req);
         let resp = svc.clone().oneshot(req).await.unwrap();
-        let d = resp.extensions.get::<TierDecision>().unwrap();
+        let d = resp.tier_decision().unwrap();
         assert_eq!((d.tier.as_str(), d.reason), ("medium", TriageReason::Explicit));
         assert_eq!(seen.lock().unwrap()[1].tier_source, TierSource::Caller);
     })
@@ -167,10 +193,7 @@ async fn agents_can_be_pinned_to_a_tier() {
     assert_eq!(control.agent_tier(&"other".into()), None);
     let r = svc.clone().oneshot(user("s", "trader", "hi")).await.unwrap();
     assert_eq!(r.model.as_str(), "mock-large");
-    assert_eq!(
-        r.extensions.get::<TierDecision>().unwrap().reason,
-        TriageReason::Override
-    );
+    assert_eq!(r.tier_decision().unwrap().reason, TriageReason::Override);
     let r = svc.clone().oneshot(user("s", "helper", "hi")).await.unwrap();
     assert_eq!(r.model.as_str(), "mock-small");
     control.set_agent_tier(&"trader".into(), None);
@@ -277,7 +300,7 @@ async fn llm_triage_sends_a_small_prompt_to_the_classifier_tier() {
     let svc = TriageLayer::new(&tiers, triage).layer(f.router.clone());
     let resp = svc.oneshot(user("s", "a", "ééééééééé tell me")).await.unwrap();
     // The mock answers "ok": unparseable, so the rule fallback decided.
-    let d = resp.extensions.get::<TierDecision>().unwrap();
+    let d = resp.tier_decision().unwrap();
     assert_eq!(d.reason, TriageReason::ModelFallback);
     let ask = f.small.first_request().unwrap();
     let prompt = ask.messages()[0].text().to_owned();
@@ -310,8 +333,5 @@ async fn closures_are_strategies_and_tools_alone_stay_low() {
     let r = user("s", "a", "x").with_tools(vec![ToolSpec::function("t", "d", serde_json::json!({}))]);
     let resp = svc.oneshot(r).await.unwrap();
     assert_eq!(resp.model.as_str(), "mock-medium");
-    assert_eq!(
-        resp.extensions.get::<TierDecision>().unwrap().reason.as_str(),
-        "tools"
-    );
+    assert_eq!(resp.tier_decision().unwrap().reason.as_str(), "tools");
 }
