@@ -36,43 +36,33 @@ fn measure(file: &str) -> Measured {
     }
 }
 
-#[test]
-fn held_out_gsm8k_beats_length_and_the_target() {
-    let m = measure("gsm8k_heldout.jsonl");
-    assert_eq!(m.prompts, 661);
+/// Measures `file` (expecting `prompts` prompts) and asserts the built-in
+/// model is at least prompt length alone and at least `target`.
+fn check(file: &str, prompts: usize, target: f64) {
+    let m = measure(file);
+    assert_eq!(m.prompts, prompts, "{file}");
     assert!(
         m.learned >= m.length,
-        "learned {:.3} < length {:.3}",
+        "{file}: learned {:.3} < length {:.3}",
         m.learned,
         m.length
     );
-    assert!(m.learned >= 0.62, "learned {:.3} < 0.62", m.learned);
+    assert!(m.learned >= target, "{file}: learned {:.3} < {target}", m.learned);
+}
+
+#[test]
+fn held_out_gsm8k_beats_length_and_the_target() {
+    check("gsm8k_heldout.jsonl", 661, 0.62);
 }
 
 #[test]
 fn held_out_mmlu_subjects_beat_length_and_the_target() {
-    let m = measure("mmlu_heldout_sample.jsonl");
-    assert_eq!(m.prompts, 788);
-    assert!(
-        m.learned >= m.length,
-        "learned {:.3} < length {:.3}",
-        m.learned,
-        m.length
-    );
-    assert!(m.learned >= 0.60, "learned {:.3} < 0.60", m.learned);
+    check("mmlu_heldout_sample.jsonl", 788, 0.60);
 }
 
 #[test]
 fn open_ended_chat_beats_length_and_the_target() {
     // MT-Bench's first turns, the 72 questions RouteLLM keeps after
     // decontamination; the domain head's task-kind prior carries this one.
-    let m = measure("mtbench.jsonl");
-    assert_eq!(m.prompts, 72);
-    assert!(
-        m.learned >= m.length,
-        "learned {:.3} < length {:.3}",
-        m.learned,
-        m.length
-    );
-    assert!(m.learned >= 0.65, "learned {:.3} < 0.65", m.learned);
+    check("mtbench.jsonl", 72, 0.65);
 }
