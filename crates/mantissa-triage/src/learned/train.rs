@@ -519,22 +519,20 @@ fn domain_head(
     if rate.len() < 2 {
         return None;
     }
-    let mut count: HashMap<Option<&str>, usize> = HashMap::new();
-    for d in domains.iter().filter(|d| rate.contains_key(*d)) {
-        *count.entry(*d).or_default() += 1;
-    }
-    let n: usize = count.values().sum();
-    let examples = domains
+    let (ids, kept): (Vec<usize>, Vec<Option<&str>>) = domains
         .iter()
         .enumerate()
-        .filter_map(|(id, d)| {
-            let (sum, lines) = rate.get(d)?;
-            let weight = if balance {
-                n as f64 / (count.len() * count[d]) as f64
-            } else {
-                1.0
-            };
-            Some((id, 1.0 - sum / lines, weight))
+        .filter(|(_, d)| rate.contains_key(*d))
+        .map(|(id, d)| (id, *d))
+        .unzip();
+    let weights = balanced_weights(&kept, balance);
+    let examples = ids
+        .into_iter()
+        .zip(&kept)
+        .zip(weights)
+        .map(|((id, d), weight)| {
+            let (sum, lines) = rate[d];
+            (id, 1.0 - sum / lines, weight)
         })
         .collect();
     Some(Head { examples })
@@ -544,18 +542,25 @@ fn domain_head(
 /// domain (outcomes without one form one group) weighs the same in total,
 /// so no subject with many lines dominates what is learned; else all 1.
 fn example_weights(outcomes: &[Outcome], balance: bool) -> Vec<f32> {
+    let groups: Vec<Option<&str>> = outcomes.iter().map(|o| o.domain.as_deref()).collect();
+    balanced_weights(&groups, balance)
+        .into_iter()
+        .map(|w| w as f32)
+        .collect()
+}
+
+/// One weight per element of `groups` (mean 1): with `balance`, every
+/// group weighs the same in total; else all 1.
+fn balanced_weights(groups: &[Option<&str>], balance: bool) -> Vec<f64> {
     if !balance {
-        return vec![1.0; outcomes.len()];
+        return vec![1.0; groups.len()];
     }
     let mut count: HashMap<Option<&str>, usize> = HashMap::new();
-    for o in outcomes {
-        *count.entry(o.domain.as_deref()).or_default() += 1;
+    for g in groups {
+        *count.entry(*g).or_default() += 1;
     }
-    let (n, groups) = (outcomes.len() as f64, count.len() as f64);
-    outcomes
-        .iter()
-        .map(|o| (n / (groups * count[&o.domain.as_deref()] as f64)) as f32)
-        .collect()
+    let (n, k) = (groups.len() as f64, count.len() as f64);
+    groups.iter().map(|g| n / (k * count[g] as f64)).collect()
 }
 
 /// `n` evenly spaced quantiles (linear interpolation) of sorted `v`.
