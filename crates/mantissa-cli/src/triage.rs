@@ -69,9 +69,10 @@ pub(crate) struct TrainOptions {
     /// Tier names, cheapest first, comma-separated [default: low,medium,high as present].
     #[arg(long, value_delimiter = ',')]
     tiers: Option<Vec<String>>,
-    /// Weight of the length prior in the score, 0 to 1 (0 = the learned
-    /// gain alone): the score is this share of the prompt's length
-    /// percentile plus the rest of its learned-gain percentile.
+    /// Weight of the length prior in the score, 0 to 1: the score is this
+    /// share of the prompt's length percentile, `--domain-weight` of its
+    /// task-kind percentile, and the rest of its learned-gain percentile
+    /// (both weights 0 = the learned gain alone).
     #[arg(long, default_value_t = 0.35, value_parser = unit_interval)]
     length_weight: f32,
     /// Weight of the task-kind prior, 0 to 1 (at most 1 minus the length

@@ -10,8 +10,8 @@
 //! `[0, 1]` (0.5 = no difference expected).
 //!
 //! **Length prior.** With a length weight `a > 0` (the default when
-//! training, [`TrainConfig::length_weight`](super::TrainConfig)), the score is
-//! `a · P_len + (1 − a) · P_gain`, where `P_len` is the turn's byte length
+//! training, [`TrainConfig::length_weight`](super::TrainConfig)) and without the
+//! task-kind prior below, the score is `a · P_len + (1 − a) · P_gain`, where `P_len` is the turn's byte length
 //! and `P_gain` its gain as percentiles of the training prompts (two tables
 //! of [`PRIOR_QUANTILES`] quantiles in the file). Prompt length is the
 //! signal that transfers best to subjects the model never saw (a harder
